@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+// attnkit: version macros and small portability helpers used by every header.
+#pragma once
+
+#define ATTNKIT_VERSION_MAJOR 0
+#define ATTNKIT_VERSION_MINOR 1
+#define ATTNKIT_VERSION_PATCH 0
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ATTNKIT_RESTRICT __restrict__
+#define ATTNKIT_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ATTNKIT_RESTRICT
+#define ATTNKIT_ALWAYS_INLINE inline
+#endif
+
+#include <cstddef>
+#include <cstdint>
+
+namespace attnkit {
+/// Signed index type for extents, strides and positions (matches Eigen::Index).
+using index_t = std::ptrdiff_t;
+}  // namespace attnkit

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+// The only file that touches xsimd directly: batch aliases, version shims (xsimd 8.1 has hadd, 9+
+// has reduce_add), exp, and loads/stores that convert bf16/fp16 storage to float lanes.
+// Every function is templated on Arch so that TUs built with different -m flags never share an
+// inline definition (ODR; see style_and_ecosystem.md 3.6).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "config.hpp"
+#include "types.hpp"
+
+namespace attnkit::simd {
+
+using default_arch = xsimd::default_arch;
+
+template <class T, class Arch = default_arch>
+using batch = xsimd::batch<T, Arch>;
+
+template <class T, class Arch = default_arch>
+inline constexpr index_t lanes = index_t(batch<T, Arch>::size);
+
+template <class T, class Arch>
+ATTNKIT_ALWAYS_INLINE T reduce_add(const xsimd::batch<T, Arch>& b) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::reduce_add(b);
+#else
+  return xsimd::hadd(b);
+#endif
+}
+
+template <class T, class Arch>
+ATTNKIT_ALWAYS_INLINE T reduce_max(const xsimd::batch<T, Arch>& b) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::reduce_max(b);
+#else
+  alignas(64) T tmp[xsimd::batch<T, Arch>::size];
+  b.store_aligned(tmp);
+  T m = tmp[0];
+  for (std::size_t i = 1; i < xsimd::batch<T, Arch>::size; ++i) m = std::max(m, tmp[i]);
+  return m;
+#endif
+}
+
+/// exp with exp(-inf) = 0 (xsimd: |error| <= 1.6 ulp on the softmax domain, see the style study).
+template <class T, class Arch>
+ATTNKIT_ALWAYS_INLINE xsimd::batch<T, Arch> exp(const xsimd::batch<T, Arch>& x) {
+  return xsimd::exp(x);
+}
+
+/// Loads lanes<A> consecutive elements of storage type S as a batch of compute type A.
+template <class A, class Arch, class S>
+ATTNKIT_ALWAYS_INLINE xsimd::batch<A, Arch> load(const S* p) {
+  using B = xsimd::batch<A, Arch>;
+  if constexpr (std::is_same_v<S, A>) {
+    return B::load_unaligned(p);
+  } else {
+    static_assert(std::is_same_v<A, float> || std::is_same_v<S, float>,
+                  "attnkit::simd::load: unsupported conversion");
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<S, bf16> && B::size == 8) {
+      __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      return B(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+    }
+#endif
+#if defined(__F16C__) && defined(__AVX__)
+    if constexpr (std::is_same_v<S, fp16> && B::size == 8) {
+      __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      return B(_mm256_cvtph_ps(h));
+    }
+#endif
+    alignas(64) A tmp[B::size];
+    for (std::size_t i = 0; i < B::size; ++i) tmp[i] = to_compute<A>(p[i]);
+    return B::load_aligned(tmp);
+  }
+}
+
+/// Loads n < lanes elements (zero-filled tail).
+template <class A, class Arch, class S>
+ATTNKIT_ALWAYS_INLINE xsimd::batch<A, Arch> load_partial(const S* p, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  alignas(64) A tmp[B::size] = {};
+  for (index_t i = 0; i < n; ++i) tmp[i] = to_compute<A>(p[i]);
+  return B::load_aligned(tmp);
+}
+
+/// Converts n elements of storage type S into compute type A (vectorised where possible).
+template <class A, class Arch = default_arch, class S>
+inline void convert(const S* ATTNKIT_RESTRICT src, A* ATTNKIT_RESTRICT dst, index_t n,
+                    A scale = A(1)) {
+  constexpr index_t W = lanes<A, Arch>;
+  const xsimd::batch<A, Arch> s(scale);
+  index_t i = 0;
+  for (; i + W <= n; i += W) (load<A, Arch>(src + i) * s).store_unaligned(dst + i);
+  for (; i < n; ++i) dst[i] = to_compute<A>(src[i]) * scale;
+}
+
+/// Stores n elements of compute type A into storage type S (bf16/fp16 round to nearest even).
+template <class S, class A>
+inline void store_converted(const A* ATTNKIT_RESTRICT src, S* ATTNKIT_RESTRICT dst, index_t n) {
+  for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i]);
+}
+
+}  // namespace attnkit::simd

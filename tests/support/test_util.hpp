@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test helpers shared by every test file: owned tensors with padded/permuted layouts, random
+// fills, and error metrics.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <attnkit/attnkit.hpp>
+
+namespace attnkit::test {
+
+/// An owned tensor whose view may be padded (extra elements after each row of the last dim, and
+/// `pad_outer` after each outer row) or permuted (memory order given by `order`, e.g. {0,2,1,3}
+/// stores [B,T,H,D] head-first). Padding is filled with NaN so reads of it show up in results.
+template <class T, std::size_t R>
+struct owned_tensor {
+  std::vector<T> buf;
+  tensor_view<T, R> view;
+
+  owned_tensor() = default;
+  explicit owned_tensor(const std::array<index_t, R>& ext, index_t pad_inner = 0,
+                        std::array<std::size_t, R> order = identity_order()) {
+    // memory order: order[0] outermost ... order[R-1] innermost
+    std::array<index_t, R> str{};
+    index_t s = 1;
+    for (std::size_t i = R; i-- > 0;) {
+      const std::size_t r = order[i];
+      str[r] = s;
+      s *= ext[r] + (i == R - 1 ? pad_inner : 0);
+    }
+    const index_t total = std::max<index_t>(s, 1);
+    buf.assign(std::size_t(total), nan_value());
+    view = tensor_view<T, R>(buf.data(), ext, str);
+  }
+  static std::array<std::size_t, R> identity_order() {
+    std::array<std::size_t, R> o{};
+    for (std::size_t i = 0; i < R; ++i) o[i] = i;
+    return o;
+  }
+  static T nan_value() {
+    if constexpr (std::is_floating_point_v<T>) return std::numeric_limits<T>::quiet_NaN();
+    else if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, fp16>)
+      return T(std::numeric_limits<float>::quiet_NaN());
+    else return T(0);
+  }
+  cview<T, R> cv() const { return view; }
+  tensor_view<T, R> v() const { return view; }
+  index_t size() const { return view.size(); }
+};
+
+/// Calls f(idx) for every multi-index of the extents.
+template <std::size_t R, class F>
+void for_each_index(const std::array<index_t, R>& ext, F f) {
+  for (auto e : ext)
+    if (e == 0) return;
+  std::array<index_t, R> idx{};
+  for (;;) {
+    f(idx);
+    std::size_t r = R;
+    while (r-- > 0) {
+      if (++idx[r] < ext[r]) break;
+      idx[r] = 0;
+      if (r == 0) return;
+    }
+    if (R == 0) return;
+  }
+}
+
+template <class T, std::size_t R>
+T& at(const tensor_view<T, R>& v, const std::array<index_t, R>& idx) {
+  return v.data()[v.offset(idx)];
+}
+
+/// Fills the logical elements with N(mean, sd) (rounded to T).
+template <class T, std::size_t R>
+void fill_normal(const tensor_view<T, R>& v, std::mt19937_64& rng, double sd = 1.0,
+                 double mean = 0.0) {
+  std::normal_distribution<double> nd(mean, sd);
+  for_each_index<R>(v.extents(), [&](const auto& i) { at(v, i) = from_compute<T>(nd(rng)); });
+}
+template <class T, std::size_t R>
+void fill_uniform(const tensor_view<T, R>& v, std::mt19937_64& rng, double lo, double hi) {
+  std::uniform_real_distribution<double> ud(lo, hi);
+  for_each_index<R>(v.extents(), [&](const auto& i) { at(v, i) = from_compute<T>(ud(rng)); });
+}
+
+/// Copies logical elements (any layouts, converting types).
+template <class S, class D, std::size_t R>
+void copy(const tensor_view<S, R>& src, const tensor_view<D, R>& dst) {
+  for_each_index<R>(src.extents(), [&](const auto& i) {
+    at(dst, i) = from_compute<std::remove_const_t<D>>(to_compute<double>(at(src, i)));
+  });
+}
+
+/// Error metrics over logical elements: max |a-b|, max |b|, relative RMS ||a-b|| / ||b||.
+struct error_stats {
+  double max_abs = 0, max_ref = 0, rel_rms = 0;
+  bool finite = true;     // a has no NaN/inf where b is finite
+  bool inf_match = true;  // infinities in b appear identically in a
+};
+template <class A, class B, std::size_t R>
+error_stats compare(const tensor_view<A, R>& a, const tensor_view<B, R>& b) {
+  error_stats e;
+  double num = 0, den = 0;
+  for_each_index<R>(a.extents(), [&](const auto& i) {
+    const double x = to_compute<double>(at(a, i)), y = to_compute<double>(at(b, i));
+    if (std::isinf(y)) {
+      if (x != y) e.inf_match = false;
+      return;
+    }
+    if (!std::isfinite(x)) {
+      e.finite = false;
+      return;
+    }
+    e.max_abs = std::max(e.max_abs, std::abs(x - y));
+    e.max_ref = std::max(e.max_ref, std::abs(y));
+    num += (x - y) * (x - y);
+    den += y * y;
+  });
+  e.rel_rms = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return e;
+}
+
+/// Asserts a matches reference b: finite, same infinities, and max-abs error <= tol * max(1, max|b|).
+#define ATTNKIT_CHECK_CLOSE(a, b, tol)                                                      \
+  do {                                                                                      \
+    const auto _e = ::attnkit::test::compare((a), (b));                                     \
+    INFO("max_abs=" << _e.max_abs << " max_ref=" << _e.max_ref << " rel_rms=" << _e.rel_rms \
+                    << " tol=" << (tol));                                                   \
+    CHECK(_e.finite);                                                                       \
+    CHECK(_e.inf_match);                                                                    \
+    CHECK(_e.max_abs <= (tol) * std::max(1.0, _e.max_ref));                                 \
+  } while (0)
+
+/// Tolerances: float64 kernels vs the double reference, float32, and 16-bit storage.
+template <class T>
+constexpr double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-10;
+  else if constexpr (std::is_same_v<T, float>) return 2e-5;
+  else return 2e-2;
+}
+
+}  // namespace attnkit::test
