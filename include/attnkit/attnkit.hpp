@@ -10,5 +10,6 @@
 #include "core/simd.hpp"
 #include "core/tensor_view.hpp"
 #include "core/types.hpp"
+#include "standard/kernel.hpp"
 #include "standard/params.hpp"
 #include "standard/reference.hpp"

@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fast standard softmax attention (FlashAttention-style tiling on the CPU).
+//
+// Work item = (sequence, kv head, block of query positions, key split). Its rows are the G = Hq/Hkv
+// query heads of that kv head times the query positions (GQA packing: each K/V row is read once
+// for all G heads). For each block of kBlockN keys:
+//   S = Q K^T            (packed micro-kernel when the item has >= kSmallRows rows, else row dots)
+//   online softmax       (m, l, alpha per row; masked tiles skipped, partial tiles masked to -inf)
+//   O = alpha O + P V
+// Long key ranges are split (split-KV) and the partial states merged in a fixed order. The split
+// depends only on the problem shape, never on the thread count, so results are reproducible.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../core/executor.hpp"
+#include "../core/online_softmax.hpp"
+#include "../core/simd.hpp"
+#include "params.hpp"
+
+namespace attnkit {
+namespace detail {
+
+struct softmax_tiling {
+  static constexpr index_t kBlockN = 64;          // keys per tile
+  static constexpr index_t kRowsPerItem = 64;     // target query rows (heads x positions) per item
+  static constexpr index_t kSmallRows = 8;        // below this, S is computed by row dot products
+  static constexpr index_t kTargetItems = 32;     // automatic split-KV aims at this many items
+  static constexpr index_t kMinSplitKeys = 1024;  // ... with at least this many keys per split
+};
+
+inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+
+template <class A>
+using aligned_vector = std::vector<A, xsimd::aligned_allocator<A, 64>>;
+
+template <class A>
+struct softmax_workspace {
+  aligned_vector<A> q, kt, vp, s, acc, alpha;
+  std::vector<softmax_state<A>> st;
+  std::vector<index_t> lo, hi;
+};
+
+// S[i, c:c+2W] = sum_d Q[i, d] * Kt[d, c:c+2W] for MR rows and ncols (multiple of 2W) columns.
+template <int MR, class A, class Arch>
+inline void qk_tile(const A* ATTNKIT_RESTRICT Q, index_t ldq, const A* ATTNKIT_RESTRICT Kt,
+                    index_t ldk, A* ATTNKIT_RESTRICT S, index_t lds, index_t dk, index_t ncols) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t c = 0; c < ncols; c += 2 * W) {
+    B acc0[MR], acc1[MR];
+    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
+    const A* kp = Kt + c;
+    for (index_t d = 0; d < dk; ++d, kp += ldk) {
+      const B b0 = B::load_aligned(kp), b1 = B::load_aligned(kp + W);
+      for (int i = 0; i < MR; ++i) {
+        const B a(Q[i * ldq + d]);
+        acc0[i] = xsimd::fma(a, b0, acc0[i]);
+        acc1[i] = xsimd::fma(a, b1, acc1[i]);
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      acc0[i].store_aligned(S + i * lds + c);
+      acc1[i].store_aligned(S + i * lds + c + W);
+    }
+  }
+}
+
+// O[i, c:c+2W] = alpha[i] * O[i, c:c+2W] + sum_j P[i, j] * V[j, c:c+2W]; dv multiple of 2W.
+template <int MR, class A, class Arch>
+inline void pv_tile(const A* ATTNKIT_RESTRICT P, index_t ldp, const A* ATTNKIT_RESTRICT V,
+                    index_t ldv, A* ATTNKIT_RESTRICT O, index_t ldo, const A* alpha, index_t nk,
+                    index_t dv) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t c = 0; c < dv; c += 2 * W) {
+    B o0[MR], o1[MR];
+    for (int i = 0; i < MR; ++i) {
+      const B al(alpha[i]);
+      o0[i] = B::load_aligned(O + i * ldo + c) * al;
+      o1[i] = B::load_aligned(O + i * ldo + c + W) * al;
+    }
+    const A* vp = V + c;
+    for (index_t j = 0; j < nk; ++j, vp += ldv) {
+      const B b0 = B::load_aligned(vp), b1 = B::load_aligned(vp + W);
+      for (int i = 0; i < MR; ++i) {
+        const B a(P[i * ldp + j]);
+        o0[i] = xsimd::fma(a, b0, o0[i]);
+        o1[i] = xsimd::fma(a, b1, o1[i]);
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      o0[i].store_aligned(O + i * ldo + c);
+      o1[i].store_aligned(O + i * ldo + c + W);
+    }
+  }
+}
+
+// s[i * lds] = Q[i, :] . kr[:] for MR rows; Q rows are zero-padded to a multiple of W.
+template <int MR, class A, class Arch, class KV>
+inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT_RESTRICT kr,
+                     index_t dk, A* s, index_t lds) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  B acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
+  index_t d = 0;
+  for (; d + 2 * W <= dk; d += 2 * W) {
+    const B k0 = simd::load<A, Arch>(kr + d), k1 = simd::load<A, Arch>(kr + d + W);
+    for (int i = 0; i < MR; ++i) {
+      acc0[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
+      acc1[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d + W), k1, acc1[i]);
+    }
+  }
+  for (; d < dk; d += W) {
+    const B k0 = d + W <= dk ? simd::load<A, Arch>(kr + d) : simd::load_partial<A, Arch>(kr + d, dk - d);
+    for (int i = 0; i < MR; ++i) acc0[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
+  }
+  for (int i = 0; i < MR; ++i) s[i * lds] = simd::reduce_add(acc0[i] + acc1[i]);
+}
+
+template <class F>
+inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
+  // Calls f(std::integral_constant<int, MR>{}, r0) over row tiles of at most max_mr (<= 6) rows.
+  index_t r = 0;
+  for (; r + max_mr <= m; r += max_mr) {
+    if (max_mr == 6) f(std::integral_constant<int, 6>{}, r);
+    else f(std::integral_constant<int, 4>{}, r);
+  }
+  switch (m - r) {
+    case 5: f(std::integral_constant<int, 5>{}, r); break;
+    case 4: f(std::integral_constant<int, 4>{}, r); break;
+    case 3: f(std::integral_constant<int, 3>{}, r); break;
+    case 2: f(std::integral_constant<int, 2>{}, r); break;
+    case 1: f(std::integral_constant<int, 1>{}, r); break;
+    default: break;
+  }
+}
+
+// Online-softmax update of one row of a tile. s[0, ncols) holds the scores (scaled); columns outside
+// [vis_lo, vis_hi] are masked. On return s holds P = e^{x - m_new} and st is updated; returns alpha.
+template <class A, class Arch>
+inline A softmax_row(A* ATTNKIT_RESTRICT s, index_t ncols, index_t vis_lo, index_t vis_hi,
+                     A softcap, softmax_state<A>& st) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  constexpr A ninf = -std::numeric_limits<A>::infinity();
+  if (softcap > 0) {
+    const B cap(softcap);
+    for (index_t c = 0; c < ncols; c += W) (cap * xsimd::tanh(B::load_aligned(s + c))).store_aligned(s + c);
+  }
+  for (index_t c = 0; c < std::min(vis_lo, ncols); ++c) s[c] = ninf;
+  for (index_t c = std::max<index_t>(vis_hi + 1, 0); c < ncols; ++c) s[c] = ninf;
+  B mx(ninf);
+  for (index_t c = 0; c < ncols; c += W) mx = xsimd::max(mx, B::load_aligned(s + c));
+  const A m_blk = simd::reduce_max(mx);
+  if (m_blk == ninf) {  // nothing visible in this tile for this row
+    for (index_t c = 0; c < ncols; ++c) s[c] = A(0);
+    return A(1);
+  }
+  const A m_new = std::max(st.m, m_blk);
+  const A alpha = softmax_state<A>::rescale(st.m, m_new);
+  const B mb(m_new);
+  B sum(A(0));
+  for (index_t c = 0; c < ncols; c += W) {
+    const B p = simd::exp(B::load_aligned(s + c) - mb);
+    p.store_aligned(s + c);
+    sum += p;
+  }
+  st.l = st.l * alpha + simd::reduce_add(sum);
+  st.m = m_new;
+  return alpha;
+}
+
+/// One work item: rows r = t * G + g (t: query position i0 + t, g: head in the kv group).
+struct softmax_item {
+  std::size_t seq;
+  index_t hk, i0, nq, kbeg, kend;  // keys [kbeg, kend) of this split
+  index_t slot;                    // partial-state slot (split-KV), -1 = write output directly
+};
+
+template <class A, class Arch, class Q, class Rows>
+void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
+                 const tensor_view<Q, 4>& q, const Rows& rows, A qscale, A softcap,
+                 softmax_workspace<A>& ws) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  constexpr index_t NB = softmax_tiling::kBlockN;
+  const index_t G = sh.group, M = it.nq * G, Dk = sh.Dk, Dv = sh.Dv;
+  const index_t Dkp = round_up(Dk, W), Dvp = round_up(Dv, 2 * W);
+  const bool packed = M >= softmax_tiling::kSmallRows;
+
+  ws.q.assign(std::size_t(M * Dkp), A(0));
+  ws.acc.assign(std::size_t(M * Dvp), A(0));
+  ws.s.resize(std::size_t(M * NB));
+  ws.alpha.resize(std::size_t(M));
+  ws.st.assign(std::size_t(M), softmax_state<A>{});
+  ws.lo.resize(std::size_t(M));
+  ws.hi.resize(std::size_t(M));
+
+  // Pack Q (scaled) and the visible key range of every row, clipped to this split.
+  index_t kmin = it.kend, kmax = it.kbeg - 1;
+  for (index_t t = 0; t < it.nq; ++t) {
+    index_t lo, hi;
+    sh.mask.range(it.i0 + t, sq.tq, sq.tk, lo, hi);
+    lo = std::max(lo, it.kbeg);
+    hi = std::min(hi, it.kend - 1);
+    for (index_t g = 0; g < G; ++g) {
+      const index_t r = t * G + g;
+      ws.lo[std::size_t(r)] = lo;
+      ws.hi[std::size_t(r)] = hi;
+      const Q* src = &q(sq.qb, sq.q0 + it.i0 + t, it.hk * G + g, 0);
+      simd::convert<A, Arch>(src, ws.q.data() + r * Dkp, Dk, qscale);
+    }
+    if (lo <= hi) {
+      kmin = std::min(kmin, lo);
+      kmax = std::max(kmax, hi);
+    }
+  }
+  if (packed) {
+    ws.kt.resize(std::size_t(Dk * NB));
+    ws.vp.resize(std::size_t(NB * Dvp));
+  }
+
+  for (index_t j0 = kmin; j0 <= kmax; j0 += NB) {
+    const index_t nb = std::min(NB, kmax + 1 - j0);
+    const index_t ncols = round_up(nb, 2 * W);
+    A* S = ws.s.data();
+    if (packed) {
+      // Kt[d, j] = k[j0 + j, d]; padded columns are zero (and masked below).
+      A* kt = ws.kt.data();
+      for (index_t j = 0; j < nb; ++j) {
+        const auto* kr = rows.k_row(j0 + j);
+        for (index_t d = 0; d < Dk; ++d) kt[d * NB + j] = to_compute<A>(kr[d]);
+      }
+      for (index_t d = 0; d < Dk; ++d)
+        for (index_t j = nb; j < ncols; ++j) kt[d * NB + j] = A(0);
+      dispatch_rows(M, 6, [&](auto mr, index_t r0) {
+        qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt, NB, S + r0 * NB, NB,
+                                              Dk, ncols);
+      });
+    } else {
+      for (index_t j = 0; j < nb; ++j) {
+        const auto* kr = rows.k_row(j0 + j);
+        dispatch_rows(M, 4, [&](auto mr, index_t r0) {
+          dot_rows<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kr, Dk,
+                                                 S + r0 * NB + j, NB);
+        });
+      }
+      for (index_t r = 0; r < M; ++r)
+        for (index_t j = nb; j < ncols; ++j) S[r * NB + j] = A(0);
+    }
+    for (index_t r = 0; r < M; ++r) {
+      const index_t lo = ws.lo[std::size_t(r)] - j0, hi = std::min(ws.hi[std::size_t(r)] - j0, nb - 1);
+      A* srow = S + r * NB;
+      if (lo > hi || hi < 0 || lo >= nb) {
+        std::fill(srow, srow + ncols, A(0));
+        ws.alpha[std::size_t(r)] = A(1);
+        continue;
+      }
+      ws.alpha[std::size_t(r)] = softmax_row<A, Arch>(srow, ncols, lo, hi, softcap, ws.st[std::size_t(r)]);
+    }
+    if (packed) {
+      A* vp = ws.vp.data();
+      for (index_t j = 0; j < nb; ++j) {
+        simd::convert<A, Arch>(rows.v_row(j0 + j), vp + j * Dvp, Dv);
+        for (index_t c = Dv; c < Dvp; ++c) vp[j * Dvp + c] = A(0);
+      }
+      dispatch_rows(M, 6, [&](auto mr, index_t r0) {
+        pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp, Dvp, ws.acc.data() + r0 * Dvp,
+                                              Dvp, ws.alpha.data() + r0, nb, Dvp);
+      });
+    } else {
+      for (index_t r = 0; r < M; ++r) {
+        const A al = ws.alpha[std::size_t(r)];
+        if (al != A(1)) {
+          const B alb(al);
+          for (index_t c = 0; c < Dvp; c += W)
+            (B::load_aligned(ws.acc.data() + r * Dvp + c) * alb).store_aligned(ws.acc.data() + r * Dvp + c);
+        }
+      }
+      for (index_t j = 0; j < nb; ++j) {
+        const auto* vr = rows.v_row(j0 + j);
+        index_t c = 0;
+        for (; c < Dvp; c += W) {
+          const B vb = c + W <= Dv ? simd::load<A, Arch>(vr + c)
+                                   : simd::load_partial<A, Arch>(vr + c, std::max<index_t>(Dv - c, 0));
+          for (index_t r = 0; r < M; ++r) {
+            const A p = S[r * NB + j];
+            if (p == A(0)) continue;
+            A* o = ws.acc.data() + r * Dvp + c;
+            xsimd::fma(B(p), vb, B::load_aligned(o)).store_aligned(o);
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Writes the final o (and lse) rows of an item from its state.
+template <class A, class O>
+void finalize_rows(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
+                   const softmax_state<A>* st, const A* acc, index_t Dvp,
+                   const tensor_view<O, 4>& o, const softmax_extras<A>& x) {
+  const index_t G = sh.group;
+  for (index_t t = 0; t < it.nq; ++t)
+    for (index_t g = 0; g < G; ++g) {
+      const index_t r = t * G + g, h = it.hk * G + g, i = sq.q0 + it.i0 + t;
+      const softmax_state<A>& s = st[r];
+      const A f = x.sinks.present() ? s.output_factor(A(x.sinks(h))) : s.output_factor();
+      O* dst = &o(sq.qb, i, h, 0);
+      const A* a = acc + r * Dvp;
+      for (index_t c = 0; c < sh.Dv; ++c) dst[c] = from_compute<std::remove_const_t<O>>(a[c] * f);
+      if (x.lse.present()) x.lse(sq.qb, h, i) = s.lse();
+    }
+}
+
+/// Runs every work item of a validated problem. rows_of(seq, hk) returns the key/value rows.
+template <class A, class Arch, class Q, class O, class RowsOf>
+void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_view<Q, 4>& q,
+                 const tensor_view<O, 4>& o, const softmax_extras<A>& x, RowsOf rows_of) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  const index_t G = sh.group;
+  const index_t nq_per_item = std::max<index_t>(1, softmax_tiling::kRowsPerItem / G);
+  const index_t Dvp = round_up(sh.Dv, 2 * W);
+  const A softcap = A(p.softcap);
+  const A qscale = A(p.softcap > 0 ? sh.scale / p.softcap : sh.scale);
+
+  // Items before splitting: (sequence, kv head, query block) and their visible key ranges.
+  struct base_item {
+    std::size_t seq;
+    index_t hk, i0, nq, klo, khi;
+  };
+  std::vector<base_item> base;
+  for (std::size_t n = 0; n < sh.seqs.size(); ++n) {
+    const auto& sq = sh.seqs[n];
+    for (index_t i0 = 0; i0 < sq.tq; i0 += nq_per_item) {
+      const index_t nq = std::min(nq_per_item, sq.tq - i0);
+      index_t klo = sq.tk, khi = -1;
+      for (index_t t = 0; t < nq; ++t) {
+        index_t lo, hi;
+        sh.mask.range(i0 + t, sq.tq, sq.tk, lo, hi);
+        if (lo <= hi) {
+          klo = std::min(klo, lo);
+          khi = std::max(khi, hi);
+        }
+      }
+      for (index_t hk = 0; hk < sh.Hkv; ++hk) base.push_back({n, hk, i0, nq, klo, khi});
+    }
+  }
+  // Split-KV: the number of splits depends on the shape only (never on the thread count).
+  std::vector<softmax_item> items;
+  std::vector<std::pair<std::size_t, std::size_t>> split_of_base;  // [first item, count)
+  index_t slots = 0;
+  const index_t nbase = index_t(base.size());
+  for (const auto& b : base) {
+    const index_t keys = std::max<index_t>(0, b.khi - b.klo + 1);
+    const index_t blocks = (keys + softmax_tiling::kBlockN - 1) / softmax_tiling::kBlockN;
+    index_t ns = p.num_splits > 0
+                     ? index_t(p.num_splits)
+                     : std::min((softmax_tiling::kTargetItems + nbase - 1) / std::max<index_t>(nbase, 1),
+                                keys / softmax_tiling::kMinSplitKeys);
+    ns = std::max<index_t>(1, std::min(ns, blocks));
+    split_of_base.push_back({items.size(), std::size_t(ns)});
+    const index_t per = (blocks + ns - 1) / ns * softmax_tiling::kBlockN;
+    for (index_t s = 0; s < ns; ++s) {
+      const index_t kb = b.klo + s * per, ke = std::min(b.khi + 1, kb + per);
+      items.push_back({b.seq, b.hk, b.i0, b.nq, ns == 1 ? 0 : kb,
+                       ns == 1 ? sh.seqs[b.seq].tk : ke, ns == 1 ? -1 : slots++});
+    }
+  }
+  // Largest items first for load balance (the order does not change any result).
+  std::vector<std::size_t> order(items.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const index_t ca = (items[a].kend - items[a].kbeg) * items[a].nq,
+                  cb = (items[b].kend - items[b].kbeg) * items[b].nq;
+    return ca > cb;
+  });
+
+  const index_t M_max = nq_per_item * G;
+  const index_t slot_size = M_max * (Dvp + 2);
+  aligned_vector<A> partial(std::size_t(slots * slot_size));
+
+  executor& ex = resolve(p.exec);
+  ex.parallel_for(index_t(items.size()), [&](index_t idx) {
+    thread_local softmax_workspace<A> ws;
+    const softmax_item& it = items[order[std::size_t(idx)]];
+    const softmax_seq& sq = sh.seqs[it.seq];
+    attend_item<A, Arch>(sh, sq, it, q, rows_of(sq, it.hk), qscale, softcap, ws);
+    if (it.slot < 0) {
+      finalize_rows(sh, sq, it, ws.st.data(), ws.acc.data(), Dvp, o, x);
+    } else {  // keep (m, l, acc) for the merge
+      A* dst = partial.data() + it.slot * slot_size;
+      const index_t M = it.nq * G;
+      for (index_t r = 0; r < M; ++r) {
+        dst[2 * r] = ws.st[std::size_t(r)].m;
+        dst[2 * r + 1] = ws.st[std::size_t(r)].l;
+      }
+      std::copy(ws.acc.begin(), ws.acc.begin() + M * Dvp, dst + 2 * M_max);
+    }
+  });
+  if (slots == 0) return;
+  // Merge the splits of each base item in split order (deterministic).
+  ex.parallel_for(nbase, [&](index_t bi) {
+    const auto [first, count] = split_of_base[std::size_t(bi)];
+    if (count < 2) return;
+    const softmax_item& it0 = items[first];
+    const index_t M = it0.nq * G;
+    std::vector<softmax_state<A>> st(static_cast<std::size_t>(M));
+    aligned_vector<A> acc(std::size_t(M * Dvp), A(0));
+    for (std::size_t s = 0; s < count; ++s) {
+      const A* src = partial.data() + items[first + s].slot * slot_size;
+      for (index_t r = 0; r < M; ++r) {
+        const softmax_state<A> other{src[2 * r], src[2 * r + 1]};
+        A w_self, w_other;
+        st[std::size_t(r)].merge(other, w_self, w_other);
+        const A* a = src + 2 * M_max + r * Dvp;
+        A* d = acc.data() + r * Dvp;
+        for (index_t c = 0; c < Dvp; ++c) d[c] = d[c] * w_self + a[c] * w_other;
+      }
+    }
+    finalize_rows(sh, sh.seqs[it0.seq], it0, st.data(), acc.data(), Dvp, o, x);
+  });
+}
+
+template <class Q, class KV, class O>
+void check_fast_layout(const char* fn, const tensor_view<Q, 4>& q, const tensor_view<O, 4>& o) {
+  require_inner_contiguous({fn, "q", "B,Tq,Hq,Dk"}, q);
+  require_inner_contiguous({fn, "o", "B,Tq,Hq,Dv"}, o);
+}
+
+template <class Q, class KV>
+constexpr void check_types() {
+  using A = accum_t<Q>;
+  using K = std::remove_const_t<KV>;
+  static_assert(is_storage_type_v<Q> && is_storage_type_v<K>,
+                "attnkit: element types must be float, double, bf16 or fp16");
+  static_assert(!std::is_same_v<A, double> || std::is_same_v<K, double>,
+                "attnkit: double queries need double keys/values");
+}
+
+}  // namespace detail
+
+/// Standard softmax attention (prefill, dense or varlen). See params.hpp for the contract.
+///   q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv] -> o [B,Tq,Hq,Dv]; optional sinks [Hq],
+///   lse [B,Hq,Tq], cu_seqlens_q/k [N+1] (B = 1). The last dimension of q, k, v, o needs stride 1.
+template <class Q, class K, class V, class O, class Arch = simd::default_arch>
+void standard_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                        tensor_view<V, 4> v, tensor_view<O, 4> o,
+                        const softmax_extras<accum_t<Q>>& x = {}) {
+  static_assert(std::is_same_v<std::remove_const_t<K>, std::remove_const_t<V>>,
+                "attnkit: k and v must have the same element type");
+  detail::check_types<std::remove_const_t<Q>, K>();
+  using A = accum_t<Q>;
+  const char* fn = "standard_attention";
+  const auto sh = detail::check_dense(fn, p, q, k, v, o, x);
+  detail::check_fast_layout<Q, K>(fn, q, o);
+  detail::require_inner_contiguous({fn, "k", "B,Tk,Hkv,Dk"}, k);
+  detail::require_inner_contiguous({fn, "v", "B,Tk,Hkv,Dv"}, v);
+  using KV = std::remove_const_t<K>;
+  const cview<KV, 4> kc(k), vc(v);
+  detail::run_softmax<A, Arch>(p, sh, q, o, x, [&](const detail::softmax_seq& sq, index_t hk) {
+    return detail::rows_of(kc, vc, sq, hk);
+  });
+}
+
+/// Decode / chunked prefill over a KV cache (kv_cache or paged_kv_cache). If k_new/v_new
+/// [B,Tnew,Hkv,D] are given they are written into the cache at positions cache_seqlens[b] ...
+/// first; then q [B,Tq,Hq,Dk] (the last Tq positions, bottom-right causal) attends over
+/// cache_seqlens[b] + Tnew keys. cache_seqlens itself is not modified (FlashAttention's
+/// flash_attn_with_kvcache contract): advance it yourself after appending.
+template <class Q, class Cache, class O, class KN = const typename Cache::value_type,
+          class Arch = simd::default_arch>
+void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, const Cache& cache,
+                                tensor_view<O, 4> o, const softmax_extras<accum_t<Q>>& x = {},
+                                tensor_view<KN, 4> k_new = {}, tensor_view<KN, 4> v_new = {}) {
+  using KV = typename Cache::value_type;
+  static_assert(std::is_same_v<std::remove_const_t<KN>, std::remove_const_t<KV>>,
+                "attnkit: k_new/v_new must have the cache's element type");
+  detail::check_types<std::remove_const_t<Q>, KV>();
+  using A = accum_t<Q>;
+  const char* fn = "standard_attention_kvcache";
+  const auto sh = detail::check_cache(fn, p, q, cache, o, x, k_new, v_new);
+  detail::check_fast_layout<Q, KV>(fn, q, o);
+  if constexpr (std::is_same_v<Cache, kv_cache<KV>>) {
+    detail::require_inner_contiguous({fn, "k_cache", "B,capacity,Hkv,Dk"}, cache.k);
+    detail::require_inner_contiguous({fn, "v_cache", "B,capacity,Hkv,Dv"}, cache.v);
+  } else {
+    detail::require_inner_contiguous({fn, "k_pages", "num_pages,P,Hkv,Dk"}, cache.k_pages);
+    detail::require_inner_contiguous({fn, "v_pages", "num_pages,P,Hkv,Dv"}, cache.v_pages);
+  }
+  detail::append_rows(cache, sh, k_new, v_new);
+  detail::run_softmax<A, Arch>(p, sh, q, o, x, [&](const detail::softmax_seq& sq, index_t hk) {
+    return detail::rows_of(cache, sq, hk);
+  });
+}
+
+}  // namespace attnkit
