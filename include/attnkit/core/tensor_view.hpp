@@ -206,6 +206,7 @@ void check_tensor(const tensor_desc& d, const tensor_view<T, R>& v,
            "): negative extent ", v.extent(r));
     check_extent(d, v, r, expected[r]);
   }
+  if (v.size() == 0) return;  // strides of an empty tensor are irrelevant
   for (std::size_t r = 0; r < R; ++r)
     if (v.extent(r) > 1 && v.stride(r) <= 0)
       fail(d.fn, ": tensor '", d.name, "' dim ", r, " (", axis_name(d.axes, r),
@@ -216,6 +217,7 @@ void check_tensor(const tensor_desc& d, const tensor_view<T, R>& v,
 /// by sorting dims by stride and requiring stride[next] >= stride[prev] * extent[prev].
 template <class T, std::size_t R>
 void check_no_self_overlap(const tensor_desc& d, const tensor_view<T, R>& v) {
+  if (v.size() == 0) return;
   std::array<std::size_t, R> order{};
   for (std::size_t r = 0; r < R; ++r) order[r] = r;
   for (std::size_t i = 0; i < R; ++i)

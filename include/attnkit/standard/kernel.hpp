@@ -204,7 +204,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
   ws.hi.resize(std::size_t(M));
 
   // Pack Q (scaled) and the visible key range of every row, clipped to this split.
-  index_t kmin = it.kend, kmax = it.kbeg - 1;
+  index_t kmin = std::numeric_limits<index_t>::max(), kmax = -1;  // union of the row ranges
   for (index_t t = 0; t < it.nq; ++t) {
     index_t lo, hi;
     sh.mask.range(it.i0 + t, sq.tq, sq.tk, lo, hi);
@@ -367,8 +367,10 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
                      : std::min((softmax_tiling::kTargetItems + nbase - 1) / std::max<index_t>(nbase, 1),
                                 keys / softmax_tiling::kMinSplitKeys);
     ns = std::max<index_t>(1, std::min(ns, blocks));
+    const index_t per_blocks = (blocks + ns - 1) / std::max<index_t>(ns, 1);
+    ns = std::max<index_t>(1, (blocks + per_blocks - 1) / std::max<index_t>(per_blocks, 1));  // no empty split
     split_of_base.push_back({items.size(), std::size_t(ns)});
-    const index_t per = (blocks + ns - 1) / ns * softmax_tiling::kBlockN;
+    const index_t per = per_blocks * softmax_tiling::kBlockN;
     for (index_t s = 0; s < ns; ++s) {
       const index_t kb = b.klo + s * per, ke = std::min(b.khi + 1, kb + per);
       items.push_back({b.seq, b.hk, b.i0, b.nq, ns == 1 ? 0 : kb,

@@ -142,12 +142,13 @@ template <class Q, class K, class V, class O, class A>
 softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
                           const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
                           const tensor_view<O, 4>& o, const softmax_extras<A>& x) {
-  check_tensor({fn, "k", "B,Tk,Hkv,Dk"}, k, {-1, -1, -1, -1});
+  // q defines B and Dk; k and v are checked against it, then o against all three.
+  check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q, {-1, -1, -1, -1});
+  check_tensor({fn, "k", "B,Tk,Hkv,Dk"}, k, {q.extent(0), -1, -1, q.extent(3)});
+  check_tensor({fn, "v", "B,Tk,Hkv,Dv"}, v, {q.extent(0), k.extent(1), k.extent(2), -1});
   softmax_shape s;
-  check_queries(fn, p, q, o, x, k.extent(2), k.extent(3), v.extent(3), s);
-  check_tensor({fn, "k", "B,Tk,Hkv,Dk"}, k, {s.B, -1, -1, s.Dk});
+  check_queries(fn, p, q, o, x, k.extent(2), q.extent(3), v.extent(3), s);
   const index_t Tk = k.extent(1);
-  check_tensor({fn, "v", "B,Tk,Hkv,Dv"}, v, {s.B, Tk, s.Hkv, -1});
   const bool vq = x.cu_seqlens_q.present(), vk = x.cu_seqlens_k.present();
   if (vq != vk)
     fail(fn, ": varlen needs both 'cu_seqlens_q' and 'cu_seqlens_k' (got only '",
