@@ -14,6 +14,16 @@
 #define ATTNKIT_ALWAYS_INLINE inline
 #endif
 
+// Fully unrolls a short loop over a register tile (GCC keeps arrays of SIMD registers in memory
+// at -O2 unless their loops are unrolled).
+#if defined(__clang__)
+#define ATTNKIT_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define ATTNKIT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define ATTNKIT_UNROLL
+#endif
+
 #include <cstddef>
 #include <cstdint>
 

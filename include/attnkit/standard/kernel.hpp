@@ -46,58 +46,53 @@ struct softmax_workspace {
   std::vector<index_t> lo, hi;
 };
 
-// S[i, c:c+2W] = sum_d Q[i, d] * Kt[d, c:c+2W] for MR rows and ncols (multiple of 2W) columns.
+// S[i, 0:2W] = sum_d Q[i, d] * Kt[d, 0:2W] for MR rows (one column tile; Kt rows 2W-aligned).
 template <int MR, class A, class Arch>
 inline void qk_tile(const A* ATTNKIT_RESTRICT Q, index_t ldq, const A* ATTNKIT_RESTRICT Kt,
-                    index_t ldk, A* ATTNKIT_RESTRICT S, index_t lds, index_t dk, index_t ncols) {
+                    index_t ldk, A* ATTNKIT_RESTRICT S, index_t lds, index_t dk) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  for (index_t c = 0; c < ncols; c += 2 * W) {
-    B acc0[MR], acc1[MR];
-    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
-    const A* kp = Kt + c;
-    for (index_t d = 0; d < dk; ++d, kp += ldk) {
-      const B b0 = B::load_aligned(kp), b1 = B::load_aligned(kp + W);
-      for (int i = 0; i < MR; ++i) {
-        const B a(Q[i * ldq + d]);
-        acc0[i] = xsimd::fma(a, b0, acc0[i]);
-        acc1[i] = xsimd::fma(a, b1, acc1[i]);
-      }
+  B acc0[MR], acc1[MR];
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
+  const A* kp = Kt;
+  for (index_t d = 0; d < dk; ++d, kp += ldk) {
+    const B b0 = B::load_aligned(kp), b1 = B::load_aligned(kp + W);
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+      const B a(Q[i * ldq + d]);
+      acc0[i] = xsimd::fma(a, b0, acc0[i]);
+      acc1[i] = xsimd::fma(a, b1, acc1[i]);
     }
-    for (int i = 0; i < MR; ++i) {
-      acc0[i].store_aligned(S + i * lds + c);
-      acc1[i].store_aligned(S + i * lds + c + W);
-    }
+  }
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+    acc0[i].store_aligned(S + i * lds);
+    acc1[i].store_aligned(S + i * lds + W);
   }
 }
 
-// O[i, c:c+2W] = alpha[i] * O[i, c:c+2W] + sum_j P[i, j] * V[j, c:c+2W]; dv multiple of 2W.
+// O[i, 0:2W] = alpha[i] * O[i, 0:2W] + sum_j P[i, j] * V[j, 0:2W] for MR rows (one column tile).
 template <int MR, class A, class Arch>
 inline void pv_tile(const A* ATTNKIT_RESTRICT P, index_t ldp, const A* ATTNKIT_RESTRICT V,
-                    index_t ldv, A* ATTNKIT_RESTRICT O, index_t ldo, const A* alpha, index_t nk,
-                    index_t dv) {
+                    index_t ldv, A* ATTNKIT_RESTRICT O, index_t ldo, const A* alpha, index_t nk) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  for (index_t c = 0; c < dv; c += 2 * W) {
-    B o0[MR], o1[MR];
-    for (int i = 0; i < MR; ++i) {
-      const B al(alpha[i]);
-      o0[i] = B::load_aligned(O + i * ldo + c) * al;
-      o1[i] = B::load_aligned(O + i * ldo + c + W) * al;
+  B o0[MR], o1[MR];
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+    const B al(alpha[i]);
+    o0[i] = B::load_aligned(O + i * ldo) * al;
+    o1[i] = B::load_aligned(O + i * ldo + W) * al;
+  }
+  const A* vp = V;
+  for (index_t j = 0; j < nk; ++j, vp += ldv) {
+    const B b0 = B::load_aligned(vp), b1 = B::load_aligned(vp + W);
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+      const B a(P[i * ldp + j]);
+      o0[i] = xsimd::fma(a, b0, o0[i]);
+      o1[i] = xsimd::fma(a, b1, o1[i]);
     }
-    const A* vp = V + c;
-    for (index_t j = 0; j < nk; ++j, vp += ldv) {
-      const B b0 = B::load_aligned(vp), b1 = B::load_aligned(vp + W);
-      for (int i = 0; i < MR; ++i) {
-        const B a(P[i * ldp + j]);
-        o0[i] = xsimd::fma(a, b0, o0[i]);
-        o1[i] = xsimd::fma(a, b1, o1[i]);
-      }
-    }
-    for (int i = 0; i < MR; ++i) {
-      o0[i].store_aligned(O + i * ldo + c);
-      o1[i].store_aligned(O + i * ldo + c + W);
-    }
+  }
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+    o0[i].store_aligned(O + i * ldo);
+    o1[i].store_aligned(O + i * ldo + W);
   }
 }
 
@@ -108,20 +103,20 @@ inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   B acc0[MR], acc1[MR];
-  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
   index_t d = 0;
   for (; d + 2 * W <= dk; d += 2 * W) {
     const B k0 = simd::load<A, Arch>(kr + d), k1 = simd::load<A, Arch>(kr + d + W);
-    for (int i = 0; i < MR; ++i) {
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
       acc0[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
       acc1[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d + W), k1, acc1[i]);
     }
   }
   for (; d < dk; d += W) {
     const B k0 = d + W <= dk ? simd::load<A, Arch>(kr + d) : simd::load_partial<A, Arch>(kr + d, dk - d);
-    for (int i = 0; i < MR; ++i) acc0[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
   }
-  for (int i = 0; i < MR; ++i) s[i * lds] = simd::reduce_add(acc0[i] + acc1[i]);
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) s[i * lds] = simd::reduce_add(acc0[i] + acc1[i]);
 }
 
 template <class F>
@@ -177,6 +172,53 @@ inline A softmax_row(A* ATTNKIT_RESTRICT s, index_t ncols, index_t vis_lo, index
   return alpha;
 }
 
+/// K^T and V of one (sequence, kv head), packed per key block of kBlockN keys (aligned to multiples
+/// of kBlockN): kt block b is [Dk, kBlockN] (zero columns past the end), v block b is
+/// [kBlockN, Dvp] (zero padding). v == nullptr means V rows are read in place (float V, uniform
+/// row stride, Dv a multiple of the column tile).
+template <class A>
+struct packed_kv {
+  const A* kt = nullptr;
+  const A* v = nullptr;
+};
+
+/// Packs key block [j0, j0 + nb) transposed into kt as column tiles of TW = 2W keys: tile c is
+/// [Dk, TW] contiguous (element (d, j) at kt[(j / TW) * Dk * TW + d * TW + j % TW]); columns past
+/// nb up to ncols are zero.
+template <class A, index_t TW, class Rows>
+inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, index_t Dk, A* kt) {
+  for (index_t j = 0; j < nb; ++j) {
+    const auto* kr = rows.k_row(j0 + j);
+    A* dst = kt + (j / TW) * Dk * TW + j % TW;
+    for (index_t d = 0; d < Dk; ++d) dst[d * TW] = to_compute<A>(kr[d]);
+  }
+  for (index_t j = nb; j < ncols; ++j) {
+    A* dst = kt + (j / TW) * Dk * TW + j % TW;
+    for (index_t d = 0; d < Dk; ++d) dst[d * TW] = A(0);
+  }
+}
+
+/// Packs value block [j0, j0 + nb) as column tiles of TW = 2W values: tile c is [NB, TW]
+/// contiguous (element (j, c) at vp[(c / TW) * NB * TW + j * TW + c % TW]); converted to A,
+/// zero-padded past nb rows and Dv columns.
+template <class A, class Arch, index_t TW, class Rows>
+inline void pack_v(const Rows& rows, index_t j0, index_t nb, index_t Dv, index_t Dvp, A* vp) {
+  constexpr index_t NB = softmax_tiling::kBlockN;
+  alignas(64) A tmp[TW];
+  for (index_t j = 0; j < NB; ++j) {
+    const auto* vr = j < nb ? rows.v_row(j0 + j) : nullptr;
+    for (index_t c = 0; c < Dvp; c += TW) {
+      A* dst = vp + (c / TW) * NB * TW + j * TW;
+      if (vr && c + TW <= Dv) {
+        simd::convert<A, Arch>(vr + c, dst, TW);
+      } else {
+        for (index_t i = 0; i < TW; ++i) tmp[i] = vr && c + i < Dv ? to_compute<A>(vr[c + i]) : A(0);
+        std::copy(tmp, tmp + TW, dst);
+      }
+    }
+  }
+}
+
 /// One work item: rows r = t * G + g (t: query position i0 + t, g: head in the kv group).
 struct softmax_item {
   std::size_t seq;
@@ -186,8 +228,8 @@ struct softmax_item {
 
 template <class A, class Arch, class Q, class Rows>
 void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
-                 const tensor_view<Q, 4>& q, const Rows& rows, A qscale, A softcap,
-                 softmax_workspace<A>& ws) {
+                 const tensor_view<Q, 4>& q, const Rows& rows, const packed_kv<A>& pre,
+                 A qscale, A softcap, softmax_workspace<A>& ws) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   constexpr index_t NB = softmax_tiling::kBlockN;
@@ -227,34 +269,30 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     ws.vp.resize(std::size_t(NB * Dvp));
   }
 
-  for (index_t j0 = kmin; j0 <= kmax; j0 += NB) {
-    const index_t nb = std::min(NB, kmax + 1 - j0);
-    const index_t ncols = round_up(nb, 2 * W);
+  // Key blocks are aligned to multiples of NB (so pre-packed blocks can be shared by all items).
+  for (index_t j0 = kmin / NB * NB; j0 <= kmax; j0 += NB) {
+    const index_t nb = std::min(NB, sq.tk - j0);
+    const index_t ncols = round_up(std::min(nb, kmax + 1 - j0), 2 * W);
     A* S = ws.s.data();
     if (packed) {
-      // Kt[d, j] = k[j0 + j, d]; padded columns are zero (and masked below).
-      A* kt = ws.kt.data();
-      for (index_t j = 0; j < nb; ++j) {
-        const auto* kr = rows.k_row(j0 + j);
-        for (index_t d = 0; d < Dk; ++d) kt[d * NB + j] = to_compute<A>(kr[d]);
-      }
-      for (index_t d = 0; d < Dk; ++d)
-        for (index_t j = nb; j < ncols; ++j) kt[d * NB + j] = A(0);
-      dispatch_rows(M, 6, [&](auto mr, index_t r0) {
-        qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt, NB, S + r0 * NB, NB,
-                                              Dk, ncols);
-      });
+      const A* kt = pre.kt ? pre.kt + (j0 / NB) * Dk * NB : ws.kt.data();
+      if (!pre.kt) pack_kt<A, 2 * W>(rows, j0, std::min(nb, kmax + 1 - j0), ncols, Dk, ws.kt.data());
+      for (index_t c = 0; c < ncols; c += 2 * W)
+        dispatch_rows(M, 6, [&](auto mr, index_t r0) {
+          qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt + c * Dk, 2 * W,
+                                                S + r0 * NB + c, NB, Dk);
+        });
     } else {
-      for (index_t j = 0; j < nb; ++j) {
+      for (index_t j = 0; j < std::min(nb, kmax + 1 - j0); ++j) {
         const auto* kr = rows.k_row(j0 + j);
         dispatch_rows(M, 4, [&](auto mr, index_t r0) {
           dot_rows<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kr, Dk,
                                                  S + r0 * NB + j, NB);
         });
       }
-      for (index_t r = 0; r < M; ++r)
-        for (index_t j = nb; j < ncols; ++j) S[r * NB + j] = A(0);
     }
+    // Online softmax per row; the visible columns of row r are [lo, hi] (tile-relative).
+    index_t pv_cols = 0;  // P columns that can be non-zero
     for (index_t r = 0; r < M; ++r) {
       const index_t lo = ws.lo[std::size_t(r)] - j0, hi = std::min(ws.hi[std::size_t(r)] - j0, nb - 1);
       A* srow = S + r * NB;
@@ -263,18 +301,18 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
         ws.alpha[std::size_t(r)] = A(1);
         continue;
       }
+      pv_cols = std::max(pv_cols, hi + 1);
       ws.alpha[std::size_t(r)] = softmax_row<A, Arch>(srow, ncols, lo, hi, softcap, ws.st[std::size_t(r)]);
     }
     if (packed) {
-      A* vp = ws.vp.data();
-      for (index_t j = 0; j < nb; ++j) {
-        simd::convert<A, Arch>(rows.v_row(j0 + j), vp + j * Dvp, Dv);
-        for (index_t c = Dv; c < Dvp; ++c) vp[j * Dvp + c] = A(0);
-      }
-      dispatch_rows(M, 6, [&](auto mr, index_t r0) {
-        pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp, Dvp, ws.acc.data() + r0 * Dvp,
-                                              Dvp, ws.alpha.data() + r0, nb, Dvp);
-      });
+      const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
+      if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
+      for (index_t c = 0; c < Dvp; c += 2 * W)
+        dispatch_rows(M, 6, [&](auto mr, index_t r0) {
+          pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
+                                                ws.acc.data() + r0 * Dvp + c, Dvp,
+                                                ws.alpha.data() + r0, pv_cols);
+        });
     } else {
       for (index_t r = 0; r < M; ++r) {
         const A al = ws.alpha[std::size_t(r)];
@@ -284,10 +322,9 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
             (B::load_aligned(ws.acc.data() + r * Dvp + c) * alb).store_aligned(ws.acc.data() + r * Dvp + c);
         }
       }
-      for (index_t j = 0; j < nb; ++j) {
+      for (index_t j = 0; j < pv_cols; ++j) {
         const auto* vr = rows.v_row(j0 + j);
-        index_t c = 0;
-        for (; c < Dvp; c += W) {
+        for (index_t c = 0; c < Dvp; c += W) {
           const B vb = c + W <= Dv ? simd::load<A, Arch>(vr + c)
                                    : simd::load_partial<A, Arch>(vr + c, std::max<index_t>(Dv - c, 0));
           for (index_t r = 0; r < M; ++r) {
@@ -389,13 +426,68 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   const index_t M_max = nq_per_item * G;
   const index_t slot_size = M_max * (Dvp + 2);
   aligned_vector<A> partial(std::size_t(slots * slot_size));
-
   executor& ex = resolve(p.exec);
+
+  // Pre-pack K^T (and V when it needs conversion or padding) once per (sequence, kv head) when
+  // several query blocks share it; decode-like calls pack per item instead (one pass over K).
+  // (Reading V rows in place instead of packing them was measured slower: rows Hkv*Dv apart alias
+  // the same L1 sets.) Extra memory: one float copy of K and V for the sequences pre-packed.
+  constexpr index_t NB = softmax_tiling::kBlockN;
+  std::vector<std::size_t> pack_off(sh.seqs.size() * std::size_t(sh.Hkv), std::size_t(-1));
+  std::vector<std::pair<std::size_t, index_t>> pack_units;  // (seq * Hkv + hk, first block)
+  std::size_t pack_total = 0;
+  const index_t kt_block = sh.Dk * NB, v_block = NB * Dvp;
+  if (M_max >= softmax_tiling::kSmallRows) {
+    for (std::size_t n = 0; n < sh.seqs.size(); ++n) {
+      const auto& sq = sh.seqs[n];
+      if (sq.tq <= nq_per_item) continue;
+      const index_t nblocks = (sq.tk + NB - 1) / NB;
+      for (index_t hk = 0; hk < sh.Hkv; ++hk) {
+        pack_off[n * std::size_t(sh.Hkv) + std::size_t(hk)] = pack_total;
+        pack_total += std::size_t(nblocks * (kt_block + v_block));
+        for (index_t b0 = 0; b0 < nblocks; b0 += 16)
+          pack_units.push_back({n * std::size_t(sh.Hkv) + std::size_t(hk), b0});
+      }
+    }
+  }
+  thread_local aligned_vector<A> packed_store;
+  if (packed_store.size() < pack_total) {
+    packed_store.clear();
+    packed_store.shrink_to_fit();
+    packed_store.resize(pack_total);
+  }
+  A* const store = packed_store.data();  // (workers must not name the caller's thread_local)
+  auto packed_of = [&](std::size_t n, index_t hk) {
+    packed_kv<A> pk;
+    const std::size_t off = pack_off[n * std::size_t(sh.Hkv) + std::size_t(hk)];
+    if (off == std::size_t(-1)) return pk;
+    const index_t nblocks = (sh.seqs[n].tk + NB - 1) / NB;
+    pk.kt = store + off;
+    pk.v = pk.kt + nblocks * kt_block;
+    return pk;
+  };
+  ex.parallel_for(index_t(pack_units.size()), [&](index_t u) {
+    const auto [key, b0] = pack_units[std::size_t(u)];
+    const std::size_t n = key / std::size_t(sh.Hkv);
+    const index_t hk = index_t(key % std::size_t(sh.Hkv));
+    const auto& sq = sh.seqs[n];
+    const auto rows = rows_of(sq, hk);
+    const index_t nblocks = (sq.tk + NB - 1) / NB;
+    A* kt = store + pack_off[key];
+    A* v = kt + nblocks * kt_block;
+    for (index_t b = b0; b < std::min(nblocks, b0 + 16); ++b) {
+      const index_t nb = std::min(NB, sq.tk - b * NB);
+      pack_kt<A, 2 * W>(rows, b * NB, nb, NB, sh.Dk, kt + b * kt_block);
+      pack_v<A, Arch, 2 * W>(rows, b * NB, nb, sh.Dv, Dvp, v + b * v_block);
+    }
+  });
+
   ex.parallel_for(index_t(items.size()), [&](index_t idx) {
     thread_local softmax_workspace<A> ws;
     const softmax_item& it = items[order[std::size_t(idx)]];
     const softmax_seq& sq = sh.seqs[it.seq];
-    attend_item<A, Arch>(sh, sq, it, q, rows_of(sq, it.hk), qscale, softcap, ws);
+    attend_item<A, Arch>(sh, sq, it, q, rows_of(sq, it.hk), packed_of(it.seq, it.hk), qscale,
+                         softcap, ws);
     if (it.slot < 0) {
       finalize_rows(sh, sq, it, ws.st.data(), ws.acc.data(), Dvp, o, x);
     } else {  // keep (m, l, acc) for the merge
