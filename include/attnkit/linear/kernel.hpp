@@ -1,0 +1,730 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fast kernels of the linear-attention family: linear_attn, simple_gla, gla (math: params.hpp).
+//
+// Work item = (sequence, head); the state lives in a float (double) buffer of the worker. Results
+// do not depend on the number of threads (each item is computed by one thread, in a fixed order).
+//
+// recurrent (params.algo = recurrent), per token, one pass over the state:
+//   S <- diag(a) S + k v^T  and  o = S^T q~   fused row by row (a = exp(g), K-first rows are key
+//   channels, V-first rows are value channels). Token 0 reads h0 and the last token writes ht
+//   directly, so the decode step (T = 1) reads the state once and writes it once, in place if
+//   ht == h0.
+// chunk (params.algo = chunk), per chunk of L <= C rows with the chunk-local inclusive cumulative
+// log gate P_r = sum_{s<=r} g_s and the suffix U_c = sum_{c<s<L} g_s (both plain sums, no
+// cancellation, every exponent <= 0):
+//   A[r,c] = sum_d q~[r,d] k[c,d] exp(G_r[d] - G_c[d]) for c <= r, else 0
+//   O      = (q~ * exp(P)) S + A V
+//   S     <- diag(exp(P_{L-1})) S + (k * exp(U))^T V
+// The three products are GEMMs (register-tiled xsimd micro-kernel). Decay inside A:
+//   scalar gate: A = (Q~ K^T) * D with D[r,c] = prod_{c<s<=r} exp(g_s) (running products <= 1);
+//   per-channel gate (gla): 16-row sub-chunks. Off-diagonal blocks (sub-chunk i > j) factor around
+//   the first row n of sub-chunk i: (q~_r * exp(G_r - G_n)) . (k_c * exp(G_n - G_c)), both exponents
+//   <= 0 and computed as direct sums; diagonal 16x16 blocks use exact per-pair running products
+//   k_c * prod_{c<s<=r} exp(g_s). Never a whole-chunk factorisation (it overflows, spec 2.4).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "../core/config.hpp"
+#include "../core/executor.hpp"
+#include "../core/simd.hpp"
+#include "params.hpp"
+
+namespace attnkit {
+namespace detail {
+namespace linear_impl {
+
+template <class A>
+using avec = std::vector<A, xsimd::aligned_allocator<A, 64>>;
+
+inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+
+template <class A>
+void ensure(avec<A>& v, index_t n) {
+  if (index_t(v.size()) < n) v.assign(std::size_t(n), A(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM micro-kernel: C[0:MR, 0:2W] = diag(cs) C + sum_{p<kd} a(i, p) Bm[p, 0:2W]
+// with a(i, p) = a[i*ars + p*acs] (row-major A: acs = 1; A^T of a row-major buffer: ars = 1),
+// Bm rows contiguous (stride ldb). acc = false: C starts at 0; cs = nullptr: no row scaling.
+template <int MR, class A, class Arch>
+inline void gemm_tile(const A* a, index_t ars, index_t acs, const A* ATTNKIT_RESTRICT b,
+                      index_t ldb, A* ATTNKIT_RESTRICT c, index_t ldc, index_t kd, bool acc,
+                      const A* cs) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  B c0[MR], c1[MR];
+  if (acc) {
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+      c0[i] = B::load_unaligned(c + i * ldc);
+      c1[i] = B::load_unaligned(c + i * ldc + W);
+      if (cs) {
+        const B f(cs[i]);
+        c0[i] *= f;
+        c1[i] *= f;
+      }
+    }
+  } else {
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) c0[i] = c1[i] = B(A(0));
+  }
+  for (index_t p = 0; p < kd; ++p) {
+    const B b0 = B::load_unaligned(b + p * ldb), b1 = B::load_unaligned(b + p * ldb + W);
+    const A* ap = a + p * acs;
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+      const B ai(ap[i * ars]);
+      c0[i] = xsimd::fma(ai, b0, c0[i]);
+      c1[i] = xsimd::fma(ai, b1, c1[i]);
+    }
+  }
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+    c0[i].store_unaligned(c + i * ldc);
+    c1[i].store_unaligned(c + i * ldc + W);
+  }
+}
+
+// C[0:M, 0:N] = diag(cs) C + A[0:M, 0:kd] Bm[0:kd, 0:N] over tiles of MR x 2W. Writes columns up to
+// round_up(N, 2W) (buffers are padded). Row block [r0, r1) uses kd = kd_of(r1) inner terms and
+// skips column tiles starting at or after col_end(r1) (causal products; those entries are not
+// written).
+template <class A, class Arch, class KdOf, class ColEnd>
+void gemm(index_t M, index_t N, const A* a, index_t ars, index_t acs, const A* b, index_t ldb, A* c,
+          index_t ldc, bool acc, const A* cs, KdOf kd_of, ColEnd col_end) {
+  constexpr index_t NR = 2 * simd::lanes<A, Arch>;
+  constexpr index_t MR = 6;
+  for (index_t j0 = 0; j0 < N; j0 += NR)
+    for (index_t i0 = 0; i0 < M; i0 += MR) {
+      const index_t mr = std::min(MR, M - i0), r1 = i0 + mr;
+      if (j0 >= col_end(r1)) continue;
+      const index_t kd = kd_of(r1);
+      const A* ai = a + i0 * ars;
+      const A* bj = b + j0;
+      A* cij = c + i0 * ldc + j0;
+      const A* csi = cs ? cs + i0 : nullptr;
+      switch (mr) {
+        case 6: gemm_tile<6, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+        case 5: gemm_tile<5, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+        case 4: gemm_tile<4, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+        case 3: gemm_tile<3, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+        case 2: gemm_tile<2, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+        default: gemm_tile<1, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small vector helpers over n elements, n a multiple of W (padded buffers).
+
+template <class A, class Arch>
+ATTNKIT_ALWAYS_INLINE A dot(const A* x, const A* y, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  B s0(A(0)), s1(A(0));
+  index_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    s0 = xsimd::fma(B::load_unaligned(x + i), B::load_unaligned(y + i), s0);
+    s1 = xsimd::fma(B::load_unaligned(x + i + W), B::load_unaligned(y + i + W), s1);
+  }
+  for (; i < n; i += W) s0 = xsimd::fma(B::load_unaligned(x + i), B::load_unaligned(y + i), s0);
+  return simd::reduce_add(s0 + s1);
+}
+
+/// y[i] = exp(x[i]).
+template <class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void vexp(const A* x, A* y, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t i = 0; i < n; i += W) simd::exp(B::load_unaligned(x + i)).store_unaligned(y + i);
+}
+
+/// y[i] = x[i] * exp(e[i]).
+template <class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void mul_exp(const A* x, const A* e, A* y, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t i = 0; i < n; i += W)
+    (B::load_unaligned(x + i) * simd::exp(B::load_unaligned(e + i))).store_unaligned(y + i);
+}
+
+/// Loads n stored elements as compute type A into dst (times scale) and zero-fills dst[n, np).
+template <class A, class Arch, class S>
+ATTNKIT_ALWAYS_INLINE void load_row(const S* src, A* dst, index_t n, index_t np, A scale = A(1)) {
+  simd::convert<A, Arch>(src, dst, n, scale);
+  for (index_t i = n; i < np; ++i) dst[i] = A(0);
+}
+
+/// Writes n elements to storage type S, times f.
+template <class A, class Arch, class S>
+ATTNKIT_ALWAYS_INLINE void store_row(const A* src, S* dst, index_t n, A f) {
+  if constexpr (std::is_same_v<S, A>) {
+    using B = xsimd::batch<A, Arch>;
+    constexpr index_t W = index_t(B::size);
+    const B fb(f);
+    index_t i = 0;
+    for (; i + W <= n; i += W) (B::load_unaligned(src + i) * fb).store_unaligned(dst + i);
+    for (; i < n; ++i) dst[i] = src[i] * f;
+  } else {
+    for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i] * f);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurrent token steps. src == nullptr means a zero state. src may equal dst (in place).
+
+// K-first, rows = key channels d, columns = value channels:
+//   dst[d, 0:V] = a[d*as] src[d, 0:V] + kk[d] vv[0:V];   out[0:V] = sum_d qq[d] dst[d, 0:V]
+template <int NB, bool Gated, class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void kfirst_cols(index_t j, index_t K, const A* src, index_t lds, A* dst,
+                                       index_t ldd, const A* a, index_t as, const A* kk,
+                                       const A* qq, const A* vv, A* out) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  B vb[NB], ob[NB];
+  ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+    vb[u] = B::load_unaligned(vv + j + u * W);
+    ob[u] = B(A(0));
+  }
+  for (index_t d = 0; d < K; ++d) {
+    const B kd(kk[d]), qd(qq[d]);
+    A* dr = dst + d * ldd + j;
+    if (src) {
+      const A* sr = src + d * lds + j;
+      if constexpr (Gated) {
+        const B ad(a[d * as]);
+        ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+          const B s = xsimd::fma(kd, vb[u], ad * B::load_unaligned(sr + u * W));
+          s.store_unaligned(dr + u * W);
+          ob[u] = xsimd::fma(qd, s, ob[u]);
+        }
+      } else {
+        ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+          const B s = xsimd::fma(kd, vb[u], B::load_unaligned(sr + u * W));
+          s.store_unaligned(dr + u * W);
+          ob[u] = xsimd::fma(qd, s, ob[u]);
+        }
+      }
+    } else {
+      ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+        const B s = kd * vb[u];
+        s.store_unaligned(dr + u * W);
+        ob[u] = xsimd::fma(qd, s, ob[u]);
+      }
+    }
+  }
+  ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) ob[u].store_unaligned(out + j + u * W);
+}
+
+template <bool Gated, class A, class Arch>
+void step_kfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_t ldd, const A* a,
+                 index_t as, const A* kk, const A* qq, const A* vv, A* out) {
+  constexpr index_t W = simd::lanes<A, Arch>;
+  index_t j = 0;
+  for (; j + 4 * W <= V; j += 4 * W)
+    kfirst_cols<4, Gated, A, Arch>(j, K, src, lds, dst, ldd, a, as, kk, qq, vv, out);
+  for (; j + W <= V; j += W)
+    kfirst_cols<1, Gated, A, Arch>(j, K, src, lds, dst, ldd, a, as, kk, qq, vv, out);
+  for (; j < V; ++j) {  // tail columns (V not a multiple of W)
+    A o = 0;
+    for (index_t d = 0; d < K; ++d) {
+      A s = kk[d] * vv[j];
+      if (src) s += (Gated ? a[d * as] : A(1)) * src[d * lds + j];
+      dst[d * ldd + j] = s;
+      o += qq[d] * s;
+    }
+    out[j] = o;
+  }
+}
+
+// V-first, rows = value channels e, columns = key channels:
+//   dst[e, 0:K] = a[0:K] * src[e, 0:K] + vv[e] kk[0:K];   out[e] = qq[0:K] . dst[e, 0:K]
+template <int RB, bool Gated, class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void vfirst_rows(index_t e0, index_t K, const A* src, index_t lds, A* dst,
+                                       index_t ldd, const A* a, const A* kk, const A* qq,
+                                       const A* vv, A* out) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  B acc[RB], ve[RB];
+  ATTNKIT_UNROLL for (int u = 0; u < RB; ++u) {
+    acc[u] = B(A(0));
+    ve[u] = B(vv[e0 + u]);
+  }
+  index_t j = 0;
+  for (; j + W <= K; j += W) {
+    const B kb = B::load_unaligned(kk + j), qb = B::load_unaligned(qq + j);
+    B ab(A(1));
+    if constexpr (Gated) ab = B::load_unaligned(a + j);
+    ATTNKIT_UNROLL for (int u = 0; u < RB; ++u) {
+      B s = ve[u] * kb;
+      if (src) {
+        const B x = B::load_unaligned(src + (e0 + u) * lds + j);
+        s = Gated ? xsimd::fma(ab, x, s) : s + x;
+      }
+      s.store_unaligned(dst + (e0 + u) * ldd + j);
+      acc[u] = xsimd::fma(qb, s, acc[u]);
+    }
+  }
+  ATTNKIT_UNROLL for (int u = 0; u < RB; ++u) {
+    A o = simd::reduce_add(acc[u]);
+    for (index_t jj = j; jj < K; ++jj) {  // tail columns (K not a multiple of W)
+      A s = vv[e0 + u] * kk[jj];
+      if (src) s += (Gated ? a[jj] : A(1)) * src[(e0 + u) * lds + jj];
+      dst[(e0 + u) * ldd + jj] = s;
+      o += qq[jj] * s;
+    }
+    out[e0 + u] = o;
+  }
+}
+
+template <bool Gated, class A, class Arch>
+void step_vfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_t ldd, const A* a,
+                 const A* kk, const A* qq, const A* vv, A* out) {
+  index_t e = 0;
+  for (; e + 4 <= V; e += 4) vfirst_rows<4, Gated, A, Arch>(e, K, src, lds, dst, ldd, a, kk, qq, vv, out);
+  for (; e < V; ++e) vfirst_rows<1, Gated, A, Arch>(e, K, src, lds, dst, ldd, a, kk, qq, vv, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-item context: pointers to the (validated) tensors of one (sequence, head).
+
+template <class A>
+struct workspace {
+  avec<A> S, q, k, kt, kh, qg, v, am, ob, g, e, pre, suf, tmp, cs, z, a;
+};
+
+/// Reads the gate of token t (absolute index in the batch row) into g[0:K) (scalar gates: g[0]).
+template <class A, class Arch, class GateT>
+struct gate_reader;
+
+template <class A, class Arch>
+struct gate_reader<A, Arch, void> {  // no gate
+  static constexpr linear_gate kind = linear_gate::none;
+  void read(index_t, index_t, index_t, A*, index_t) const {}
+};
+template <class A, class Arch, class G>
+struct gate_reader<A, Arch, tensor_view<G, 3>> {  // g [B,T,H]
+  static constexpr linear_gate kind = linear_gate::scalar;
+  tensor_view<G, 3> g;
+  void read(index_t b, index_t t, index_t h, A* dst, index_t) const {
+    dst[0] = to_compute<A>(g(b, t, h));
+  }
+};
+template <class A, class Arch, class G>
+struct gate_reader<A, Arch, tensor_view<G, 1>> {  // g_gamma [H]
+  static constexpr linear_gate kind = linear_gate::head_decay;
+  tensor_view<G, 1> g;
+  void read(index_t, index_t, index_t h, A* dst, index_t) const { dst[0] = to_compute<A>(g(h)); }
+};
+template <class A, class Arch, class G>
+struct gate_reader<A, Arch, tensor_view<G, 4>> {  // g [B,T,H,K]
+  static constexpr linear_gate kind = linear_gate::channel;
+  tensor_view<G, 4> g;
+  void read(index_t b, index_t t, index_t h, A* dst, index_t K) const {
+    simd::convert<A, Arch>(&g(b, t, h, 0), dst, K);
+  }
+};
+
+template <class A, class Q, class Kt, class Vt, class O, class Gr>
+struct item_ctx {
+  const linear_shape& sh;
+  const linear_params& p;
+  const tensor_view<Q, 4>& q;
+  const tensor_view<Kt, 4>& k;
+  const tensor_view<Vt, 4>& v;
+  const tensor_view<O, 4>& o;
+  const linear_state<A>& s;
+  const Gr& gate;
+};
+
+/// Writes o row t (V values of out, divided by q~ . z + 1e-10 with normalize; z updated with k).
+template <class A, class Arch, class Ctx>
+ATTNKIT_ALWAYS_INLINE void write_out(const Ctx& c, index_t b, index_t t, index_t h, const A* out,
+                                     const A* qrow, const A* krow, A* z, index_t Kp) {
+  A f = A(1);
+  if (c.p.normalize) {
+    using B = xsimd::batch<A, Arch>;
+    constexpr index_t W = index_t(B::size);
+    for (index_t i = 0; i < Kp; i += W)
+      (B::load_unaligned(z + i) + B::load_unaligned(krow + i)).store_unaligned(z + i);
+    f = A(1) / (dot<A, Arch>(qrow, z, Kp) + A(1e-10));
+  }
+  store_row<A, Arch>(out, &c.o(b, t, h, 0), c.sh.V, f);
+}
+
+template <class A, class Ctx>
+void load_z(const Ctx& c, index_t n, index_t h, A* z, index_t Kp) {
+  for (index_t d = 0; d < Kp; ++d) z[d] = (c.s.z0.present() && d < c.sh.K) ? c.s.z0(n, 0, h, d) : A(0);
+}
+template <class A, class Ctx>
+void store_z(const Ctx& c, index_t n, index_t h, const A* z) {
+  if (c.s.zt.present())
+    for (index_t d = 0; d < c.sh.K; ++d) c.s.zt(n, 0, h, d) = z[d];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurrent algorithm for one (sequence n, head h).
+template <class A, class Arch, class Ctx>
+void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
+  constexpr index_t W = simd::lanes<A, Arch>;
+  constexpr linear_gate kind = std::decay_t<decltype(c.gate)>::kind;
+  const auto& sh = c.sh;
+  const auto& sq = sh.seqs[std::size_t(n)];
+  const index_t K = sh.K, V = sh.V, Kp = round_up(K, W), Vp = round_up(V, W);
+  const bool vf = c.p.state_v_first;
+  const index_t rows = vf ? V : K, cols = vf ? K : V, colsp = vf ? Kp : Vp;
+  ensure(ws.q, Kp);
+  ensure(ws.k, Kp);
+  ensure(ws.v, Vp);
+  ensure(ws.ob, Vp);
+  ensure(ws.a, Kp);
+  ensure(ws.g, Kp);
+  ensure(ws.z, Kp);
+  A* qrow = ws.q.data();
+  A* krow = ws.k.data();
+  A* vrow = ws.v.data();
+  A* out = ws.ob.data();
+  A* a = ws.a.data();
+  A* z = ws.z.data();
+  if (c.p.normalize) load_z(c, n, h, z, Kp);
+
+  const A* h0 = c.s.h0.present() ? &c.s.h0(n, h, 0, 0) : nullptr;
+  const index_t ld0 = c.s.h0.present() ? c.s.h0.stride(2) : 0;
+  A* ht = c.s.ht.present() ? &c.s.ht(n, h, 0, 0) : nullptr;
+  const index_t ldt = c.s.ht.present() ? c.s.ht.stride(2) : 0;
+  if (sq.len == 0) {  // final = initial
+    if (ht)
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < cols; ++j) ht[r * ldt + j] = h0 ? h0[r * ld0 + j] : A(0);
+    store_z(c, n, h, z);
+    return;
+  }
+  if (sq.len > 1 || !ht) ensure(ws.S, rows * colsp);
+  const A scale = A(sh.scale);
+  for (index_t i = 0; i < sq.len; ++i) {
+    const index_t t = sq.t0 + i;
+    // state source/destination: h0 -> work buffer -> ... -> ht (the decode step: h0 -> ht)
+    const A* src = i == 0 ? h0 : ws.S.data();
+    const index_t lds = i == 0 ? ld0 : colsp;
+    const bool last = i + 1 == sq.len && ht;
+    A* dst = last ? ht : ws.S.data();
+    const index_t ldd = last ? ldt : colsp;
+    load_row<A, Arch>(&c.q(sq.b, t, h, 0), qrow, K, Kp, scale);
+    load_row<A, Arch>(&c.k(sq.b, t, h, 0), krow, K, Kp);
+    load_row<A, Arch>(&c.v(sq.b, t, h, 0), vrow, V, Vp);
+    if constexpr (kind == linear_gate::none) {
+      if (vf) step_vfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
+      else step_kfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, 0, krow, qrow, vrow, out);
+    } else {
+      c.gate.read(sq.b, t, h, ws.g.data(), K);
+      if constexpr (kind == linear_gate::channel) {
+        vexp<A, Arch>(ws.g.data(), a, Kp);
+      } else {
+        const A av = std::exp(ws.g[0]);
+        for (index_t d = 0; d < (vf ? Kp : 1); ++d) a[d] = av;
+      }
+      const index_t as = kind == linear_gate::channel ? 1 : 0;
+      if (vf) step_vfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
+      else step_kfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, as, krow, qrow, vrow, out);
+    }
+    write_out<A, Arch>(c, sq.b, t, h, out, qrow, krow, z, Kp);
+  }
+  store_z(c, n, h, z);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk algorithm for one (sequence n, head h).
+template <class A, class Arch, class Ctx>
+void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size), NR = 2 * W, BC = 16;
+  constexpr linear_gate kind = std::decay_t<decltype(c.gate)>::kind;
+  const auto& sh = c.sh;
+  const auto& sq = sh.seqs[std::size_t(n)];
+  const index_t K = sh.K, V = sh.V, C = c.p.chunk_size;
+  const index_t Kp = round_up(K, NR), Vp = round_up(V, NR), Cp = round_up(C, NR);
+  const bool vf = c.p.state_v_first;
+  ensure(ws.S, Kp * Vp);
+  ensure(ws.q, C * Kp);
+  ensure(ws.k, C * Kp);
+  ensure(ws.v, C * Vp);
+  ensure(ws.kt, Kp * Cp);
+  ensure(ws.kh, C * Kp);
+  ensure(ws.am, C * Cp);
+  ensure(ws.ob, C * Vp);
+  ensure(ws.z, Kp);
+  A* S = ws.S.data();
+  A* Qs = ws.q.data();   // [C, Kp] scale * q
+  A* Kc = ws.k.data();   // [C, Kp] k
+  A* Vc = ws.v.data();   // [C, Vp] v
+  A* Kt = ws.kt.data();  // [Kp, Cp] k^T (gla: the decayed off-diagonal k^T)
+  A* Kh = ws.kh.data();  // [C, Kp] k * exp(U)
+  A* Am = ws.am.data();  // [C, Cp] intra-chunk A
+  A* Ob = ws.ob.data();  // [C, Vp] output rows
+  A* z = ws.z.data();
+  A* Qg = Qs;            // q~ * exp(P) (aliases Qs without gate)
+  if constexpr (kind != linear_gate::none) {
+    ensure(ws.qg, C * Kp);
+    ensure(ws.cs, Kp);
+    Qg = ws.qg.data();
+  }
+  const index_t gw = kind == linear_gate::channel ? Kp : 1;  // gate values per token
+  if constexpr (kind != linear_gate::none) {
+    ensure(ws.g, C * gw);
+    ensure(ws.e, C * gw);
+    ensure(ws.pre, C * gw);
+    ensure(ws.suf, C * gw);
+    ensure(ws.tmp, std::max(Cp, BC * Kp + Kp));
+  }
+  // S <- h0 (K-first internally; V-first states are transposed on the way in and out).
+  for (index_t d = 0; d < Kp; ++d)
+    for (index_t e = 0; e < Vp; ++e)
+      S[d * Vp + e] = (c.s.h0.present() && d < K && e < V)
+                          ? (vf ? c.s.h0(n, h, e, d) : c.s.h0(n, h, d, e))
+                          : A(0);
+  if (c.p.normalize) load_z(c, n, h, z, Kp);
+  const A scale = A(sh.scale);
+  auto all = [](index_t) { return index_t(1) << 40; };
+
+  for (index_t c0 = 0; c0 < sq.len; c0 += C) {
+    const index_t L = std::min(C, sq.len - c0);
+    for (index_t r = 0; r < L; ++r) {
+      const index_t t = sq.t0 + c0 + r;
+      load_row<A, Arch>(&c.q(sq.b, t, h, 0), Qs + r * Kp, K, Kp, scale);
+      load_row<A, Arch>(&c.k(sq.b, t, h, 0), Kc + r * Kp, K, Kp);
+      load_row<A, Arch>(&c.v(sq.b, t, h, 0), Vc + r * Vp, V, Vp);
+    }
+    const A* cs = nullptr;  // row factors of S in the state update
+    const A* Khp = Kc;
+    if constexpr (kind != linear_gate::none) {
+      A* g = ws.g.data();
+      A* e = ws.e.data();
+      A* pre = ws.pre.data();
+      A* suf = ws.suf.data();
+      for (index_t r = 0; r < L; ++r) {
+        c.gate.read(sq.b, sq.t0 + c0 + r, h, g + r * gw, K);
+        for (index_t d = (kind == linear_gate::channel ? K : 1); d < gw; ++d) g[r * gw + d] = A(0);
+      }
+      // P_r = sum_{s<=r} g_s ; U_r = sum_{r<s<L} g_s ; e_r = exp(g_r)
+      for (index_t d = 0; d < gw; ++d) {
+        A acc = 0;
+        for (index_t r = 0; r < L; ++r) pre[r * gw + d] = acc += g[r * gw + d];
+        acc = 0;
+        for (index_t r = L; r-- > 0;) {
+          suf[r * gw + d] = acc;
+          acc += g[r * gw + d];
+        }
+      }
+      A* csb = ws.cs.data();
+      if constexpr (kind == linear_gate::channel) {
+        vexp<A, Arch>(g, e, L * Kp);
+        for (index_t r = 0; r < L; ++r) {
+          mul_exp<A, Arch>(Qs + r * Kp, pre + r * Kp, Qg + r * Kp, Kp);
+          mul_exp<A, Arch>(Kc + r * Kp, suf + r * Kp, Kh + r * Kp, Kp);
+        }
+        vexp<A, Arch>(pre + (L - 1) * Kp, csb, Kp);
+      } else {
+        for (index_t r = 0; r < L; ++r) {
+          e[r] = std::exp(g[r]);
+          const B fq(std::exp(pre[r])), fk(std::exp(suf[r]));
+          for (index_t d = 0; d < Kp; d += W) {
+            (B::load_unaligned(Qs + r * Kp + d) * fq).store_unaligned(Qg + r * Kp + d);
+            (B::load_unaligned(Kc + r * Kp + d) * fk).store_unaligned(Kh + r * Kp + d);
+          }
+        }
+        std::fill(csb, csb + Kp, std::exp(pre[L - 1]));
+      }
+      cs = csb;
+      Khp = Kh;
+    }
+
+    // ---- intra-chunk A [L, L] (lower triangle incl. diagonal; zero above) ----
+    if constexpr (kind != linear_gate::channel) {
+      for (index_t r = 0; r < L; ++r)
+        for (index_t d = 0; d < K; ++d) Kt[d * Cp + r] = Kc[r * Kp + d];
+      gemm<A, Arch>(L, L, Qs, Kp, 1, Kt, Cp, Am, Cp, false, nullptr,
+                    [&](index_t) { return K; }, [](index_t r1) { return r1; });
+      if constexpr (kind == linear_gate::none) {
+        for (index_t r = 0; r < L; ++r)
+          for (index_t cc = r + 1; cc < Cp; ++cc) Am[r * Cp + cc] = A(0);
+      } else {
+        // D[r, c] = prod_{c<s<=r} exp(g_s): running row products, D[r, r] = 1
+        A* D = ws.tmp.data();
+        for (index_t r = 0; r < L; ++r) {
+          const A er = ws.e[std::size_t(r)];
+          for (index_t cc = 0; cc < r; ++cc) D[cc] *= er;
+          D[r] = A(1);
+          for (index_t cc = 0; cc <= r; ++cc) Am[r * Cp + cc] *= D[cc];
+          for (index_t cc = r + 1; cc < Cp; ++cc) Am[r * Cp + cc] = A(0);
+        }
+      }
+    } else {
+      const A* g = ws.g.data();
+      const A* e = ws.e.data();
+      A* qf = ws.tmp.data();           // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
+      A* acc = qf + BC * Kp;           // [Kp] running sums
+      for (index_t i0 = 0; i0 < L; i0 += BC) {
+        const index_t i1 = std::min(L, i0 + BC);
+        if (i0 > 0) {
+          // off-diagonal: rows [i0, i1) x columns [0, i0), reference row n = i0
+          std::fill(acc, acc + Kp, A(0));
+          for (index_t r = i0; r < i1; ++r) {  // G_r - G_n = sum_{n<s<=r} g_s
+            if (r > i0)
+              for (index_t d = 0; d < Kp; d += W)
+                (B::load_unaligned(acc + d) + B::load_unaligned(g + r * Kp + d)).store_unaligned(acc + d);
+            mul_exp<A, Arch>(Qs + r * Kp, acc, qf + (r - i0) * Kp, Kp);
+          }
+          std::fill(acc, acc + Kp, A(0));
+          for (index_t cc = i0; cc-- > 0;) {  // G_n - G_c = sum_{c<s<=n} g_s
+            for (index_t d = 0; d < Kp; d += W)
+              (B::load_unaligned(acc + d) + B::load_unaligned(g + (cc + 1) * Kp + d)).store_unaligned(acc + d);
+            for (index_t d = 0; d < K; ++d) Kt[d * Cp + cc] = Kc[cc * Kp + d] * std::exp(acc[d]);
+          }
+          for (index_t d = 0; d < K; ++d)
+            for (index_t cc = i0; cc < round_up(i0, NR); ++cc) Kt[d * Cp + cc] = A(0);
+          gemm<A, Arch>(i1 - i0, i0, qf, Kp, 1, Kt, Cp, Am + i0 * Cp, Cp, false, nullptr,
+                        [&](index_t) { return K; }, all);
+        }
+        // diagonal block: exact per-pair running products
+        A* pk = acc;
+        for (index_t cc = i0; cc < i1; ++cc) {
+          std::copy(Kc + cc * Kp, Kc + cc * Kp + Kp, pk);
+          Am[cc * Cp + cc] = dot<A, Arch>(Qs + cc * Kp, pk, Kp);
+          for (index_t r = cc + 1; r < i1; ++r) {
+            for (index_t d = 0; d < Kp; d += W)
+              (B::load_unaligned(pk + d) * B::load_unaligned(e + r * Kp + d)).store_unaligned(pk + d);
+            Am[r * Cp + cc] = dot<A, Arch>(Qs + r * Kp, pk, Kp);
+          }
+        }
+        for (index_t r = i0; r < i1; ++r)
+          for (index_t cc = r + 1; cc < Cp; ++cc) Am[r * Cp + cc] = A(0);
+      }
+    }
+
+    // ---- O = (q~ * exp(P)) S + A V ----
+    gemm<A, Arch>(L, V, Qg, Kp, 1, S, Vp, Ob, Vp, false, nullptr, [&](index_t) { return K; }, all);
+    gemm<A, Arch>(L, V, Am, Cp, 1, Vc, Vp, Ob, Vp, true, nullptr,
+                  [&](index_t r1) { return std::min(L, r1); }, all);
+    for (index_t r = 0; r < L; ++r)
+      write_out<A, Arch>(c, sq.b, sq.t0 + c0 + r, h, Ob + r * Vp, Qs + r * Kp, Kc + r * Kp, z, Kp);
+
+    // ---- S <- diag(exp(P_{L-1})) S + (k * exp(U))^T V ----
+    gemm<A, Arch>(K, V, Khp, 1, Kp, Vc, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all);
+  }
+
+  if (c.s.ht.present())
+    for (index_t d = 0; d < K; ++d)
+      for (index_t e = 0; e < V; ++e) (vf ? c.s.ht(n, h, e, d) : c.s.ht(n, h, d, e)) = S[d * Vp + e];
+  store_z(c, n, h, z);
+}
+
+template <class A, class Arch, class Q, class Kt, class Vt, class O, class Gr>
+void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>& q,
+         const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<O, 4>& o,
+         const linear_state<A>& s, const Gr& gate) {
+  const item_ctx<A, Q, Kt, Vt, O, Gr> c{sh, p, q, k, v, o, s, gate};
+  executor& ex = resolve(p.exec);
+  ex.parallel_for(sh.N * sh.H, [&](index_t item) {
+    thread_local workspace<A> ws;
+    const index_t n = item / sh.H, h = item % sh.H;
+    if (p.algo == linear_algo::recurrent) run_recurrent<A, Arch>(c, n, h, ws);
+    else run_chunked<A, Arch>(c, n, h, ws);
+  });
+}
+
+template <class Q, class K, class V, class O>
+constexpr void check_types() {
+  using A = accum_t<Q>;
+  static_assert(is_storage_type_v<Q> && is_storage_type_v<K> && is_storage_type_v<V> &&
+                    is_storage_type_v<O>,
+                "attnkit: element types must be float, double, bf16 or fp16");
+  static_assert(!std::is_same_v<A, double> ||
+                    (std::is_same_v<std::remove_const_t<K>, double> &&
+                     std::is_same_v<std::remove_const_t<V>, double>),
+                "attnkit: double queries need double keys/values");
+}
+
+/// Strides the fast kernels need: stride 1 on the last dimension of q, k, v, o and the states.
+template <class Q, class K, class V, class O, class A>
+void check_fast_layout(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
+                       const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
+                       const tensor_view<O, 4>& o, const linear_state<A>& s) {
+  require_inner_contiguous({fn, "q", "B,T,H,K"}, q);
+  require_inner_contiguous({fn, "k", "B,T,H,K"}, k);
+  require_inner_contiguous({fn, "v", "B,T,H,V"}, v);
+  require_inner_contiguous({fn, "o", "B,T,H,V"}, o);
+  if (s.h0.present()) require_inner_contiguous({fn, "h0", state_axes(p)}, s.h0);
+  if (s.ht.present()) require_inner_contiguous({fn, "ht", state_axes(p)}, s.ht);
+}
+
+}  // namespace linear_impl
+}  // namespace detail
+
+/// Linear attention: S_t = S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t) (optionally normalised by
+/// q~_t . z_t + 1e-10, params.normalize). q, k [B,T,H,K], v, o [B,T,H,V]; states in s.
+/// The last dimension of q, k, v, o, h0, ht needs stride 1.
+template <class Q, class K, class V, class O, class Arch = simd::default_arch>
+void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                 tensor_view<V, 4> v, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
+  namespace li = detail::linear_impl;
+  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
+  using A = accum_t<Q>;
+  const char* fn = "linear_attn";
+  const auto sh = detail::check_linear(fn, p, linear_gate::none, q, k, v, o, s);
+  li::check_fast_layout(fn, p, q, k, v, o, s);
+  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, void>{});
+}
+
+/// Scalar-gated linear attention: S_t = exp(g_t) S_{t-1} + k_t v_t^T with g [B,T,H] (log decay).
+template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
+void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<O, 4> o,
+                const linear_state<accum_t<Q>>& s = {}) {
+  namespace li = detail::linear_impl;
+  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
+  static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
+  using A = accum_t<Q>;
+  const char* fn = "simple_gla";
+  const auto sh = detail::check_linear(fn, p, linear_gate::scalar, q, k, v, o, s);
+  detail::check_gate(fn, sh, g);
+  li::check_fast_layout(fn, p, q, k, v, o, s);
+  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, tensor_view<G, 3>>{g});
+}
+
+/// Scalar-gated linear attention with a fixed per-head log decay g_gamma [H] (RetNet):
+/// S_t = exp(g_gamma[h]) S_{t-1} + k_t v_t^T.
+template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
+void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                tensor_view<V, 4> v, tensor_view<G, 1> g_gamma, tensor_view<O, 4> o,
+                const linear_state<accum_t<Q>>& s = {}) {
+  namespace li = detail::linear_impl;
+  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
+  static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
+  using A = accum_t<Q>;
+  const char* fn = "simple_gla";
+  const auto sh = detail::check_linear(fn, p, linear_gate::head_decay, q, k, v, o, s);
+  detail::check_gate(fn, sh, g_gamma);
+  li::check_fast_layout(fn, p, q, k, v, o, s);
+  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, tensor_view<G, 1>>{g_gamma});
+}
+
+/// Gated linear attention with a per-key-channel log decay g [B,T,H,K]:
+/// S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T. The last dimension of g needs stride 1 too.
+template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
+void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
+         tensor_view<G, 4> g, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
+  namespace li = detail::linear_impl;
+  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
+  static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
+  using A = accum_t<Q>;
+  const char* fn = "gla";
+  const auto sh = detail::check_linear(fn, p, linear_gate::channel, q, k, v, o, s);
+  detail::check_gate(fn, sh, g);
+  li::check_fast_layout(fn, p, q, k, v, o, s);
+  detail::require_inner_contiguous({fn, "g", "B,T,H,K"}, g);
+  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, tensor_view<G, 4>>{g});
+}
+
+}  // namespace attnkit
