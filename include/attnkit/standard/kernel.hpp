@@ -219,23 +219,28 @@ inline void pack_v(const Rows& rows, index_t j0, index_t nb, index_t Dv, index_t
   }
 }
 
-/// One work item: rows r = t * G + g (t: query position i0 + t, g: head in the kv group).
+/// One work item: kv heads [hk, hk + nh), query positions [i0, i0 + nq), keys [kbeg, kend).
+/// Its rows are r = (hh * nq + t) * G + g for kv head hk + hh, position i0 + t and query head
+/// (hk + hh) * G + g. Prefill items have nh = 1 (packed micro-kernels); decode-shaped items
+/// (fewer than kSmallRows rows per kv head) take every kv head, so each cached token row
+/// [Hkv, D] is read once, sequentially, for all heads.
 struct softmax_item {
   std::size_t seq;
-  index_t hk, i0, nq, kbeg, kend;  // keys [kbeg, kend) of this split
-  index_t slot;                    // partial-state slot (split-KV), -1 = write output directly
+  index_t hk, nh, i0, nq, kbeg, kend;
+  index_t slot;  // partial-state slot (split-KV), -1 = write output directly
 };
 
 template <class A, class Arch, class Q, class Rows>
 void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
-                 const tensor_view<Q, 4>& q, const Rows& rows, const packed_kv<A>& pre,
+                 const tensor_view<Q, 4>& q, const Rows* head_rows, const packed_kv<A>& pre,
                  A qscale, A softcap, softmax_workspace<A>& ws) {
+  const Rows& rows = head_rows[0];
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   constexpr index_t NB = softmax_tiling::kBlockN;
-  const index_t G = sh.group, M = it.nq * G, Dk = sh.Dk, Dv = sh.Dv;
+  const index_t G = sh.group, Mh = it.nq * G, M = it.nh * Mh, Dk = sh.Dk, Dv = sh.Dv;
   const index_t Dkp = round_up(Dk, W), Dvp = round_up(Dv, 2 * W);
-  const bool packed = M >= softmax_tiling::kSmallRows;
+  const bool packed = it.nh == 1 && Mh >= softmax_tiling::kSmallRows;
 
   ws.q.assign(std::size_t(M * Dkp), A(0));
   ws.acc.assign(std::size_t(M * Dvp), A(0));
@@ -252,13 +257,14 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     sh.mask.range(it.i0 + t, sq.tq, sq.tk, lo, hi);
     lo = std::max(lo, it.kbeg);
     hi = std::min(hi, it.kend - 1);
-    for (index_t g = 0; g < G; ++g) {
-      const index_t r = t * G + g;
-      ws.lo[std::size_t(r)] = lo;
-      ws.hi[std::size_t(r)] = hi;
-      const Q* src = &q(sq.qb, sq.q0 + it.i0 + t, it.hk * G + g, 0);
-      simd::convert<A, Arch>(src, ws.q.data() + r * Dkp, Dk, qscale);
-    }
+    for (index_t hh = 0; hh < it.nh; ++hh)
+      for (index_t g = 0; g < G; ++g) {
+        const index_t r = (hh * it.nq + t) * G + g;
+        ws.lo[std::size_t(r)] = lo;
+        ws.hi[std::size_t(r)] = hi;
+        const Q* src = &q(sq.qb, sq.q0 + it.i0 + t, (it.hk + hh) * G + g, 0);
+        simd::convert<A, Arch>(src, ws.q.data() + r * Dkp, Dk, qscale);
+      }
     if (lo <= hi) {
       kmin = std::min(kmin, lo);
       kmax = std::max(kmax, hi);
@@ -283,13 +289,15 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
                                                 S + r0 * NB + c, NB, Dk);
         });
     } else {
-      for (index_t j = 0; j < std::min(nb, kmax + 1 - j0); ++j) {
-        const auto* kr = rows.k_row(j0 + j);
-        dispatch_rows(M, 4, [&](auto mr, index_t r0) {
-          dot_rows<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kr, Dk,
-                                                 S + r0 * NB + j, NB);
-        });
-      }
+      for (index_t j = 0; j < std::min(nb, kmax + 1 - j0); ++j)
+        for (index_t hh = 0; hh < it.nh; ++hh) {
+          const auto* kr = head_rows[hh].k_row(j0 + j);
+          dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+            r0 += hh * Mh;
+            dot_rows<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kr, Dk,
+                                                   S + r0 * NB + j, NB);
+          });
+        }
     }
     // Online softmax per row; the visible columns of row r are [lo, hi] (tile-relative).
     index_t pv_cols = 0;  // P columns that can be non-zero
@@ -322,19 +330,20 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
             (B::load_aligned(ws.acc.data() + r * Dvp + c) * alb).store_aligned(ws.acc.data() + r * Dvp + c);
         }
       }
-      for (index_t j = 0; j < pv_cols; ++j) {
-        const auto* vr = rows.v_row(j0 + j);
-        for (index_t c = 0; c < Dvp; c += W) {
-          const B vb = c + W <= Dv ? simd::load<A, Arch>(vr + c)
-                                   : simd::load_partial<A, Arch>(vr + c, std::max<index_t>(Dv - c, 0));
-          for (index_t r = 0; r < M; ++r) {
-            const A p = S[r * NB + j];
-            if (p == A(0)) continue;
-            A* o = ws.acc.data() + r * Dvp + c;
-            xsimd::fma(B(p), vb, B::load_aligned(o)).store_aligned(o);
+      for (index_t j = 0; j < pv_cols; ++j)
+        for (index_t hh = 0; hh < it.nh; ++hh) {
+          const auto* vr = head_rows[hh].v_row(j0 + j);
+          for (index_t c = 0; c < Dvp; c += W) {
+            const B vb = c + W <= Dv ? simd::load<A, Arch>(vr + c)
+                                     : simd::load_partial<A, Arch>(vr + c, std::max<index_t>(Dv - c, 0));
+            for (index_t r = hh * Mh; r < (hh + 1) * Mh; ++r) {
+              const A p = S[r * NB + j];
+              if (p == A(0)) continue;
+              A* o = ws.acc.data() + r * Dvp + c;
+              xsimd::fma(B(p), vb, B::load_aligned(o)).store_aligned(o);
+            }
           }
         }
-      }
     }
   }
 }
@@ -345,16 +354,17 @@ void finalize_rows(const softmax_shape& sh, const softmax_seq& sq, const softmax
                    const softmax_state<A>* st, const A* acc, index_t Dvp,
                    const tensor_view<O, 4>& o, const softmax_extras<A>& x) {
   const index_t G = sh.group;
-  for (index_t t = 0; t < it.nq; ++t)
-    for (index_t g = 0; g < G; ++g) {
-      const index_t r = t * G + g, h = it.hk * G + g, i = sq.q0 + it.i0 + t;
-      const softmax_state<A>& s = st[r];
-      const A f = x.sinks.present() ? s.output_factor(A(x.sinks(h))) : s.output_factor();
-      O* dst = &o(sq.qb, i, h, 0);
-      const A* a = acc + r * Dvp;
-      for (index_t c = 0; c < sh.Dv; ++c) dst[c] = from_compute<std::remove_const_t<O>>(a[c] * f);
-      if (x.lse.present()) x.lse(sq.qb, h, i) = s.lse();
-    }
+  for (index_t hh = 0; hh < it.nh; ++hh)
+    for (index_t t = 0; t < it.nq; ++t)
+      for (index_t g = 0; g < G; ++g) {
+        const index_t r = (hh * it.nq + t) * G + g, h = (it.hk + hh) * G + g, i = sq.q0 + it.i0 + t;
+        const softmax_state<A>& s = st[r];
+        const A f = x.sinks.present() ? s.output_factor(A(x.sinks(h))) : s.output_factor();
+        O* dst = &o(sq.qb, i, h, 0);
+        const A* a = acc + r * Dvp;
+        for (index_t c = 0; c < sh.Dv; ++c) dst[c] = from_compute<std::remove_const_t<O>>(a[c] * f);
+        if (x.lse.present()) x.lse(sq.qb, h, i) = s.lse();
+      }
 }
 
 /// Runs every work item of a validated problem. rows_of(seq, hk) returns the key/value rows.
@@ -369,10 +379,10 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   const A softcap = A(p.softcap);
   const A qscale = A(p.softcap > 0 ? sh.scale / p.softcap : sh.scale);
 
-  // Items before splitting: (sequence, kv head, query block) and their visible key ranges.
+  // Items before splitting: (sequence, kv heads, query block) and their visible key ranges.
   struct base_item {
     std::size_t seq;
-    index_t hk, i0, nq, klo, khi;
+    index_t hk, nh, i0, nq, klo, khi;
   };
   std::vector<base_item> base;
   for (std::size_t n = 0; n < sh.seqs.size(); ++n) {
@@ -388,7 +398,11 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
           khi = std::max(khi, hi);
         }
       }
-      for (index_t hk = 0; hk < sh.Hkv; ++hk) base.push_back({n, hk, i0, nq, klo, khi});
+      if (nq * G < softmax_tiling::kSmallRows) {
+        base.push_back({n, 0, sh.Hkv, i0, nq, klo, khi});  // decode shape: all kv heads at once
+      } else {
+        for (index_t hk = 0; hk < sh.Hkv; ++hk) base.push_back({n, hk, 1, i0, nq, klo, khi});
+      }
     }
   }
   // Split-KV: the number of splits depends on the shape only (never on the thread count).
@@ -410,7 +424,7 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     const index_t per = per_blocks * softmax_tiling::kBlockN;
     for (index_t s = 0; s < ns; ++s) {
       const index_t kb = b.klo + s * per, ke = std::min(b.khi + 1, kb + per);
-      items.push_back({b.seq, b.hk, b.i0, b.nq, ns == 1 ? 0 : kb,
+      items.push_back({b.seq, b.hk, b.nh, b.i0, b.nq, ns == 1 ? 0 : kb,
                        ns == 1 ? sh.seqs[b.seq].tk : ke, ns == 1 ? -1 : slots++});
     }
   }
@@ -418,12 +432,13 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   std::vector<std::size_t> order(items.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    const index_t ca = (items[a].kend - items[a].kbeg) * items[a].nq,
-                  cb = (items[b].kend - items[b].kbeg) * items[b].nq;
+    const index_t ca = (items[a].kend - items[a].kbeg) * items[a].nq * items[a].nh,
+                  cb = (items[b].kend - items[b].kbeg) * items[b].nq * items[b].nh;
     return ca > cb;
   });
 
-  const index_t M_max = nq_per_item * G;
+  index_t M_max = 0;
+  for (const auto& b : base) M_max = std::max(M_max, b.nh * b.nq * G);
   const index_t slot_size = M_max * (Dvp + 2);
   aligned_vector<A> partial(std::size_t(slots * slot_size));
   executor& ex = resolve(p.exec);
@@ -433,11 +448,12 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   // (Reading V rows in place instead of packing them was measured slower: rows Hkv*Dv apart alias
   // the same L1 sets.) Extra memory: one float copy of K and V for the sequences pre-packed.
   constexpr index_t NB = softmax_tiling::kBlockN;
+  using Rows = decltype(rows_of(std::declval<const softmax_seq&>(), index_t(0)));
   std::vector<std::size_t> pack_off(sh.seqs.size() * std::size_t(sh.Hkv), std::size_t(-1));
   std::vector<std::pair<std::size_t, index_t>> pack_units;  // (seq * Hkv + hk, first block)
   std::size_t pack_total = 0;
   const index_t kt_block = sh.Dk * NB, v_block = NB * Dvp;
-  if (M_max >= softmax_tiling::kSmallRows) {
+  if (nq_per_item * G >= softmax_tiling::kSmallRows) {
     for (std::size_t n = 0; n < sh.seqs.size(); ++n) {
       const auto& sq = sh.seqs[n];
       if (sq.tq <= nq_per_item) continue;
@@ -484,15 +500,18 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
 
   ex.parallel_for(index_t(items.size()), [&](index_t idx) {
     thread_local softmax_workspace<A> ws;
+    thread_local std::vector<Rows> head_rows;
     const softmax_item& it = items[order[std::size_t(idx)]];
     const softmax_seq& sq = sh.seqs[it.seq];
-    attend_item<A, Arch>(sh, sq, it, q, rows_of(sq, it.hk), packed_of(it.seq, it.hk), qscale,
+    head_rows.clear();
+    for (index_t hh = 0; hh < it.nh; ++hh) head_rows.push_back(rows_of(sq, it.hk + hh));
+    attend_item<A, Arch>(sh, sq, it, q, head_rows.data(), packed_of(it.seq, it.hk), qscale,
                          softcap, ws);
     if (it.slot < 0) {
       finalize_rows(sh, sq, it, ws.st.data(), ws.acc.data(), Dvp, o, x);
     } else {  // keep (m, l, acc) for the merge
       A* dst = partial.data() + it.slot * slot_size;
-      const index_t M = it.nq * G;
+      const index_t M = it.nh * it.nq * G;
       for (index_t r = 0; r < M; ++r) {
         dst[2 * r] = ws.st[std::size_t(r)].m;
         dst[2 * r + 1] = ws.st[std::size_t(r)].l;
@@ -506,7 +525,7 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     const auto [first, count] = split_of_base[std::size_t(bi)];
     if (count < 2) return;
     const softmax_item& it0 = items[first];
-    const index_t M = it0.nq * G;
+    const index_t M = it0.nh * it0.nq * G;
     std::vector<softmax_state<A>> st(static_cast<std::size_t>(M));
     aligned_vector<A> acc(std::size_t(M * Dvp), A(0));
     for (std::size_t s = 0; s < count; ++s) {
