@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// Core: tensor views (every coordinate, CuTe-style), masks, 16-bit conversions, executors and the
+// online-softmax state.
+#include <support/test_util.hpp>
+
+#include <atomic>
+#include <cstring>
+
+using namespace attnkit;
+
+TEST_CASE("core: a view maps every coordinate through its strides", "[core][view]") {
+  std::vector<int> buf(1000);
+  std::iota(buf.begin(), buf.end(), 0);
+  const std::array<index_t, 3> ext{3, 4, 5};
+  const std::array<index_t, 3> strides = GENERATE(std::array<index_t, 3>{20, 5, 1},
+                                                  std::array<index_t, 3>{1, 3, 12},
+                                                  std::array<index_t, 3>{100, 7, 1});
+  tensor_view<int, 3> v(buf.data() + 2, ext, strides);
+  test::for_each_index<3>(ext, [&](const auto& i) {
+    CHECK(v(i[0], i[1], i[2]) == 2 + i[0] * strides[0] + i[1] * strides[1] + i[2] * strides[2]);
+  });
+  // slice keeps rank and shifts one axis; subview drops it; transpose swaps two
+  auto s = slice(v, 1, 1, 3);
+  auto sub = subview(v, 2, 4);
+  auto tr = transpose(v, 0, 2);
+  test::for_each_index<3>(s.extents(), [&](const auto& i) { CHECK(s(i[0], i[1], i[2]) == v(i[0], i[1] + 1, i[2])); });
+  test::for_each_index<2>(sub.extents(), [&](const auto& i) { CHECK(sub(i[0], i[1]) == v(i[0], i[1], 4)); });
+  test::for_each_index<3>(tr.extents(), [&](const auto& i) { CHECK(tr(i[0], i[1], i[2]) == v(i[2], i[1], i[0])); });
+  CHECK(v.is_inner_contiguous() == (strides[2] == 1));
+  CHECK_THROWS_AS(slice(v, 1, 2, 5), error);
+  CHECK_THROWS_AS(subview(v, 0, 3), error);
+}
+
+TEST_CASE("core: dense views, const conversion and Eigen interop", "[core][view]") {
+  std::vector<float> buf(24);
+  std::iota(buf.begin(), buf.end(), 0.0f);
+  auto v = make_view(buf.data(), 2, 3, 4);
+  CHECK(v.is_contiguous());
+  CHECK(v.size() == 24);
+  cview<float, 3> c = v;
+  CHECK(c(1, 2, 3) == 23.0f);
+  auto m = as_eigen(subview(v, 0, 1));  // [3, 4] row-major
+  CHECK(m(2, 3) == 23.0f);
+  CHECK(m.rows() == 3);
+  auto padded = tensor_view<float, 2>(buf.data(), {3, 4}, {6, 1});
+  CHECK(as_eigen(padded)(2, 1) == 13.0f);
+  CHECK_THROWS_AS(as_eigen(transpose(padded, 0, 1)), error);
+  Eigen::Matrix<float, 2, 3, Eigen::RowMajor> e;
+  e << 1, 2, 3, 4, 5, 6;
+  auto ev = view_of(e);
+  CHECK(ev(1, 2) == 6.0f);
+}
+
+TEST_CASE("core: mask ranges agree with the per-element rule", "[core][mask]") {
+  const bool causal = GENERATE(false, true);
+  const index_t left = GENERATE(-1, 0, 3, 100), right = GENERATE(-1, 0, 2);
+  const mask_rule m{causal, left, right};
+  for (index_t tq : {1, 5, 9})
+    for (index_t tk : {0, 1, 5, 12})
+      for (index_t i = 0; i < tq; ++i) {
+        index_t lo, hi;
+        m.range(i, tq, tk, lo, hi);
+        for (index_t j = -2; j < tk + 2; ++j) {
+          INFO("causal=" << causal << " left=" << left << " right=" << right << " tq=" << tq
+                         << " tk=" << tk << " i=" << i << " j=" << j);
+          CHECK(m.visible(i, j, tq, tk) == (j >= lo && j <= hi && j >= 0 && j < tk));
+        }
+      }
+}
+
+TEST_CASE("core: bf16 and fp16 round to nearest even and keep specials", "[core][types]") {
+  CHECK(float(bf16(1.0f)) == 1.0f);
+  CHECK(float(bf16(1.00390625f)) == 1.0f);       // halfway, even stays
+  CHECK(float(bf16(1.01171875f)) == 1.015625f);  // halfway, rounds to even upward
+  CHECK(std::isnan(float(bf16(std::numeric_limits<float>::quiet_NaN()))));
+  CHECK(std::isinf(float(bf16(std::numeric_limits<float>::infinity()))));
+  CHECK(float(fp16(1.0f)) == 1.0f);
+  CHECK(float(fp16(65504.0f)) == 65504.0f);
+  CHECK(std::isinf(float(fp16(65520.0f))));
+  CHECK(float(fp16(65519.0f)) == 65504.0f);
+  CHECK(float(fp16(5.960464477539063e-08f)) == 5.960464477539063e-08f);  // smallest subnormal
+  CHECK(float(fp16(2.98023223876953125e-08f)) == 0.0f);                  // half of it: ties to even
+  CHECK(float(fp16(-0.333333f)) == Approx(-0.333333f).epsilon(1e-3));
+  CHECK(std::isnan(float(fp16(std::numeric_limits<float>::quiet_NaN()))));
+  // every fp16 bit pattern survives a round trip through float
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    const float f = fp16::to_float(std::uint16_t(b));
+    if (std::isnan(f)) continue;
+    REQUIRE(fp16::from_float(f) == std::uint16_t(b));
+  }
+  // relative rounding error bounds over random values
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<float> u(-100.0f, 100.0f);
+  for (int i = 0; i < 10000; ++i) {
+    const float x = u(rng);
+    CHECK(std::abs(float(bf16(x)) - x) <= std::abs(x) * (1.0f / 256));
+    CHECK(std::abs(float(fp16(x)) - x) <= std::abs(x) * (1.0f / 2048) + 1e-7f);
+  }
+}
+
+TEST_CASE("core: SIMD loads convert 16-bit storage exactly", "[core][simd]") {
+  std::vector<bf16> b(37);
+  std::vector<fp16> h(37);
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    b[i] = bf16(float(i) * 0.37f - 3.0f);
+    h[i] = fp16(float(i) * 0.37f - 3.0f);
+  }
+  std::vector<float> out(37);
+  simd::convert<float>(b.data(), out.data(), 37);
+  for (std::size_t i = 0; i < b.size(); ++i) CHECK(out[i] == float(b[i]));
+  simd::convert<float>(h.data(), out.data(), 37, 2.0f);
+  for (std::size_t i = 0; i < h.size(); ++i) CHECK(out[i] == 2.0f * float(h[i]));
+}
+
+TEST_CASE("core: executors run every item once and rethrow errors", "[core][executor]") {
+  thread_pool pool(3);
+  serial_executor serial;
+  for (executor* e : std::vector<executor*>{&pool, &serial, &default_executor()}) {
+    std::vector<std::atomic<int>> hits(1000);
+    for (int rep = 0; rep < 5; ++rep) e->parallel_for(1000, [&](index_t i) { hits[std::size_t(i)]++; });
+    for (auto& h : hits) CHECK(h.load() == 5);
+    CHECK_THROWS_WITH(e->parallel_for(10, [](index_t i) {
+      if (i == 7) throw std::runtime_error("item 7 failed");
+    }), "item 7 failed");
+    // nested calls run inline instead of deadlocking
+    std::atomic<int> nested{0};
+    e->parallel_for(4, [&](index_t) { e->parallel_for(3, [&](index_t) { nested++; }); });
+    CHECK(nested.load() == 12);
+  }
+  CHECK(pool.num_threads() == 3);
+}
+
+TEST_CASE("core: online-softmax state merges exactly and never makes NaN", "[core][softmax]") {
+  const std::vector<double> x = {0.3, -2.0, 5.0, 1.5, -0.7};
+  // whole
+  softmax_state<double> all;
+  double w_self, w_other;
+  for (double xi : x) all.merge({xi, 1.0}, w_self, w_other);
+  double ref = 0;
+  for (double xi : x) ref += std::exp(xi);
+  CHECK(all.lse() == Approx(std::log(ref)).epsilon(1e-14));
+  // empty with empty stays empty
+  softmax_state<double> e1, e2;
+  e1.merge(e2, w_self, w_other);
+  CHECK(e1.lse() == -std::numeric_limits<double>::infinity());
+  CHECK(w_self == 0.0);
+  CHECK(w_other == 0.0);
+  CHECK(e1.output_factor() == 0.0);
+  CHECK(e1.output_factor(3.0) == 0.0);
+  // a sink is an extra key of value 0: o = acc e^m / (l e^m + e^s)
+  softmax_state<double> s{2.0, 3.0};
+  CHECK(s.output_factor(1.0) == Approx(std::exp(2.0) / (3.0 * std::exp(2.0) + std::exp(1.0))));
+  CHECK(s.output_factor(-std::numeric_limits<double>::infinity()) == Approx(1.0 / 3.0));
+  CHECK(std::isfinite(s.output_factor(1000.0)));
+}
