@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: Apache-2.0
+// attnkit-run shared helpers: the variant registry, option parsing, loading .npy inputs into
+// owned buffers with tensor views, and staged outputs (written only when the whole run succeeded).
+// Contract: ../../shared/spec/cli.md. Every bad input throws attnkit_run::bad_input (or
+// attnkit::error from a kernel); main turns either into exit status 2 and one line on stderr.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <attnkit/attnkit.hpp>
+#include <attnkit/io/npy.hpp>
+
+namespace attnkit_run {
+
+using attnkit::index_t;
+
+/// Any bad input: missing or unsupported file, wrong rank, mismatched dims, bad option.
+class bad_input : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+template <class... Parts>
+[[noreturn]] void fail(const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  throw bad_input(os.str());
+}
+
+class context;
+using run_fn = void (*)(context&);
+
+/// One registered variant: its runner and a one-line usage text (inputs and options).
+struct variant_info {
+  run_fn run;
+  std::string usage;
+};
+
+/// The registry, filled before main() by the static variant_registrar objects of run_*.cpp.
+inline std::map<std::string, variant_info>& registry() {
+  static std::map<std::string, variant_info> r;
+  return r;
+}
+
+/// Registers a variant: `static const attnkit_run::variant_registrar reg("gla", &run_gla, "...");`
+struct variant_registrar {
+  variant_registrar(const char* name, run_fn fn, const char* usage) {
+    registry()[name] = variant_info{fn, usage};
+  }
+};
+
+/// Command-line options after VARIANT IN_DIR OUT_DIR: `--name value`, `--name=value` or `--flag`.
+/// A token after `--name` that does not start with "--" is its value. Variants read options through
+/// the getters, which mark them used; main rejects any option no getter asked for.
+class options {
+ public:
+  void add(const std::string& name, std::optional<std::string> value) {
+    if (name.empty()) fail("option '--': empty option name");
+    for (const auto& o : opts_)
+      if (o.name == name) fail("option '--", name, "' is given twice");
+    opts_.push_back({name, std::move(value), false});
+  }
+
+  /// A flag (no value). `--flag=1`-style values are rejected.
+  bool flag(const std::string& name) {
+    auto* o = find(name);
+    if (!o) return false;
+    if (o->value) fail("option '--", name, "' takes no value (got '", *o->value, "')");
+    return true;
+  }
+  bool has(const std::string& name) { return find(name) != nullptr; }
+
+  std::optional<std::string> raw(const std::string& name) {
+    auto* o = find(name);
+    if (!o) return std::nullopt;
+    if (!o->value) fail("option '--", name, "' needs a value");
+    return o->value;
+  }
+
+  /// An integer in [lo, hi]; `def` if absent.
+  long long get_int(const std::string& name, long long def, long long lo, long long hi) {
+    const auto s = raw(name);
+    if (!s) return def;
+    long long v = 0;
+    const char* b = s->data();
+    const char* e = b + s->size();
+    if (!s->empty() && *b == '+') ++b;
+    const auto r = std::from_chars(b, e, v);
+    if (s->empty() || r.ec != std::errc() || r.ptr != e)
+      fail("option '--", name, "': expected an integer, got '", *s, "'");
+    if (v < lo || v > hi) {
+      if (hi >= (1LL << 40)) fail("option '--", name, "': must be >= ", lo, ", got ", v);
+      fail("option '--", name, "': ", v, " is out of range [", lo, ", ", hi, "]");
+    }
+    return v;
+  }
+
+  /// A finite number; `def` if absent.
+  double get_double(const std::string& name, double def) {
+    const auto s = raw(name);
+    if (!s) return def;
+    errno = 0;
+    char* end = nullptr;
+    const double v = std::strtod(s->c_str(), &end);
+    if (s->empty() || end != s->c_str() + s->size() || std::isspace(static_cast<unsigned char>((*s)[0])))
+      fail("option '--", name, "': expected a number, got '", *s, "'");
+    if (!std::isfinite(v) || errno == ERANGE)
+      fail("option '--", name, "': expected a finite number, got '", *s, "'");
+    return v;
+  }
+
+  /// One of `choices`; `def` if absent.
+  std::string get_choice(const std::string& name, std::initializer_list<const char*> choices,
+                         const std::string& def) {
+    const auto s = raw(name);
+    if (!s) return def;
+    std::string list;
+    for (const char* c : choices) {
+      if (*s == c) return *s;
+      list += (list.empty() ? "" : "|") + std::string(c);
+    }
+    fail("option '--", name, "': expected ", list, ", got '", *s, "'");
+  }
+
+  /// Throws for the first option that no getter asked about.
+  void check_all_used(const std::string& variant) const {
+    for (const auto& o : opts_)
+      if (!o.used) fail("option '--", o.name, "' is not an option of variant '", variant, "'");
+  }
+
+ private:
+  struct entry {
+    std::string name;
+    std::optional<std::string> value;
+    bool used;
+  };
+  entry* find(const std::string& name) {
+    for (auto& o : opts_)
+      if (o.name == name) {
+        o.used = true;
+        return &o;
+      }
+    return nullptr;
+  }
+  std::vector<entry> opts_;
+};
+
+/// An owned dense (C-order) input tensor with the file it came from.
+template <class T>
+struct tensor {
+  std::string file;  // e.g. "in/q.npy", for messages
+  std::vector<index_t> shape;
+  std::vector<T> buf;
+
+  bool present() const { return !file.empty(); }
+  index_t dim(std::size_t r) const { return shape.at(r); }
+
+  template <std::size_t R>
+  attnkit::tensor_view<T, R> view() {
+    std::array<index_t, R> ext{};
+    for (std::size_t r = 0; r < R; ++r) ext[r] = shape.at(r);
+    return attnkit::tensor_view<T, R>(buf.data(), ext);
+  }
+  template <std::size_t R>
+  attnkit::cview<T, R> cview() const {
+    std::array<index_t, R> ext{};
+    for (std::size_t r = 0; r < R; ++r) ext[r] = shape.at(r);
+    return attnkit::cview<T, R>(buf.data(), ext);
+  }
+};
+
+inline std::string shape_str(const std::vector<index_t>& s) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out + ")";
+}
+
+/// Names axis r of a comma-separated layout such as "B,Tq,Hq,Dk".
+inline std::string axis_of(const std::string& axes, std::size_t r) {
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < r && start != std::string::npos; ++i) {
+    start = axes.find(',', start);
+    if (start != std::string::npos) ++start;
+  }
+  if (start == std::string::npos) return "?";
+  return axes.substr(start, axes.find(',', start) - start);
+}
+
+/// One run of one variant: the folders, the options, inputs and staged outputs.
+class context {
+ public:
+  context(std::string variant, std::string in_dir, std::string out_dir, options opts)
+      : variant_(std::move(variant)), in_dir_(std::move(in_dir)), out_dir_(std::move(out_dir)),
+        opts_(std::move(opts)) {}
+
+  const std::string& variant() const { return variant_; }
+  options& opts() { return opts_; }
+  /// --reference: run the naive reference implementation instead of the fast kernels.
+  bool reference() const { return reference_; }
+  /// The executor for params.exec (nullptr: the library default, all cores).
+  attnkit::executor* exec() const { return pool_.get(); }
+
+  /// Reads the options every variant has (--threads, --reference) and checks the folders.
+  void read_common_options() {
+    const long long threads = opts_.get_int("threads", 0, 1, 4096);
+    if (threads > 0) pool_ = std::make_unique<attnkit::thread_pool>(int(threads));
+    reference_ = opts_.flag("reference");
+    std::error_code ec;
+    if (!std::filesystem::is_directory(in_dir_, ec))
+      fail("IN_DIR '", in_dir_, "': not a directory");
+    if (std::filesystem::exists(out_dir_, ec) && !std::filesystem::is_directory(out_dir_, ec))
+      fail("OUT_DIR '", out_dir_, "': exists and is not a directory");
+  }
+
+  std::string input_path(const std::string& name) const {
+    return (std::filesystem::path(in_dir_) / (name + ".npy")).string();
+  }
+  bool has_input(const std::string& name) const {
+    std::error_code ec;
+    return std::filesystem::exists(input_path(name), ec);
+  }
+
+  /// The float dtype ("<f4" or "<f8") shared by the float inputs `names` that exist; the first
+  /// name is required. Any other dtype, or a mix, is an error naming the file.
+  std::string float_dtype(std::initializer_list<const char*> names) {
+    std::string dtype, first;
+    for (const char* n : names) {
+      if (dtype.empty() || has_input(n)) {
+        const auto& a = raw(n);
+        if (a.dtype != "<f4" && a.dtype != "<f8")
+          fail("'", input_path(n), "': dtype '", a.dtype,
+               "' is not a float input type (expected <f4 or <f8)");
+        if (dtype.empty()) {
+          dtype = a.dtype;
+          first = n;
+        } else if (a.dtype != dtype) {
+          fail("'", input_path(n), "': dtype '", a.dtype, "' differs from '", input_path(first),
+               "' (", dtype, "); all float inputs must share one dtype");
+        }
+      }
+    }
+    return dtype;
+  }
+
+  /// Loads a required float input of rank `axes`-count (e.g. "B,T,H,D") converted to T.
+  template <class T>
+  tensor<T> load(const std::string& name, const std::string& axes) {
+    const auto& a = raw(name);
+    check_rank(name, a, axes);
+    if (a.dtype != "<f4" && a.dtype != "<f8")
+      fail("'", input_path(name), "': dtype '", a.dtype, "' is not a float input type (expected <f4 or <f8)");
+    tensor<T> t;
+    t.file = input_path(name);
+    t.shape = a.shape;
+    t.buf = a.as<T>();
+    return t;
+  }
+  /// An optional float input: absent (present() == false) if the file does not exist.
+  template <class T>
+  tensor<T> load_optional(const std::string& name, const std::string& axes) {
+    return has_input(name) ? load<T>(name, axes) : tensor<T>{};
+  }
+  /// An optional rank-1 index array (int32 or int64) as int32.
+  tensor<std::int32_t> load_index_optional(const std::string& name) {
+    if (!has_input(name)) return {};
+    const auto& a = raw(name);
+    check_rank(name, a, "N+1");
+    if (a.dtype != "<i4" && a.dtype != "<i8")
+      fail("'", input_path(name), "': dtype '", a.dtype, "' is not an index type (expected <i4 or <i8)");
+    tensor<std::int32_t> t;
+    t.file = input_path(name);
+    t.shape = a.shape;
+    try {
+      t.buf = a.as<std::int32_t>();
+    } catch (const attnkit::error& e) {
+      fail("'", input_path(name), "': ", strip_prefix(e.what()));
+    }
+    return t;
+  }
+
+  /// Requires t.dim(r) == expected; `why` says where the expectation comes from.
+  template <class T>
+  void expect_dim(const tensor<T>& t, const std::string& axes, std::size_t r, index_t expected,
+                  const std::string& why) const {
+    if (t.dim(r) != expected)
+      fail("'", t.file, "': dim ", r, " (", axis_of(axes, r), ") is ", t.dim(r), ", expected ",
+           expected, " (", why, ")");
+  }
+
+  /// Stages an output; nothing is written until commit().
+  template <class T>
+  void save(const std::string& name, std::vector<T> data, std::vector<index_t> shape) {
+    outputs_.push_back({name, [data = std::move(data), shape = std::move(shape)](
+                                  const std::string& path) { attnkit::io::save_npy(path, data.data(), shape); }});
+  }
+
+  /// Creates OUT_DIR if needed and writes every staged output under a temporary name, then renames
+  /// them into place. On failure the temporaries are removed and nothing is renamed.
+  void commit() {
+    namespace fs = std::filesystem;
+    const fs::path dir(out_dir_);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec || !fs::is_directory(dir))
+      fail("OUT_DIR '", out_dir_, "': cannot create the folder (", ec.message(), ")");
+    std::vector<std::pair<fs::path, fs::path>> done;
+    const auto cleanup = [&] {
+      for (const auto& d : done) fs::remove(d.first, ec);
+    };
+    try {
+      for (const auto& o : outputs_) {
+        const fs::path final_path = dir / (o.name + ".npy");
+        const fs::path tmp = dir / ("." + o.name + ".npy.attnkit-run-tmp");
+        done.push_back({tmp, final_path});
+        o.write(tmp.string());
+      }
+    } catch (const attnkit::error& e) {
+      cleanup();
+      fail("OUT_DIR '", out_dir_, "': ", e.what());
+    }
+    for (const auto& d : done) {
+      fs::rename(d.first, d.second, ec);
+      if (ec) {
+        cleanup();
+        fail("'", d.second.string(), "': cannot write (", ec.message(), ")");
+      }
+    }
+  }
+
+ private:
+  struct staged {
+    std::string name;
+    std::function<void(const std::string&)> write;
+  };
+
+  const attnkit::io::npy_array& raw(const std::string& name) {
+    auto it = cache_.find(name);
+    if (it != cache_.end()) return it->second;
+    try {
+      return cache_.emplace(name, attnkit::io::load_npy(input_path(name))).first->second;
+    } catch (const attnkit::error& e) {
+      fail(strip_prefix(e.what()));  // the message names the file
+    }
+  }
+  static std::string strip_prefix(const std::string& msg) {
+    return msg.rfind("attnkit: npy: ", 0) == 0 ? msg.substr(14) : msg;
+  }
+  void check_rank(const std::string& name, const attnkit::io::npy_array& a,
+                  const std::string& axes) const {
+    const index_t rank = index_t(std::count(axes.begin(), axes.end(), ',')) + 1;
+    if (a.rank() != rank)
+      fail("'", input_path(name), "': expected rank ", rank, " [", axes, "], got rank ", a.rank(),
+           " with shape ", shape_str(a.shape));
+  }
+
+  std::string variant_, in_dir_, out_dir_;
+  options opts_;
+  bool reference_ = false;
+  std::unique_ptr<attnkit::thread_pool> pool_;
+  std::map<std::string, attnkit::io::npy_array> cache_;
+  std::vector<staged> outputs_;
+};
+
+/// Calls f(T{}) with T = float or double, the dtype shared by the float inputs `names`.
+template <class F>
+void dispatch_float(context& ctx, std::initializer_list<const char*> names, F&& f) {
+  if (ctx.float_dtype(names) == "<f8") f(double{});
+  else f(float{});
+}
+
+}  // namespace attnkit_run

@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: Apache-2.0
+// attnkit-run end to end (shared/spec/cli.md): replays the golden softmax cases through the built
+// program (dense, contiguous and paged caches, --reference, float64 and float32 copies) and checks
+// the error contract: exit 2, one line on stderr naming the file or option, no outputs written.
+// Built from tests/examples/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
+#include <support/test_util.hpp>
+
+#include <attnkit/io/npy.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <sys/wait.h>
+
+using namespace attnkit;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/softmax/";
+
+/// A scratch folder, removed on destruction.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() /
+           ("attnkit_cli_" + std::to_string(rd()) + "_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct run_result {
+  int status;
+  std::string err;
+};
+
+/// Runs attnkit-run with `args` (each single-quoted), capturing stderr.
+run_result run_cli(const std::vector<std::string>& args, const temp_dir& scratch) {
+  std::string cmd = std::string("'") + ATTNKIT_RUN_EXE + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  const std::string err_file = scratch / "stderr.txt";
+  cmd += " > /dev/null 2> '" + err_file + "'";
+  const int raw = std::system(cmd.c_str());
+  std::ifstream f(err_file);
+  std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
+}
+
+std::vector<double> load_values(const std::string& path, std::vector<index_t>& shape,
+                                std::string& dtype) {
+  const auto a = io::load_npy(path);
+  shape = a.shape;
+  dtype = a.dtype;
+  return a.as<double>();
+}
+
+/// Output `name` of a run in `out` against the golden file: same shape, dtype `dtype`, max error
+/// <= tol * max|golden|, and -inf exactly where the golden has -inf.
+void check_output(const std::string& out, const std::string& golden, const std::string& name,
+                  const std::string& dtype, double tol) {
+  std::vector<index_t> s_out, s_gold;
+  std::string d_out, d_gold;
+  const auto got = load_values(out + "/" + name + ".npy", s_out, d_out);
+  const auto want = load_values(golden + "/" + name + ".npy", s_gold, d_gold);
+  INFO("output " << name);
+  CHECK(d_out == dtype);
+  REQUIRE(s_out == s_gold);
+  double max_err = 0, max_ref = 0;
+  bool inf_match = true, finite = true;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (std::isinf(want[i])) {
+      inf_match &= got[i] == want[i];
+      continue;
+    }
+    finite &= std::isfinite(got[i]);
+    max_err = std::max(max_err, std::abs(got[i] - want[i]));
+    max_ref = std::max(max_ref, std::abs(want[i]));
+  }
+  INFO("max_err=" << max_err << " max_ref=" << max_ref << " tol=" << tol);
+  CHECK(inf_match);
+  CHECK(finite);
+  CHECK(max_ref > 0);
+  CHECK(max_err <= tol * max_ref);
+}
+
+/// Copies the inputs of a golden case into `dst`, float inputs converted to float32 if `f32`, and
+/// the cu_seqlens to int64 if `i64`.
+void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool i64) {
+  for (const auto& e : fs::directory_iterator(src)) {
+    const std::string stem = e.path().stem().string();
+    if (e.path().extension() != ".npy" || stem == "o" || stem == "lse") continue;
+    const auto a = io::load_npy(e.path().string());
+    const std::string out = dst + "/" + stem + ".npy";
+    if (a.dtype == "<f8" && f32) io::save_npy(out, a.as<float>().data(), a.shape);
+    else if (a.dtype == "<f8") io::save_npy(out, a.as<double>().data(), a.shape);
+    else if (i64) io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
+    else io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
+  }
+}
+
+/// Replays one golden case through every mode in float64 and float32.
+void replay(const std::string& variant, const std::string& name,
+            const std::vector<std::string>& case_opts) {
+  const std::string golden = kData + name;
+  const std::vector<std::vector<std::string>> modes = {
+      {},
+      {"--cache", "contiguous"},
+      {"--cache", "paged", "--page-size", "3"},
+      {"--reference"},
+      {"--reference", "--cache", "paged", "--page-size", "2"},
+      {"--threads", "2", "--cache", "paged"},
+  };
+  for (const bool f32 : {false, true}) {
+    temp_dir tmp;
+    const std::string in = tmp / "in";
+    fs::create_directories(in);
+    copy_inputs(golden, in, f32, /*i64=*/f32);  // the float32 copy also uses int64 offsets
+    for (const auto& mode : modes) {
+      const std::string out = tmp / "out";
+      fs::remove_all(out);
+      std::vector<std::string> args = {variant, in, out};
+      args.insert(args.end(), case_opts.begin(), case_opts.end());
+      args.insert(args.end(), mode.begin(), mode.end());
+      std::string desc;
+      for (const auto& a : args) desc += a + " ";
+      INFO("attnkit-run " << desc);
+      const auto r = run_cli(args, tmp);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.status == 0);
+      CHECK(r.err.empty());
+      const double tol = f32 ? test::tolerance<float>() : test::tolerance<double>();
+      check_output(out, golden, "o", f32 ? "<f4" : "<f8", tol);
+      check_output(out, golden, "lse", f32 ? "<f4" : "<f8", tol);
+    }
+  }
+}
+
+/// Expects exit status 2, exactly one line on stderr containing every string of `needles`, and
+/// no output folder.
+void expect_error(const std::vector<std::string>& args, const temp_dir& tmp,
+                  const std::vector<std::string>& needles) {
+  const auto r = run_cli(args, tmp);
+  INFO("stderr: " << r.err);
+  CHECK(r.status == 2);
+  REQUIRE(!r.err.empty());
+  CHECK(r.err.back() == '\n');
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  for (const auto& n : needles) CHECK_THAT(r.err, Contains(n));
+  CHECK(!fs::exists(tmp / "out"));
+}
+
+/// A golden case's inputs copied to tmp/in, for a test to break.
+std::string bad_case(const temp_dir& tmp, const std::string& name) {
+  const std::string in = tmp / "in";
+  fs::create_directories(in);
+  copy_inputs(kData + name, in, false, false);
+  return in;
+}
+
+}  // namespace
+
+TEST_CASE("attnkit-run replays golden causal_gqa", "[cli]") {
+  replay("softmax", "causal_gqa", {"--causal"});
+}
+TEST_CASE("attnkit-run replays golden sinks_softcap", "[cli]") {
+  replay("softmax", "sinks_softcap", {"--causal", "--softcap", "5"});
+}
+TEST_CASE("attnkit-run replays golden varlen (dense and per-sequence caches)", "[cli]") {
+  replay("softmax", "varlen", {"--causal"});
+}
+TEST_CASE("attnkit-run replays golden window with softmax and sliding_window", "[cli]") {
+  replay("softmax", "window", {"--causal", "--window-left", "4", "--window-right", "0"});
+  replay("sliding_window", "window", {"--causal", "--window-left=4", "--window-right", "0"});
+}
+
+TEST_CASE("attnkit-run: an explicit --scale equal to the default gives the same result", "[cli]") {
+  temp_dir tmp;
+  const auto r = run_cli({"softmax", kData + "causal_gqa", tmp / "out", "--causal", "--scale",
+                          "0.25"},
+                         tmp);
+  REQUIRE(r.status == 0);
+  check_output(tmp / "out", kData + "causal_gqa", "o", "<f8", test::tolerance<double>());
+  // A different scale changes the output.
+  const auto r2 = run_cli({"softmax", kData + "causal_gqa", tmp / "out2", "--causal", "--scale",
+                           "0.5"},
+                          tmp);
+  REQUIRE(r2.status == 0);
+  std::vector<index_t> s;
+  std::string d;
+  const auto a = load_values(tmp / "out2/o.npy", s, d);
+  const auto b = load_values(kData + "causal_gqa/o.npy", s, d);
+  double diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(a[i] - b[i]));
+  CHECK(diff > 1e-3);
+}
+
+TEST_CASE("attnkit-run: usage errors exit 2 with one line", "[cli][errors]") {
+  temp_dir tmp;
+  const std::string good = kData + "causal_gqa", out = tmp / "out";
+  SECTION("no arguments") { expect_error({}, tmp, {"VARIANT IN_DIR OUT_DIR"}); }
+  SECTION("unknown variant") {
+    expect_error({"softmaxx", good, out}, tmp, {"unknown variant 'softmaxx'", "softmax"});
+  }
+  SECTION("missing IN_DIR") {
+    expect_error({"softmax", tmp / "nope", out}, tmp, {"nope", "not a directory"});
+  }
+  SECTION("unknown option") {
+    expect_error({"softmax", good, out, "--causal", "--frobnicate", "3"}, tmp,
+                 {"'--frobnicate'", "not an option"});
+  }
+  SECTION("bad option values") {
+    expect_error({"softmax", good, out, "--scale", "abc"}, tmp, {"--scale", "'abc'"});
+    expect_error({"softmax", good, out, "--window-left", "-3"}, tmp, {"--window-left", "-3"});
+    expect_error({"softmax", good, out, "--window-left"}, tmp, {"--window-left", "needs a value"});
+    expect_error({"softmax", good, out, "--cache", "ring"}, tmp, {"--cache", "'ring'"});
+    expect_error({"softmax", good, out, "--cache", "paged", "--page-size", "0"}, tmp,
+                 {"--page-size"});
+    expect_error({"softmax", good, out, "--threads", "two"}, tmp, {"--threads", "'two'"});
+    expect_error({"softmax", good, out, "--softcap", "-1"}, tmp, {"--softcap"});
+    expect_error({"softmax", good, out, "--causal=yes"}, tmp, {"--causal", "takes no value"});
+  }
+  SECTION("sliding_window needs --window-left") {
+    expect_error({"sliding_window", good, out, "--causal"}, tmp, {"--window-left", "required"});
+  }
+}
+
+TEST_CASE("attnkit-run: input errors exit 2 naming the file", "[cli][errors]") {
+  temp_dir tmp;
+  const std::string in = bad_case(tmp, "causal_gqa"), out = tmp / "out";
+  SECTION("missing file") {
+    fs::remove(in + "/v.npy");
+    expect_error({"softmax", in, out, "--causal"}, tmp, {"v.npy", "cannot open"});
+  }
+  SECTION("wrong rank") {
+    const std::vector<double> z(2 * 9 * 2, 0.0);
+    io::save_npy(in + "/k.npy", z.data(), {2, 9, 2});
+    expect_error({"softmax", in, out}, tmp, {"k.npy", "rank 4", "rank 3"});
+  }
+  SECTION("mismatched head dim") {
+    const std::vector<double> z(2 * 9 * 2 * 8, 0.0);
+    io::save_npy(in + "/k.npy", z.data(), {2, 9, 2, 8});
+    expect_error({"softmax", in, out}, tmp, {"k.npy", "Dk", "16"});
+  }
+  SECTION("mismatched key count") {
+    const std::vector<double> z(2 * 8 * 2 * 16, 0.0);
+    io::save_npy(in + "/v.npy", z.data(), {2, 8, 2, 16});
+    expect_error({"softmax", in, out, "--cache", "paged"}, tmp, {"v.npy", "Tk"});
+  }
+  SECTION("heads not a multiple") {
+    const std::vector<double> z(2 * 9 * 3 * 16, 0.0);
+    io::save_npy(in + "/k.npy", z.data(), {2, 9, 3, 16});
+    io::save_npy(in + "/v.npy", z.data(), {2, 9, 3, 16});
+    expect_error({"softmax", in, out}, tmp, {"q.npy", "Hq"});
+  }
+  SECTION("mixed float dtypes") {
+    const std::vector<float> z(2 * 9 * 2 * 16, 0.f);
+    io::save_npy(in + "/v.npy", z.data(), {2, 9, 2, 16});
+    expect_error({"softmax", in, out}, tmp, {"v.npy", "<f4", "one dtype"});
+  }
+  SECTION("unsupported file") {
+    std::ofstream(in + "/q.npy") << "not numpy";
+    expect_error({"softmax", in, out}, tmp, {"q.npy", "bad magic"});
+  }
+  SECTION("integer float input") {
+    const std::vector<std::int32_t> z(4, 0);
+    io::save_npy(in + "/sinks.npy", z.data(), {4});
+    expect_error({"softmax", in, out}, tmp, {"sinks.npy", "<i4"});
+  }
+  SECTION("OUT_DIR is a file") {
+    std::ofstream(out) << "x";
+    const auto r = run_cli({"softmax", in, out}, tmp);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.err, Contains("OUT_DIR"));
+    CHECK(fs::is_regular_file(out));
+  }
+}
+
+TEST_CASE("attnkit-run: varlen input errors", "[cli][errors]") {
+  temp_dir tmp;
+  const std::string in = bad_case(tmp, "varlen"), out = tmp / "out";
+  SECTION("only one of the offsets") {
+    fs::remove(in + "/cu_seqlens_k.npy");
+    expect_error({"softmax", in, out, "--causal"}, tmp, {"cu_seqlens", "both"});
+  }
+  SECTION("offsets not ending at the token count") {
+    const std::vector<std::int32_t> cu = {0, 3, 7, 12};
+    io::save_npy(in + "/cu_seqlens_k.npy", cu.data(), {4});
+    expect_error({"softmax", in, out, "--causal", "--cache", "contiguous"}, tmp,
+                 {"cu_seqlens_k.npy", "12", "13"});
+  }
+  SECTION("float offsets") {
+    const std::vector<double> cu = {0, 3, 7, 13};
+    io::save_npy(in + "/cu_seqlens_k.npy", cu.data(), {4});
+    expect_error({"softmax", in, out}, tmp, {"cu_seqlens_k.npy", "<f8"});
+  }
+}
