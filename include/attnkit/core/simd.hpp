@@ -57,6 +57,19 @@ ATTNKIT_ALWAYS_INLINE xsimd::batch<T, Arch> exp(const xsimd::batch<T, Arch>& x) 
   return xsimd::exp(x);
 }
 
+/// Pins a batch in a register: stops GCC from folding its load into every FMA that uses it (a
+/// reload per use doubles the wide loads, the limit on AMD Zen's two 256-bit load ports).
+template <class T, class Arch>
+ATTNKIT_ALWAYS_INLINE void keep_in_register(xsimd::batch<T, Arch>& b) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  auto r = static_cast<typename xsimd::batch<T, Arch>::register_type>(b);
+  __asm__("" : "+x"(r));
+  b = xsimd::batch<T, Arch>(r);
+#else
+  (void)b;
+#endif
+}
+
 /// Loads lanes<A> consecutive elements of storage type S as a batch of compute type A.
 template <class A, class Arch, class S>
 ATTNKIT_ALWAYS_INLINE xsimd::batch<A, Arch> load(const S* p) {
