@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <limits>
 #include <type_traits>
 
@@ -56,6 +59,27 @@ template <class T, class Arch>
 ATTNKIT_ALWAYS_INLINE xsimd::batch<T, Arch> exp(const xsimd::batch<T, Arch>& x) {
   return xsimd::exp(x);
 }
+
+/// An uninitialised 64-byte-aligned scratch buffer (packing workspaces are fully overwritten, so
+/// std::vector's zero fill would be a wasted pass over memory).
+template <class T>
+class aligned_buffer {
+ public:
+  aligned_buffer() = default;
+  explicit aligned_buffer(std::size_t n) {
+    if (n == 0) return;
+    const std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    ptr_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    if (!ptr_) throw std::bad_alloc();
+  }
+  T* data() const { return ptr_.get(); }
+
+ private:
+  struct deleter {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, deleter> ptr_;
+};
 
 /// Pins a batch in a register: stops GCC from folding its load into every FMA that uses it (a
 /// reload per use doubles the wide loads, the limit on AMD Zen's two 256-bit load ports).

@@ -472,13 +472,8 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
       }
     }
   }
-  thread_local aligned_vector<A> packed_store;
-  if (packed_store.size() < pack_total) {
-    packed_store.clear();
-    packed_store.shrink_to_fit();
-    packed_store.resize(pack_total);
-  }
-  A* const store = packed_store.data();  // (workers must not name the caller's thread_local)
+  const simd::aligned_buffer<A> packed_store(pack_total);  // freed on return, nothing kept
+  A* const store = packed_store.data();
   auto packed_of = [&](std::size_t n, index_t hk) {
     packed_kv<A> pk;
     const std::size_t off = pack_off[n * std::size_t(sh.Hkv) + std::size_t(hk)];
