@@ -317,7 +317,7 @@ TEMPLATE_TEST_CASE("linear: fast kernels match the reference on awkward shapes",
   check_against_reference(pr, p, with_h0);
 }
 
-TEMPLATE_TEST_CASE("linear: strided and permuted views, V-first states, other chunk sizes",
+TEMPLATE_TEST_CASE("linear: strided and permuted views and V-first states and other chunk sizes",
                    "[linear]", double, float) {
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
   const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
@@ -337,7 +337,7 @@ TEMPLATE_TEST_CASE("linear: strided and permuted views, V-first states, other ch
     }
 }
 
-TEMPLATE_TEST_CASE("linear: normalize (key-sum state z, additive 1e-10)", "[linear]", double, float) {
+TEMPLATE_TEST_CASE("linear: normalize with the key-sum state z and the additive 1e-10", "[linear]", double, float) {
   const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
   const bool with_h0 = GENERATE(false, true);
   const bool v_first = GENERATE(false, true);
@@ -371,7 +371,7 @@ TEMPLATE_TEST_CASE("linear: chunk equals recurrent", "[linear]", double, float) 
   ATTNKIT_CHECK_CLOSE(h1.cv(), h2.cv(), test::tolerance<TestType>());
 }
 
-TEMPLATE_TEST_CASE("linear: [0,t) then [t,T) from the first final state equals one run",
+TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state equals one run",
                    "[linear]", double, float) {
   using A = accum_t<TestType>;
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
@@ -598,7 +598,7 @@ TEST_CASE("linear: empty inputs", "[linear]") {
   }
 }
 
-TEST_CASE("linear: bad inputs throw attnkit::error naming tensor, dimension and values",
+TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension and values",
           "[linear][errors]") {
   using V4 = cview<float, 4>;
   const index_t B = 2, T = 5, H = 3, K = 32, V = 16;
