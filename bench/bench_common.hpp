@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared helpers for every attnkit benchmark (bench/bench_*.cpp): machine ceilings measured in the
+// same binary, cached thread pools, random tensors, FLOP/byte formulas, and counter helpers.
+//
+// Ceilings (each measured ONCE per process per thread count, on first use: 5 runs, median):
+//   fma_peak_gflops(n)  FMA-only loop on n threads: kFmaAcc independent accumulators of
+//                       batch<float> (8 lanes on AVX2) per thread, acc = fma(acc, m, a).
+//                       FLOP = 2 (mul+add) * lanes * kFmaAcc * steps per thread.
+//                       GFLOP/s = sum over threads of FLOP / wall seconds / 1e9.
+//   gemm_gflops(n)      Eigen float GEMM C(N,N) = A(N,N) * B(N,N), N = kGemmN, .noalias().
+//                       Eigen is single-threaded here (no OpenMP); for n threads the columns of
+//                       C are split into n blocks run on the pool (each block an independent
+//                       single-threaded Eigen GEMM). FLOP = 2 * N^3. GFLOP/s = FLOP / wall / 1e9.
+//   read_bw_gbps(n)     Streaming read: vectorised sum over a kReadBytes (512 MiB, >> 32 MiB L3)
+//                       float buffer, split in kReadChunks chunks handed to n threads (each
+//                       thread reads about 1/n of it). GB/s = bytes / wall seconds / 1e9.
+// Benchmarks report their rate next to these as percentages (counter names are project-wide):
+//   pct_fma_peak = 100 * (FLOP / s) / fma_peak(threads)
+//   pct_gemm     = 100 * (FLOP / s) / gemm(threads)
+//   pct_read_bw  = 100 * (bytes / s) / read_bw(threads)
+// All rates are per wall-clock second: register benchmarks with ->UseRealTime() (Google Benchmark
+// divides rate counters by the time it reports; CPU time of the calling thread would overstate
+// multi-threaded rates).
+//
+// The ceilings are also benchmarks of their own: call register_ceiling_benchmarks() once (e.g.
+// from a static initializer) to get BM_ceiling_fma/threads:N, BM_ceiling_gemm/threads:N and
+// BM_ceiling_read/threads:N.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include <attnkit/core/executor.hpp>
+#include <attnkit/core/simd.hpp>
+#include <attnkit/core/types.hpp>
+
+namespace attnkit_bench {
+
+using attnkit::index_t;
+using fbatch = attnkit::simd::batch<float>;
+constexpr index_t kLanes = attnkit::simd::lanes<float>;
+
+// ------------------------------------------------------------------------------------------------
+// Environment
+
+/// ATTNKIT_BENCH_FULL=1 registers the largest shapes (seconds per iteration, GiB of memory).
+inline bool full_mode() {
+  const char* s = std::getenv("ATTNKIT_BENCH_FULL");
+  return s && *s && std::strcmp(s, "0") != 0;
+}
+
+/// ATTNKIT_BENCH_HUGEPAGES=1 backs large bench buffers with transparent huge pages
+/// (madvise(MADV_HUGEPAGE), when the kernel's THP mode is "madvise" or "always"). Off by default:
+/// the figures are for ordinary 4 KiB pages, as most callers' memory is.
+inline bool hugepages() {
+  const char* s = std::getenv("ATTNKIT_BENCH_HUGEPAGES");
+  return s && *s && std::strcmp(s, "0") != 0;
+}
+
+/// Thread counts benchmarked: 1 and 2 (this project's reference machine has 2 cores).
+inline std::vector<int64_t> thread_counts() { return {1, 2}; }
+
+/// One cached pool per thread count (threads = 1 runs inline on the calling thread).
+inline attnkit::thread_pool& pool(int threads) {
+  static std::mutex mu;
+  static std::map<int, std::unique_ptr<attnkit::thread_pool>> pools;
+  std::lock_guard<std::mutex> lk(mu);
+  auto& p = pools[threads];
+  if (!p) p = std::make_unique<attnkit::thread_pool>(threads);
+  return *p;
+}
+
+inline double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/// Median of `reps` timings (seconds) of f().
+template <class F>
+double median_seconds(int reps, F&& f) {
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = now_seconds();
+    f();
+    t.push_back(now_seconds() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Formulas
+
+/// Attention FLOP as in issue 2: 2 * Tq * Tk * (Dk + Dv) per (batch, query head) -- one multiply
+/// and one add per element of S = QK^T (Dk) and of O = PV (Dv) -- halved when causal (the score
+/// area of a square causal mask; exact for Tq = Tk up to the diagonal's T/2 term). Exp, max and
+/// rescaling are not counted.
+inline double attention_flops(index_t B, index_t Hq, index_t Tq, index_t Tk, index_t Dk,
+                              index_t Dv, bool causal) {
+  const double f = 2.0 * double(B) * double(Hq) * double(Tq) * double(Tk) * double(Dk + Dv);
+  return causal ? f / 2 : f;
+}
+
+/// Bytes of K and V a decode step must read from the cache: B * Tk * Hkv * (Dk + Dv) * sizeof(elem).
+inline double kv_bytes(index_t B, index_t Tk, index_t Hkv, index_t Dk, index_t Dv,
+                       std::size_t elem_bytes) {
+  return double(B) * double(Tk) * double(Hkv) * double(Dk + Dv) * double(elem_bytes);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Random tensors (deterministic: value i depends only on (seed, i), filled in parallel)
+
+inline std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/// Fills p[0, n) with uniform values in [lo, hi) converted to T (float, double, bf16, fp16).
+template <class T>
+void fill_random(T* p, std::size_t n, std::uint64_t seed, float lo = -1.f, float hi = 1.f,
+                 int threads = 2) {
+  constexpr std::size_t chunk = std::size_t(1) << 20;
+  const std::size_t nchunks = (n + chunk - 1) / chunk;
+  const std::uint64_t s = mix64(seed);
+  pool(threads).parallel_for(index_t(nchunks), [&](index_t c) {
+    const std::size_t b = std::size_t(c) * chunk, e = std::min(n, b + chunk);
+    for (std::size_t i = b; i < e; ++i) {
+      const std::uint64_t r = mix64(s ^ (i * 0x2545f4914f6cdd1dull));
+      const float u = float(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+      p[i] = attnkit::from_compute<T>(lo + (hi - lo) * u);
+    }
+  });
+}
+
+/// A 64-byte aligned owning buffer of n elements of a trivially copyable T, left uninitialised
+/// (pages are only touched when filled, so a large buffer costs nothing until used).
+template <class T>
+class buffer {
+  static_assert(std::is_trivially_copyable_v<T>, "attnkit_bench::buffer: trivial types only");
+  struct deleter {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, deleter> p_;
+  std::size_t n_ = 0;
+
+ public:
+  buffer() = default;
+  explicit buffer(std::size_t n) : n_(n) {
+    const std::size_t bytes = std::max<std::size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
+    const bool huge = hugepages() && bytes >= (std::size_t(2) << 20);
+    const std::size_t align = huge ? std::size_t(2) << 20 : 64;
+    p_.reset(static_cast<T*>(std::aligned_alloc(align, (bytes + align - 1) / align * align)));
+    if (!p_) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    if (huge) madvise(p_.get(), (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+#endif
+  }
+  T* data() { return p_.get(); }
+  const T* data() const { return p_.get(); }
+  std::size_t size() const { return n_; }
+};
+
+/// A random tensor of n elements (uniform in [lo, hi)).
+template <class T>
+buffer<T> random_tensor(std::size_t n, std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  buffer<T> b(n);
+  fill_random(b.data(), n, seed, lo, hi);
+  return b;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ceiling kernels
+
+/// Escape hatch: the optimiser must assume `p` is read.
+template <class T>
+inline void escape(T* p) {
+  asm volatile("" : : "g"(p) : "memory");
+}
+
+constexpr int kFmaAcc = 12;  // 12 ymm accumulators (> 2 pipes x 4-cycle latency = 8 in flight),
+                             // + multiplier + addend = 14 of the 16 ymm registers: no spills
+constexpr index_t kFmaSteps = 1 << 20;  // steps per work item: 12*8*2*2^20 = 201 MFLOP
+constexpr index_t kFmaItemsPerThread = 4;
+
+/// One FMA work item: kFmaSteps dependent steps on each of kFmaAcc independent accumulators.
+/// Returns the FLOP executed. The multiplier and addend come through volatiles and the result is
+/// escaped, so nothing can be folded.
+__attribute__((noinline)) inline double fma_item(index_t steps) {
+  volatile float vm = 0.999999f, va = 1e-6f;
+  const fbatch m = fbatch(static_cast<float>(vm)), a = fbatch(static_cast<float>(va));
+  fbatch acc[kFmaAcc];
+  ATTNKIT_UNROLL for (int i = 0; i < kFmaAcc; ++i) acc[i] = fbatch(float(i) * 0.01f);
+  for (index_t s = 0; s < steps; ++s) {
+    ATTNKIT_UNROLL for (int i = 0; i < kFmaAcc; ++i) acc[i] = xsimd::fma(acc[i], m, a);
+  }
+  fbatch sum = acc[0];
+  ATTNKIT_UNROLL for (int i = 1; i < kFmaAcc; ++i) sum += acc[i];
+  alignas(64) float out[kLanes];
+  sum.store_aligned(out);
+  escape(out);
+  return 2.0 * double(kLanes) * kFmaAcc * double(steps);
+}
+
+/// Runs the FMA loop on `threads` threads; returns FLOP per call.
+inline double run_fma(int threads) {
+  const index_t items = kFmaItemsPerThread * threads;
+  pool(threads).parallel_for(items, [&](index_t) { fma_item(kFmaSteps); });
+  return 2.0 * double(kLanes) * kFmaAcc * double(kFmaSteps) * double(items);
+}
+
+constexpr index_t kGemmN = 1024;
+
+struct gemm_data {
+  Eigen::MatrixXf a, b, c;
+  gemm_data() : a(kGemmN, kGemmN), b(kGemmN, kGemmN), c(kGemmN, kGemmN) {
+    fill_random(a.data(), std::size_t(a.size()), 11);
+    fill_random(b.data(), std::size_t(b.size()), 12);
+    c.setZero();
+  }
+};
+inline gemm_data& gemm_inputs() {
+  static gemm_data d;
+  return d;
+}
+
+/// C = A * B (Eigen, column blocks of C on the pool); returns FLOP per call.
+inline double run_gemm(int threads) {
+  auto& d = gemm_inputs();
+  const index_t nb = threads;
+  pool(threads).parallel_for(nb, [&](index_t i) {
+    const index_t c0 = kGemmN * i / nb, c1 = kGemmN * (i + 1) / nb;
+    d.c.middleCols(c0, c1 - c0).noalias() = d.a * d.b.middleCols(c0, c1 - c0);
+  });
+  escape(d.c.data());
+  return 2.0 * double(kGemmN) * double(kGemmN) * double(kGemmN);
+}
+
+constexpr std::size_t kReadBytes = std::size_t(512) << 20;  // 512 MiB >> L3 (32 MiB)
+constexpr index_t kReadChunks = 64;                         // 8 MiB each
+
+inline buffer<float>& read_buffer() {
+  static buffer<float> b = [] {
+    buffer<float> x(kReadBytes / sizeof(float));
+    fill_random(x.data(), x.size(), 13);
+    return x;
+  }();
+  return b;
+}
+
+/// Sums n floats with 8 independent vector accumulators (loads only, no stores).
+__attribute__((noinline)) inline float read_sum(const float* p, std::size_t n) {
+  fbatch s[8];
+  ATTNKIT_UNROLL for (int k = 0; k < 8; ++k) s[k] = fbatch(0.f);
+  std::size_t i = 0;
+  for (; i + 8 * kLanes <= n; i += 8 * kLanes) {
+    ATTNKIT_UNROLL for (int k = 0; k < 8; ++k) s[k] += fbatch::load_aligned(p + i + k * kLanes);
+  }
+  ATTNKIT_UNROLL for (int k = 1; k < 8; ++k) s[0] += s[k];
+  float r = attnkit::simd::reduce_add(s[0]);
+  for (; i < n; ++i) r += p[i];
+  return r;
+}
+
+/// Streams the whole read buffer on `threads` threads; returns bytes read per call.
+inline double run_read(int threads) {
+  auto& b = read_buffer();
+  const std::size_t per = b.size() / std::size_t(kReadChunks);
+  std::vector<float> sums(static_cast<std::size_t>(kReadChunks));
+  pool(threads).parallel_for(kReadChunks, [&](index_t c) {
+    sums[std::size_t(c)] = read_sum(b.data() + std::size_t(c) * per, per);
+  });
+  escape(sums.data());
+  return double(per) * double(kReadChunks) * sizeof(float);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Cached ceilings (measured once per process and thread count: 1 warm-up + 5 runs, median)
+
+template <class Run>
+double measure_rate(Run run, int threads) {
+  run(threads);  // warm-up (first touch, pool start, frequency ramp)
+  double amount = 0;
+  const double t = median_seconds(5, [&] { amount = run(threads); });
+  return amount / t;
+}
+
+inline double cached(const char* what, int threads, double (*run)(int)) {
+  static std::mutex mu;
+  static std::map<std::pair<std::string, int>, double> cache;
+  std::lock_guard<std::mutex> lk(mu);
+  auto key = std::make_pair(std::string(what), threads);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  const double v = measure_rate(run, threads) / 1e9;
+  cache[key] = v;
+  return v;
+}
+
+/// In-binary FMA peak, GFLOP/s on `threads` threads.
+inline double fma_peak_gflops(int threads) { return cached("fma", threads, run_fma); }
+/// In-binary Eigen GEMM (1024^3 float), GFLOP/s on `threads` threads.
+inline double gemm_gflops(int threads) { return cached("gemm", threads, run_gemm); }
+/// In-binary streaming read bandwidth, GB/s (1e9 bytes/s) on `threads` threads.
+inline double read_bw_gbps(int threads) { return cached("read", threads, run_read); }
+
+// ------------------------------------------------------------------------------------------------
+// Counters
+
+/// A rate counter of `per_iter` units per iteration: Google Benchmark reports
+/// per_iter * iterations / seconds.
+inline benchmark::Counter rate(double per_iter) {
+  return benchmark::Counter(per_iter, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// Sets GFLOPS and pct_fma_peak (and pct_gemm when `with_gemm`) for `flop` FLOP per iteration.
+inline void report_flops(benchmark::State& st, double flop, int threads, bool with_gemm = false) {
+  st.counters["GFLOPS"] = rate(flop / 1e9);
+  st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
+  if (with_gemm) st.counters["pct_gemm"] = rate(100.0 * flop / 1e9 / gemm_gflops(threads));
+}
+
+/// Sets GBps and pct_read_bw for `bytes` bytes per iteration.
+inline void report_bytes(benchmark::State& st, double bytes, int threads) {
+  st.counters["GBps"] = rate(bytes / 1e9);
+  st.counters["pct_read_bw"] = rate(100.0 * bytes / 1e9 / read_bw_gbps(threads));
+}
+
+/// Sets x_vs_ref = (reference seconds per call) / (this benchmark's seconds per call).
+inline void report_speedup(benchmark::State& st, double ref_seconds) {
+  st.counters["x_vs_ref"] = rate(ref_seconds);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The ceilings as benchmarks
+
+inline void BM_ceiling_fma(benchmark::State& st) {
+  const int threads = int(st.range(0));
+  double flop = 0;
+  for (auto _ : st) flop = run_fma(threads);
+  st.counters["GFLOPS"] = rate(flop / 1e9);
+}
+
+inline void BM_ceiling_gemm(benchmark::State& st) {
+  const int threads = int(st.range(0));
+  double flop = 0;
+  run_gemm(threads);
+  for (auto _ : st) flop = run_gemm(threads);
+  st.counters["GFLOPS"] = rate(flop / 1e9);
+  st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
+}
+
+inline void BM_ceiling_read(benchmark::State& st) {
+  const int threads = int(st.range(0));
+  double bytes = 0;
+  run_read(threads);
+  for (auto _ : st) bytes = run_read(threads);
+  st.counters["GBps"] = rate(bytes / 1e9);
+}
+
+/// Registers BM_ceiling_{fma,gemm,read}/threads:{1,2}. Returns true (for static initialisers).
+inline bool register_ceiling_benchmarks() {
+  for (auto* b : {benchmark::RegisterBenchmark("BM_ceiling_fma", BM_ceiling_fma),
+                  benchmark::RegisterBenchmark("BM_ceiling_gemm", BM_ceiling_gemm),
+                  benchmark::RegisterBenchmark("BM_ceiling_read", BM_ceiling_read)}) {
+    b->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+    for (auto t : thread_counts()) b->Arg(t);
+  }
+  return true;
+}
+
+}  // namespace attnkit_bench
