@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -320,6 +321,8 @@ class context {
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir))
       fail("OUT_DIR '", out_dir_, "': cannot create the folder (", ec.message(), ")");
+    // A per-run suffix keeps concurrent runs into one folder from sharing temporaries.
+    const std::string suffix = ".attnkit-run-" + std::to_string(std::random_device{}()) + ".tmp";
     std::vector<std::pair<fs::path, fs::path>> done;
     const auto cleanup = [&] {
       for (const auto& d : done) fs::remove(d.first, ec);
@@ -327,7 +330,7 @@ class context {
     try {
       for (const auto& o : outputs_) {
         const fs::path final_path = dir / (o.name + ".npy");
-        const fs::path tmp = dir / ("." + o.name + ".npy.attnkit-run-tmp");
+        const fs::path tmp = dir / ("." + o.name + ".npy" + suffix);
         done.push_back({tmp, final_path});
         o.write(tmp.string());
       }
