@@ -508,6 +508,9 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
                     Contains("tensor 'o'") && Contains("dim 3 (Dv)"));
   CHECK_THROWS_WITH(standard_attention(p, make_view(static_cast<const float*>(b), 2, 4, 4, 8), k, v, o),
                     Contains("tensor 'k'") && Contains("dim 0 (B)"));
+  CHECK_THROWS_WITH(standard_attention(p, make_view(static_cast<const float*>(b), 1, 4, 0, 8), k, v,
+                                       make_view(obuf.data(), 1, 4, 0, 8)),
+                    Contains("tensor 'q' dim 2 (Hq): must be >= 1"));
   // strides
   tensor_view<const float, 4> k_strided(b, {1, 6, 2, 8}, {96, 16, 8, 2});
   CHECK_THROWS_WITH(standard_attention(p, q, k_strided, v, o),

@@ -101,6 +101,7 @@ void check_queries(const char* fn, const softmax_params& p, const tensor_view<Q,
   s.Hkv = Hkv;
   s.Dk = Dk;
   s.Dv = Dv;
+  if (s.Hq < 1) fail(fn, ": tensor 'q' dim 2 (Hq): must be >= 1, got ", s.Hq);
   if (Hkv < 1) fail(fn, ": tensor 'k' dim 2 (Hkv): must be >= 1, got ", Hkv);
   if (s.Hq % Hkv != 0)
     fail(fn, ": tensor 'q' dim 2 (Hq): Hq = ", s.Hq, " is not a multiple of Hkv = ", Hkv,
