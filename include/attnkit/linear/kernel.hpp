@@ -172,6 +172,24 @@ ATTNKIT_ALWAYS_INLINE void store_row(const A* src, S* dst, index_t n, A f) {
   }
 }
 
+/// Prefetches n elements at p into L2 (tokens of one head are H*K elements apart in memory, too far
+/// apart for the hardware prefetchers; one request per 64-byte line).
+template <class T>
+ATTNKIT_ALWAYS_INLINE void prefetch_l2(const T* p, index_t n, bool write = false) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = reinterpret_cast<const char*>(p);
+  const index_t bytes = n * index_t(sizeof(T));
+  for (index_t b = 0; b < bytes; b += 64) {
+    if (write) __builtin_prefetch(c + b, 1, 2);
+    else __builtin_prefetch(c + b, 0, 2);
+  }
+#else
+  (void)p;
+  (void)n;
+  (void)write;
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recurrent token steps. src == nullptr means a zero state. src may equal dst (in place).
 
@@ -339,6 +357,17 @@ struct item_ctx {
   const Gr& gate;
 };
 
+/// Prefetches the q, k, v, o (and gate) rows of token t of batch row b, head h.
+template <class Ctx>
+ATTNKIT_ALWAYS_INLINE void prefetch_token(const Ctx& c, index_t b, index_t t, index_t h) {
+  prefetch_l2(&c.q(b, t, h, 0), c.sh.K);
+  prefetch_l2(&c.k(b, t, h, 0), c.sh.K);
+  prefetch_l2(&c.v(b, t, h, 0), c.sh.V);
+  prefetch_l2(&c.o(b, t, h, 0), c.sh.V, true);
+  if constexpr (std::decay_t<decltype(c.gate)>::kind == linear_gate::channel)
+    prefetch_l2(&c.gate.g(b, t, h, 0), c.sh.K);
+}
+
 /// Writes o row t (V values of out, divided by q~ . z + 1e-10 with normalize; z updated with k).
 template <class A, class Arch, class Ctx>
 ATTNKIT_ALWAYS_INLINE void write_out(const Ctx& c, index_t b, index_t t, index_t h, const A* out,
@@ -405,6 +434,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const A scale = A(sh.scale);
   for (index_t i = 0; i < sq.len; ++i) {
     const index_t t = sq.t0 + i;
+    if (i + 4 < sq.len) prefetch_token(c, sq.b, t + 4, h);
     // state source/destination: h0 -> work buffer -> ... -> ht (the decode step: h0 -> ht)
     const A* src = i == 0 ? h0 : ws.S.data();
     const index_t lds = i == 0 ? ld0 : colsp;
@@ -490,6 +520,12 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
 
   for (index_t c0 = 0; c0 < sq.len; c0 += C) {
     const index_t L = std::min(C, sq.len - c0);
+    // prefetch the next chunk's rows in four parts spread over this chunk's work
+    auto prefetch_next = [&](index_t part) {
+      const index_t b = c0 + C + part * C / 4, e = std::min(sq.len, c0 + C + (part + 1) * C / 4);
+      for (index_t t = b; t < e; ++t) prefetch_token(c, sq.b, sq.t0 + t, h);
+    };
+    prefetch_next(0);
     for (index_t r = 0; r < L; ++r) {
       const index_t t = sq.t0 + c0 + r;
       load_row<A, Arch>(&c.q(sq.b, t, h, 0), Qs + r * Kp, K, Kp, scale);
@@ -604,13 +640,16 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
     }
 
     // ---- O = (q~ * exp(P)) S + A V ----
+    prefetch_next(1);
     gemm<A, Arch>(L, V, Qg, Kp, 1, S, Vp, Ob, Vp, false, nullptr, [&](index_t) { return K; }, all);
+    prefetch_next(2);
     gemm<A, Arch>(L, V, Am, Cp, 1, Vc, Vp, Ob, Vp, true, nullptr,
                   [&](index_t r1) { return std::min(L, r1); }, all);
     for (index_t r = 0; r < L; ++r)
       write_out<A, Arch>(c, sq.b, sq.t0 + c0 + r, h, Ob + r * Vp, Qs + r * Kp, Kc + r * Kp, z, Kp);
 
     // ---- S <- diag(exp(P_{L-1})) S + (k * exp(U))^T V ----
+    prefetch_next(3);
     gemm<A, Arch>(K, V, Khp, 1, Kp, Vc, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all);
   }
 
