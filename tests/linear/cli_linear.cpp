@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+// attnkit-run linear_attn / simple_gla / gla end to end (shared/spec/cli.md): replays the golden
+// linear cases (tests/data/linear) through the built program in float64 (<= 1e-10 relative) and
+// float32 (relative RMS <= 1e-5), chunk and recurrent, --reference and --threads 2; and the error
+// contract (exit 2, one line naming the file or option, no outputs written).
+// Built from tests/linear/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
+#include <support/test_util.hpp>
+
+#include <attnkit/io/npy.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <sys/wait.h>
+
+using namespace attnkit;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/linear/";
+
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() /
+           ("attnkit_lin_cli_" + std::to_string(rd()) + "_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct run_result {
+  int status;
+  std::string err;
+};
+
+run_result run_cli(const std::vector<std::string>& args, const temp_dir& scratch) {
+  std::string cmd = std::string("'") + ATTNKIT_RUN_EXE + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  const std::string err_file = scratch / "stderr.txt";
+  cmd += " > /dev/null 2> '" + err_file + "'";
+  const int raw = std::system(cmd.c_str());
+  std::ifstream f(err_file);
+  std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
+}
+
+/// Inputs of a golden case copied to dst (float inputs as float32 when f32; cu_seqlens as int32
+/// when i32, else int64 as shipped). Outputs (o, ht, zt) are not copied.
+void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool i32) {
+  for (const auto& e : fs::directory_iterator(src)) {
+    const std::string stem = e.path().stem().string();
+    if (e.path().extension() != ".npy" || stem == "o" || stem == "ht" || stem == "zt") continue;
+    const auto a = io::load_npy(e.path().string());
+    const std::string out = dst + "/" + stem + ".npy";
+    if (a.dtype == "<f8" && f32) io::save_npy(out, a.as<float>().data(), a.shape);
+    else if (a.dtype == "<f8") io::save_npy(out, a.as<double>().data(), a.shape);
+    else if (i32) io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
+    else io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
+  }
+}
+
+void check_output(const std::string& out, const std::string& golden, const std::string& name,
+                  bool f32) {
+  const auto got = io::load_npy(out + "/" + name + ".npy");
+  const auto want = io::load_npy(golden + "/" + name + ".npy");
+  INFO("output " << name);
+  CHECK(got.dtype == (f32 ? "<f4" : "<f8"));
+  REQUIRE(got.shape == want.shape);
+  const auto g = got.as<double>(), w = want.as<double>();
+  double max_err = 0, max_ref = 0, num = 0, den = 0;
+  bool finite = true;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    finite &= std::isfinite(g[i]);
+    max_err = std::max(max_err, std::abs(g[i] - w[i]));
+    max_ref = std::max(max_ref, std::abs(w[i]));
+    num += (g[i] - w[i]) * (g[i] - w[i]);
+    den += w[i] * w[i];
+  }
+  const double rel_rms = std::sqrt(num / den);
+  INFO("max_err=" << max_err << " max_ref=" << max_ref << " rel_rms=" << rel_rms);
+  CHECK(finite);
+  CHECK(max_ref > 0);
+  if (f32) CHECK(rel_rms <= 1e-5);
+  else CHECK(max_err <= 1e-10 * max_ref);
+}
+
+void replay(const std::string& variant, const std::string& name,
+            const std::vector<std::string>& case_opts, bool has_zt) {
+  const std::string golden = kData + name;
+  const std::vector<std::vector<std::string>> modes = {
+      {}, {"--mode", "recurrent"}, {"--chunk-size", "16"}, {"--reference"}, {"--threads", "2"}};
+  for (const bool f32 : {false, true}) {
+    temp_dir tmp;
+    const std::string in = tmp / "in";
+    fs::create_directories(in);
+    copy_inputs(golden, in, f32, /*i32=*/f32);
+    for (const auto& mode : modes) {
+      const std::string out = tmp / "out";
+      fs::remove_all(out);
+      std::vector<std::string> args = {variant, in, out};
+      args.insert(args.end(), case_opts.begin(), case_opts.end());
+      args.insert(args.end(), mode.begin(), mode.end());
+      std::string desc;
+      for (const auto& a : args) desc += a + " ";
+      INFO("attnkit-run " << desc);
+      const auto r = run_cli(args, tmp);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.status == 0);
+      CHECK(r.err.empty());
+      check_output(out, golden, "o", f32);
+      check_output(out, golden, "ht", f32);
+      if (has_zt) check_output(out, golden, "zt", f32);
+      CHECK(fs::exists(out + "/zt.npy") == has_zt);
+    }
+  }
+}
+
+/// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
+void expect_error(const std::vector<std::string>& args, const std::string& what,
+                  const temp_dir& tmp) {
+  const auto r = run_cli(args, tmp);
+  INFO("stderr: " << r.err);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Contains(what));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_FALSE(fs::exists(args.at(2)));
+}
+
+}  // namespace
+
+TEST_CASE("linear cli: golden linear_attn cases", "[linear][cli]") {
+  replay("linear_attn", "linear_attn/T37_h0", {}, false);
+  replay("linear_attn", "linear_attn/T130_normalize_h0", {"--normalize"}, true);
+}
+
+TEST_CASE("linear cli: golden simple_gla cases (dense and varlen)", "[linear][cli]") {
+  replay("simple_gla", "simple_gla/T37_h0", {}, false);
+  replay("simple_gla", "simple_gla/varlen", {}, false);
+}
+
+TEST_CASE("linear cli: golden gla case", "[linear][cli]") {
+  replay("gla", "gla/T37_h0", {}, false);
+}
+
+TEST_CASE("linear cli: bad inputs exit 2 naming the file or option", "[linear][cli]") {
+  temp_dir tmp;
+  const std::string gla = kData + "gla/T37_h0", sgla = kData + "simple_gla/T37_h0",
+                    varlen = kData + "simple_gla/varlen", out = tmp / "out";
+  expect_error({"gla", sgla, out}, "g.npy': expected rank 4 [B,T,HV,K], got rank 3", tmp);
+  expect_error({"simple_gla", gla, out}, "g.npy': expected rank 3 [B,T,HV], got rank 4", tmp);
+  expect_error({"linear_attn", gla, out, "--mode", "fast"},
+               "option '--mode': expected chunk|recurrent, got 'fast'", tmp);
+  expect_error({"simple_gla", sgla, out, "--normalize"},
+               "option '--normalize' is not an option of variant 'simple_gla'", tmp);
+  expect_error({"linear_attn", gla, out, "--chunk-size", "0"}, "option '--chunk-size'", tmp);
+  // varlen with a state per batch row instead of one per sequence
+  const std::string in = tmp / "in";
+  fs::create_directories(in);
+  copy_inputs(varlen, in, false, false);
+  fs::copy_file(sgla + "/h0.npy", in + "/h0.npy", fs::copy_options::overwrite_existing);
+  expect_error({"simple_gla", in, out},
+               "h0.npy': dim 0 (N) is 2, expected 3 (one state per sequence of cu_seqlens.npy)",
+               tmp);
+}
