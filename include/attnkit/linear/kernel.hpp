@@ -506,7 +506,7 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
     ensure(ws.e, C * gw);
     ensure(ws.pre, C * gw);
     ensure(ws.suf, C * gw);
-    ensure(ws.tmp, std::max(Cp, BC * Kp + Kp));
+    ensure(ws.tmp, std::max(Cp, (BC + 2) * Kp));
   }
   // S <- h0 (K-first internally; V-first states are transposed on the way in and out).
   for (index_t d = 0; d < Kp; ++d)
@@ -600,7 +600,7 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
       const A* g = ws.g.data();
       const A* e = ws.e.data();
       A* qf = ws.tmp.data();           // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
-      A* acc = qf + BC * Kp;           // [Kp] running sums
+      A* acc = qf + (BC + 1) * Kp;     // [Kp] running sums
       for (index_t i0 = 0; i0 < L; i0 += BC) {
         const index_t i1 = std::min(L, i0 + BC);
         if (i0 > 0) {
@@ -613,10 +613,12 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
             mul_exp<A, Arch>(Qs + r * Kp, acc, qf + (r - i0) * Kp, Kp);
           }
           std::fill(acc, acc + Kp, A(0));
+          A* kb = qf + (i1 - i0) * Kp;  // one row of k_c * exp(G_n - G_c), then transposed
           for (index_t cc = i0; cc-- > 0;) {  // G_n - G_c = sum_{c<s<=n} g_s
             for (index_t d = 0; d < Kp; d += W)
               (B::load_unaligned(acc + d) + B::load_unaligned(g + (cc + 1) * Kp + d)).store_unaligned(acc + d);
-            for (index_t d = 0; d < K; ++d) Kt[d * Cp + cc] = Kc[cc * Kp + d] * std::exp(acc[d]);
+            mul_exp<A, Arch>(Kc + cc * Kp, acc, kb, Kp);
+            for (index_t d = 0; d < K; ++d) Kt[d * Cp + cc] = kb[d];
           }
           for (index_t d = 0; d < K; ++d)
             for (index_t cc = i0; cc < round_up(i0, NR); ++cc) Kt[d * Cp + cc] = A(0);
