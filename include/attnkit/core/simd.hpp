@@ -15,7 +15,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#if defined(__AVX2__) || defined(__F16C__)
+#if defined(__AVX__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -54,6 +54,25 @@ ATTNKIT_ALWAYS_INLINE T reduce_max(const xsimd::batch<T, Arch>& b) {
 #endif
 }
 
+/// Horizontal sums of four batches: out[i] = sum of the lanes of b_i.
+template <class T, class Arch>
+ATTNKIT_ALWAYS_INLINE void reduce_add4(const xsimd::batch<T, Arch>& b0, const xsimd::batch<T, Arch>& b1,
+                                       const xsimd::batch<T, Arch>& b2, const xsimd::batch<T, Arch>& b3,
+                                       T* out) {
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 8) {
+    const __m256 t0 = _mm256_hadd_ps(b0, b1), t1 = _mm256_hadd_ps(b2, b3);
+    const __m256 t2 = _mm256_hadd_ps(t0, t1);  // [s0 s1 s2 s3 | s0' s1' s2' s3'] (lane halves)
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1)));
+    return;
+  }
+#endif
+  out[0] = reduce_add(b0);
+  out[1] = reduce_add(b1);
+  out[2] = reduce_add(b2);
+  out[3] = reduce_add(b3);
+}
+
 /// exp with exp(-inf) = 0 (xsimd: |error| <= 1.6 ulp on the softmax domain, see the style study).
 template <class T, class Arch>
 ATTNKIT_ALWAYS_INLINE xsimd::batch<T, Arch> exp(const xsimd::batch<T, Arch>& x) {
@@ -80,6 +99,18 @@ class aligned_buffer {
   };
   std::unique_ptr<T, deleter> ptr_;
 };
+
+/// Prefetches n elements starting at p (one request per 64-byte line).
+template <class T>
+ATTNKIT_ALWAYS_INLINE void prefetch(const T* p, index_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = reinterpret_cast<const char*>(p);
+  for (index_t b = 0; b < n * index_t(sizeof(T)); b += 64) __builtin_prefetch(c + b, 0, 3);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
 
 /// Pins a batch in a register: stops GCC from folding its load into every FMA that uses it (a
 /// reload per use doubles the wide loads, the limit on AMD Zen's two 256-bit load ports).

@@ -123,13 +123,51 @@ inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) s[i * lds] = simd::reduce_add(acc0[i] + acc1[i]);
 }
 
+// s[i * lds + u] = Q[i, :] . k_u[:] for MR rows and KU keys (MR * KU <= 8 accumulators): several
+// keys in flight hide the FMA latency, each K element is loaded (and converted) once, and the
+// horizontal sums are done four at a time.
+template <int MR, int KU, class A, class Arch, class KV>
+inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* const* k,
+                          index_t dk, A* s, index_t lds) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  static_assert((MR * KU) % 4 == 0, "dot_rows_keys reduces four accumulators at a time");
+  B acc[MR * KU];
+  ATTNKIT_UNROLL for (int a = 0; a < MR * KU; ++a) acc[a] = B(A(0));
+  auto step = [&](index_t d, const B (&kb)[KU]) {
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
+      const B qb = B::load_aligned(Q + i * ldq + d);
+      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) acc[i * KU + u] = xsimd::fma(qb, kb[u], acc[i * KU + u]);
+    }
+  };
+  index_t d = 0;
+  for (; d + W <= dk; d += W) {
+    B kb[KU];
+    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) kb[u] = simd::load<A, Arch>(k[u] + d);
+    step(d, kb);
+  }
+  if (d < dk) {
+    B kb[KU];
+    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) kb[u] = simd::load_partial<A, Arch>(k[u] + d, dk - d);
+    step(d, kb);
+  }
+  alignas(64) A sums[MR * KU];
+  ATTNKIT_UNROLL for (int a = 0; a < MR * KU; a += 4)
+    simd::reduce_add4(acc[a], acc[a + 1], acc[a + 2], acc[a + 3], sums + a);
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i)
+    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) s[i * lds + u] = sums[i * KU + u];
+}
+
+constexpr index_t kPrefetchKeys = 16;  // decode: software prefetch distance in keys
+
 template <class F>
 inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
-  // Calls f(std::integral_constant<int, MR>{}, r0) over row tiles of at most max_mr (<= 6) rows.
+  // Calls f(std::integral_constant<int, MR>{}, r0) over row tiles of max_mr (2, 4 or 6) rows.
   index_t r = 0;
   for (; r + max_mr <= m; r += max_mr) {
     if (max_mr == 6) f(std::integral_constant<int, 6>{}, r);
-    else f(std::integral_constant<int, 4>{}, r);
+    else if (max_mr == 4) f(std::integral_constant<int, 4>{}, r);
+    else f(std::integral_constant<int, 2>{}, r);
   }
   switch (m - r) {
     case 5: f(std::integral_constant<int, 5>{}, r); break;
@@ -202,25 +240,27 @@ inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, ind
   }
 }
 
-/// Packs value block [j0, j0 + nb) as column tiles of TW = 2W values: tile c is [NB, TW]
-/// contiguous (element (j, c) at vp[(c / TW) * NB * TW + j * TW + c % TW]); converted to A,
-/// zero-padded past nb rows and Dv columns.
-template <class A, class Arch, index_t TW, class Rows>
-inline void pack_v(const Rows& rows, index_t j0, index_t nb, index_t Dv, index_t Dvp, A* vp) {
+/// Writes value row j (vr, Dv elements; nullptr = zeros) into a block packed as column tiles of
+/// TW values: tile c is [NB, TW] contiguous, element (j, c) at vp[(c / TW) * NB * TW + j * TW + c % TW].
+template <class A, class Arch, index_t TW, class KV>
+inline void pack_v_row(const KV* vr, index_t j, index_t Dv, index_t Dvp, A* vp) {
   constexpr index_t NB = softmax_tiling::kBlockN;
-  alignas(64) A tmp[TW];
-  for (index_t j = 0; j < NB; ++j) {
-    const auto* vr = j < nb ? rows.v_row(j0 + j) : nullptr;
-    for (index_t c = 0; c < Dvp; c += TW) {
-      A* dst = vp + (c / TW) * NB * TW + j * TW;
-      if (vr && c + TW <= Dv) {
-        simd::convert<A, Arch>(vr + c, dst, TW);
-      } else {
-        for (index_t i = 0; i < TW; ++i) tmp[i] = vr && c + i < Dv ? to_compute<A>(vr[c + i]) : A(0);
-        std::copy(tmp, tmp + TW, dst);
-      }
+  for (index_t c = 0; c < Dvp; c += TW) {
+    A* dst = vp + (c / TW) * NB * TW + j * TW;
+    if (vr && c + TW <= Dv) {
+      simd::convert<A, Arch>(vr + c, dst, TW);
+    } else {
+      for (index_t i = 0; i < TW; ++i) dst[i] = vr && c + i < Dv ? to_compute<A>(vr[c + i]) : A(0);
     }
   }
+}
+
+/// Packs value block [j0, j0 + nb) (converted to A, zero rows past nb) in the layout above.
+template <class A, class Arch, index_t TW, class Rows>
+inline void pack_v(const Rows& rows, index_t j0, index_t nb, index_t Dv, index_t Dvp, A* vp) {
+  using KV = std::remove_pointer_t<decltype(rows.v_row(0))>;
+  for (index_t j = 0; j < softmax_tiling::kBlockN; ++j)
+    pack_v_row<A, Arch, TW>(j < nb ? rows.v_row(j0 + j) : static_cast<KV*>(nullptr), j, Dv, Dvp, vp);
 }
 
 /// One work item: kv heads [hk, hk + nh), query positions [i0, i0 + nq), keys [kbeg, kend).
@@ -277,6 +317,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
   if (packed) {
     ws.kt.resize(std::size_t(Dk * NB));
     ws.vp.resize(std::size_t(NB * Dvp));
+  } else {
+    ws.vp.resize(std::size_t(it.nh * NB * Dvp));
   }
 
   // Key blocks are aligned to multiples of NB (so pre-packed blocks can be shared by all items).
@@ -294,7 +336,35 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
                                                 S + r0 * NB + c, NB, Dk);
       });
     } else {
-      for (index_t j = 0; j < std::min(nb, kmax + 1 - j0); ++j)
+      const index_t nk = std::min(nb, kmax + 1 - j0);
+      index_t j = 0;
+      for (; j + 4 <= nk; j += 4)
+        for (index_t hh = 0; hh < it.nh; ++hh) {
+          const auto& hr = head_rows[hh];
+          const decltype(hr.k_row(0)) k4[4] = {hr.k_row(j0 + j), hr.k_row(j0 + j + 1),
+                                               hr.k_row(j0 + j + 2), hr.k_row(j0 + j + 3)};
+          // Request K and V rows kPrefetchKeys ahead (V of this block is consumed after its K).
+          if (j0 + j + kPrefetchKeys + 3 < sq.tk)
+            for (index_t u = 0; u < 4; ++u) {
+              simd::prefetch(hr.k_row(j0 + j + kPrefetchKeys + u), Dk);
+              simd::prefetch(hr.v_row(j0 + j + kPrefetchKeys + u), Dv);
+            }
+          dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+            constexpr int MR = decltype(mr)::value;
+            r0 += hh * Mh;
+            if constexpr (MR == 1 || MR == 2) {
+              dot_rows_keys<MR, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j, NB);
+            } else if constexpr (MR == 4) {
+              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j, NB);
+              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4 + 2, Dk, S + r0 * NB + j + 2, NB);
+            } else {  // 3 rows: one pair, one single
+              dot_rows_keys<2, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j, NB);
+              dot_rows_keys<1, 4, A, Arch>(ws.q.data() + (r0 + 2) * Dkp, Dkp, k4, Dk,
+                                           S + (r0 + 2) * NB + j, NB);
+            }
+          });
+        }
+      for (; j < nk; ++j)
         for (index_t hh = 0; hh < it.nh; ++hh) {
           const auto* kr = head_rows[hh].k_row(j0 + j);
           dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
@@ -328,28 +398,22 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
                                                 ws.alpha.data() + r0, pv_cols);
       });
     } else {
-      for (index_t r = 0; r < M; ++r) {
-        const A al = ws.alpha[std::size_t(r)];
-        if (al != A(1)) {
-          const B alb(al);
-          for (index_t c = 0; c < Dvp; c += W)
-            (B::load_aligned(ws.acc.data() + r * Dvp + c) * alb).store_aligned(ws.acc.data() + r * Dvp + c);
-        }
-      }
+      // Decode shape: copy the block's V rows of every head (token rows read in order) into
+      // contiguous column tiles, then the same register-tiled P.V as prefill, head by head.
       for (index_t j = 0; j < pv_cols; ++j)
-        for (index_t hh = 0; hh < it.nh; ++hh) {
-          const auto* vr = head_rows[hh].v_row(j0 + j);
-          for (index_t c = 0; c < Dvp; c += W) {
-            const B vb = c + W <= Dv ? simd::load<A, Arch>(vr + c)
-                                     : simd::load_partial<A, Arch>(vr + c, std::max<index_t>(Dv - c, 0));
-            for (index_t r = hh * Mh; r < (hh + 1) * Mh; ++r) {
-              const A p = S[r * NB + j];
-              if (p == A(0)) continue;
-              A* o = ws.acc.data() + r * Dvp + c;
-              xsimd::fma(B(p), vb, B::load_aligned(o)).store_aligned(o);
-            }
-          }
-        }
+        for (index_t hh = 0; hh < it.nh; ++hh)
+          pack_v_row<A, Arch, 2 * W>(head_rows[hh].v_row(j0 + j), j, Dv, Dvp,
+                                     ws.vp.data() + hh * NB * Dvp);
+      for (index_t hh = 0; hh < it.nh; ++hh) {
+        const A* vp = ws.vp.data() + hh * NB * Dvp;
+        dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+          r0 += hh * Mh;
+          for (index_t c = 0; c < Dvp; c += 2 * W)
+            pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
+                                                  ws.acc.data() + r0 * Dvp + c, Dvp,
+                                                  ws.alpha.data() + r0, pv_cols);
+        });
+      }
     }
   }
 }
