@@ -19,8 +19,10 @@
 //   scalar gate: A = (Q~ K^T) * D with D[r,c] = prod_{c<s<=r} exp(g_s) (running products <= 1);
 //   per-channel gate (gla): 16-row sub-chunks. Off-diagonal blocks (sub-chunk i > j) factor around
 //   the first row n of sub-chunk i: (q~_r * exp(G_r - G_n)) . (k_c * exp(G_n - G_c)), both exponents
-//   <= 0 and computed as direct sums; diagonal 16x16 blocks use exact per-pair running products
-//   k_c * prod_{c<s<=r} exp(g_s). Never a whole-chunk factorisation (it overflows, spec 2.4).
+//   <= 0; diagonal 16x16 blocks use exact per-pair running products k_c * prod_{c<s<=r} exp(g_s).
+//   Every decay factor of the per-channel path (also exp(P), exp(U)) is a running product of
+//   e_s = exp(g_s) in (0, 1] over the tokens it spans (L*K exponentials per chunk; -1000 gives an
+//   exact 0). Never a whole-chunk factorisation exp(G_r) exp(-G_c) (it overflows, spec 2.4).
 #pragma once
 
 #include <algorithm>
@@ -139,6 +141,15 @@ ATTNKIT_ALWAYS_INLINE void vexp(const A* x, A* y, index_t n) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   for (index_t i = 0; i < n; i += W) simd::exp(B::load_unaligned(x + i)).store_unaligned(y + i);
+}
+
+/// z[i] = x[i] * y[i].
+template <class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void vmul(const A* x, const A* y, A* z, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t i = 0; i < n; i += W)
+    (B::load_unaligned(x + i) * B::load_unaligned(y + i)).store_unaligned(z + i);
 }
 
 /// y[i] = x[i] * exp(e[i]).
@@ -503,9 +514,11 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const index_t gw = kind == linear_gate::channel ? Kp : 1;  // gate values per token
   if constexpr (kind != linear_gate::none) {
     ensure(ws.g, C * gw);
-    ensure(ws.e, C * gw);
-    ensure(ws.pre, C * gw);
-    ensure(ws.suf, C * gw);
+    if (kind != linear_gate::channel) ensure(ws.e, C);
+    if (kind != linear_gate::channel) {
+      ensure(ws.pre, C);
+      ensure(ws.suf, C);
+    }
     ensure(ws.tmp, std::max(Cp, (BC + 2) * Kp));
   }
   // S <- h0 (K-first internally; V-first states are transposed on the way in and out).
@@ -536,31 +549,41 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
     const A* Khp = Kc;
     if constexpr (kind != linear_gate::none) {
       A* g = ws.g.data();
-      A* e = ws.e.data();
+      A* e = kind == linear_gate::channel ? g : ws.e.data();  // (channel: exp in place)
       A* pre = ws.pre.data();
       A* suf = ws.suf.data();
       for (index_t r = 0; r < L; ++r) {
         c.gate.read(sq.b, sq.t0 + c0 + r, h, g + r * gw, K);
         for (index_t d = (kind == linear_gate::channel ? K : 1); d < gw; ++d) g[r * gw + d] = A(0);
       }
-      // P_r = sum_{s<=r} g_s ; U_r = sum_{r<s<L} g_s ; e_r = exp(g_r)
-      for (index_t d = 0; d < gw; ++d) {
-        A acc = 0;
-        for (index_t r = 0; r < L; ++r) pre[r * gw + d] = acc += g[r * gw + d];
-        acc = 0;
-        for (index_t r = L; r-- > 0;) {
-          suf[r * gw + d] = acc;
-          acc += g[r * gw + d];
+      // scalar gate: P_r = sum_{s<=r} g_s ; U_r = sum_{r<s<L} g_s ; e_r = exp(g_r)
+      if constexpr (kind != linear_gate::channel) {
+        for (index_t d = 0; d < gw; ++d) {
+          A acc = 0;
+          for (index_t r = 0; r < L; ++r) pre[r * gw + d] = acc += g[r * gw + d];
+          acc = 0;
+          for (index_t r = L; r-- > 0;) {
+            suf[r * gw + d] = acc;
+            acc += g[r * gw + d];
+          }
         }
       }
       A* csb = ws.cs.data();
       if constexpr (kind == linear_gate::channel) {
+        // per channel, as running products of e_r = exp(g_r) in (0, 1] (only L*K exponentials):
+        // exp(P_r) = prod_{s<=r} e_s ; exp(U_r) = prod_{r<s<L} e_s
         vexp<A, Arch>(g, e, L * Kp);
+        std::fill(csb, csb + Kp, A(1));  // running exp(P_r), ends as exp(P_{L-1})
         for (index_t r = 0; r < L; ++r) {
-          mul_exp<A, Arch>(Qs + r * Kp, pre + r * Kp, Qg + r * Kp, Kp);
-          mul_exp<A, Arch>(Kc + r * Kp, suf + r * Kp, Kh + r * Kp, Kp);
+          vmul<A, Arch>(csb, e + r * Kp, csb, Kp);
+          vmul<A, Arch>(Qs + r * Kp, csb, Qg + r * Kp, Kp);
         }
-        vexp<A, Arch>(pre + (L - 1) * Kp, csb, Kp);
+        A* run = ws.tmp.data();  // running exp(U_r)
+        std::fill(run, run + Kp, A(1));
+        for (index_t r = L; r-- > 0;) {
+          vmul<A, Arch>(Kc + r * Kp, run, Kh + r * Kp, Kp);
+          vmul<A, Arch>(run, e + r * Kp, run, Kp);
+        }
       } else {
         for (index_t r = 0; r < L; ++r) {
           e[r] = std::exp(g[r]);
@@ -597,27 +620,23 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
         }
       }
     } else {
-      const A* g = ws.g.data();
-      const A* e = ws.e.data();
+      const A* e = ws.g.data();  // exp(g), computed in place above
       A* qf = ws.tmp.data();           // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
       A* acc = qf + (BC + 1) * Kp;     // [Kp] running sums
       for (index_t i0 = 0; i0 < L; i0 += BC) {
         const index_t i1 = std::min(L, i0 + BC);
         if (i0 > 0) {
           // off-diagonal: rows [i0, i1) x columns [0, i0), reference row n = i0
-          std::fill(acc, acc + Kp, A(0));
-          for (index_t r = i0; r < i1; ++r) {  // G_r - G_n = sum_{n<s<=r} g_s
-            if (r > i0)
-              for (index_t d = 0; d < Kp; d += W)
-                (B::load_unaligned(acc + d) + B::load_unaligned(g + r * Kp + d)).store_unaligned(acc + d);
-            mul_exp<A, Arch>(Qs + r * Kp, acc, qf + (r - i0) * Kp, Kp);
+          std::fill(acc, acc + Kp, A(1));
+          for (index_t r = i0; r < i1; ++r) {  // exp(G_r - G_n) = prod_{n<s<=r} e_s
+            if (r > i0) vmul<A, Arch>(acc, e + r * Kp, acc, Kp);
+            vmul<A, Arch>(Qs + r * Kp, acc, qf + (r - i0) * Kp, Kp);
           }
-          std::fill(acc, acc + Kp, A(0));
+          std::fill(acc, acc + Kp, A(1));
           A* kb = qf + (i1 - i0) * Kp;  // one row of k_c * exp(G_n - G_c), then transposed
-          for (index_t cc = i0; cc-- > 0;) {  // G_n - G_c = sum_{c<s<=n} g_s
-            for (index_t d = 0; d < Kp; d += W)
-              (B::load_unaligned(acc + d) + B::load_unaligned(g + (cc + 1) * Kp + d)).store_unaligned(acc + d);
-            mul_exp<A, Arch>(Kc + cc * Kp, acc, kb, Kp);
+          for (index_t cc = i0; cc-- > 0;) {  // exp(G_n - G_c) = prod_{c<s<=n} e_s
+            vmul<A, Arch>(acc, e + (cc + 1) * Kp, acc, Kp);
+            vmul<A, Arch>(Kc + cc * Kp, acc, kb, Kp);
             for (index_t d = 0; d < K; ++d) Kt[d * Cp + cc] = kb[d];
           }
           for (index_t d = 0; d < K; ++d)
