@@ -514,8 +514,8 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const index_t gw = kind == linear_gate::channel ? Kp : 1;  // gate values per token
   if constexpr (kind != linear_gate::none) {
     ensure(ws.g, C * gw);
-    if (kind != linear_gate::channel) ensure(ws.e, C);
     if (kind != linear_gate::channel) {
+      ensure(ws.e, C);
       ensure(ws.pre, C);
       ensure(ws.suf, C);
     }
@@ -622,7 +622,7 @@ void run_chunked(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
     } else {
       const A* e = ws.g.data();  // exp(g), computed in place above
       A* qf = ws.tmp.data();           // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
-      A* acc = qf + (BC + 1) * Kp;     // [Kp] running sums
+      A* acc = qf + (BC + 1) * Kp;     // [Kp] running products
       for (index_t i0 = 0; i0 < L; i0 += BC) {
         const index_t i1 = std::min(L, i0 + BC);
         if (i0 > 0) {

@@ -203,10 +203,5 @@ void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 4>&
   check_tensor({fn, "g", "B,T,H,K"}, g, {sh.B, sh.T, sh.H, sh.K});
 }
 
-template <class G, std::size_t R>
-constexpr linear_gate gate_of() {
-  return R == 1 ? linear_gate::head_decay : R == 3 ? linear_gate::scalar : linear_gate::channel;
-}
-
 }  // namespace detail
 }  // namespace attnkit
