@@ -573,6 +573,12 @@ TEST_CASE("linear: results do not depend on the thread count", "[linear]") {
   run<false>(pr, p, o2.v(), s2);
   CHECK(std::memcmp(o1.buf.data(), o2.buf.data(), o1.buf.size() * sizeof(float)) == 0);
   CHECK(std::memcmp(h1.buf.data(), h2.buf.data(), h1.buf.size() * sizeof(float)) == 0);
+  // three threads: the chunk algorithm groups heads differently (5 vs 3 heads per work item)
+  thread_pool three(3);
+  p.exec = &three;
+  run<false>(pr, p, o2.v(), s2);
+  CHECK(std::memcmp(o1.buf.data(), o2.buf.data(), o1.buf.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(h1.buf.data(), h2.buf.data(), h1.buf.size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("linear: empty inputs", "[linear]") {
