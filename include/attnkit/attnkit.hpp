@@ -10,6 +10,8 @@
 #include "core/simd.hpp"
 #include "core/tensor_view.hpp"
 #include "core/types.hpp"
+#include "core/varlen.hpp"
+#include "linear.hpp"
 #include "standard/kernel.hpp"
 #include "standard/params.hpp"
 #include "standard/reference.hpp"

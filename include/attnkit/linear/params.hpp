@@ -24,7 +24,7 @@
 #include "../core/executor.hpp"
 #include "../core/tensor_view.hpp"
 #include "../core/types.hpp"
-#include "../standard/params.hpp"  // detail::read_cu_seqlens
+#include "../core/varlen.hpp"
 
 namespace attnkit {
 
