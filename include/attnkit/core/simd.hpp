@@ -172,6 +172,14 @@ inline void convert(const S* ATTNKIT_RESTRICT src, A* ATTNKIT_RESTRICT dst, inde
   for (; i < n; ++i) dst[i] = to_compute<A>(src[i]) * scale;
 }
 
+/// Converts exactly N elements (N a multiple of the batch width): a fixed trip count, no tail.
+template <class A, class Arch, index_t N, class S>
+ATTNKIT_ALWAYS_INLINE void convert_fixed(const S* ATTNKIT_RESTRICT src, A* ATTNKIT_RESTRICT dst) {
+  constexpr index_t W = lanes<A, Arch>;
+  static_assert(N % W == 0, "attnkit::simd::convert_fixed: N must be a multiple of the width");
+  for (index_t i = 0; i < N; i += W) load<A, Arch>(src + i).store_unaligned(dst + i);
+}
+
 /// Stores n elements of compute type A into storage type S (bf16/fp16 round to nearest even).
 template <class S, class A>
 inline void store_converted(const A* ATTNKIT_RESTRICT src, S* ATTNKIT_RESTRICT dst, index_t n) {

@@ -248,7 +248,7 @@ inline void pack_v_row(const KV* vr, index_t j, index_t Dv, index_t Dvp, A* vp) 
   for (index_t c = 0; c < Dvp; c += TW) {
     A* dst = vp + (c / TW) * NB * TW + j * TW;
     if (vr && c + TW <= Dv) {
-      simd::convert<A, Arch>(vr + c, dst, TW);
+      simd::convert_fixed<A, Arch, TW>(vr + c, dst);
     } else {
       for (index_t i = 0; i < TW; ++i) dst[i] = vr && c + i < Dv ? to_compute<A>(vr[c + i]) : A(0);
     }
