@@ -74,7 +74,7 @@ TEMPLATE_TEST_CASE("standard: fast kernel matches the reference on awkward shape
   const auto lens = GENERATE(std::make_pair(1, 1), std::make_pair(1, 130), std::make_pair(63, 63),
                              std::make_pair(65, 130), std::make_pair(130, 65),
                              std::make_pair(63, 200));
-  const auto ratio = GENERATE(1, 2, 4, 8);
+  const auto ratio = GENERATE(1, 2, 3, 4, 8);
   const auto dims = GENERATE(std::make_pair(8, 8), std::make_pair(24, 40), std::make_pair(5, 3));
   const bool causal = GENERATE(false, true);
   problem_spec sp;
@@ -91,7 +91,7 @@ TEMPLATE_TEST_CASE("standard: fast kernel matches the reference on awkward shape
 
 TEMPLATE_TEST_CASE("standard: head dim 128 and decode-like shapes", "[standard]", double, float) {
   const auto tq = GENERATE(1, 2, 7, 64);
-  const auto ratio = GENERATE(1, 4, 8);
+  const auto ratio = GENERATE(1, 3, 4, 5, 8);  // decode rows per kv head: 1..7 and 8+
   problem_spec sp;
   sp.Tq = tq;
   sp.Tk = 300;
