@@ -165,26 +165,21 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
                          A* ATTNKIT_RESTRICT O, index_t ldo) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B p[MR][KU];
+  A p[MR][KU];  // scalars: broadcast at each use (MR * KU can exceed the vector registers)
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i)
-    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) p[i][u] = B(P[i * ldp + u]);
-  auto step = [&](index_t c, const B (&vb)[KU]) {
+    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) p[i][u] = P[i * ldp + u];
+  for (index_t c = 0; c < dv; c += W) {  // (no lambda here: GCC kept one out of line)
+    B vb[KU];
+    if (c + W <= dv) {
+      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load<A, Arch>(v[u] + c);
+    } else {
+      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load_partial<A, Arch>(v[u] + c, dv - c);
+    }
     ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
       B o = B::load_aligned(O + i * ldo + c);
-      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) o = xsimd::fma(p[i][u], vb[u], o);
+      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) o = xsimd::fma(B(p[i][u]), vb[u], o);
       o.store_aligned(O + i * ldo + c);
     }
-  };
-  index_t c = 0;
-  for (; c + W <= dv; c += W) {
-    B vb[KU];
-    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load<A, Arch>(v[u] + c);
-    step(c, vb);
-  }
-  if (c < dv) {
-    B vb[KU];
-    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load_partial<A, Arch>(v[u] + c, dv - c);
-    step(c, vb);
   }
 }
 
