@@ -45,9 +45,9 @@
 #include <sys/mman.h>
 #endif
 
-#include <Eigen/Core>
 #include <benchmark/benchmark.h>
 
+#include <Eigen/Core>
 #include <attnkit/core/executor.hpp>
 #include <attnkit/core/simd.hpp>
 #include <attnkit/core/types.hpp>
@@ -112,13 +112,14 @@ double median_seconds(int reps, F&& f) {
 /// and one add per element of S = QK^T (Dk) and of O = PV (Dv) -- halved when causal (the score
 /// area of a square causal mask; exact for Tq = Tk up to the diagonal's T/2 term). Exp, max and
 /// rescaling are not counted.
-inline double attention_flops(index_t B, index_t Hq, index_t Tq, index_t Tk, index_t Dk,
-                              index_t Dv, bool causal) {
+inline double attention_flops(index_t B, index_t Hq, index_t Tq, index_t Tk, index_t Dk, index_t Dv,
+                              bool causal) {
   const double f = 2.0 * double(B) * double(Hq) * double(Tq) * double(Tk) * double(Dk + Dv);
   return causal ? f / 2 : f;
 }
 
-/// Bytes of K and V a decode step must read from the cache: B * Tk * Hkv * (Dk + Dv) * sizeof(elem).
+/// Bytes of K and V a decode step must read from the cache: B * Tk * Hkv * (Dk + Dv) *
+/// sizeof(elem).
 inline double kv_bytes(index_t B, index_t Tk, index_t Hkv, index_t Dk, index_t Dv,
                        std::size_t elem_bytes) {
   return double(B) * double(Tk) * double(Hkv) * double(Dk + Dv) * double(elem_bytes);

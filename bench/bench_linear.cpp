@@ -29,9 +29,8 @@
 // Running:
 //   bench_linear --benchmark_repetitions=3 --benchmark_report_aggregates_only=true  (quote medians)
 //   bench_linear --benchmark_min_time=0.01                                          (smoke pass)
-#include <cstdint>
-
 #include <attnkit/linear.hpp>
+#include <cstdint>
 
 #include "bench_common.hpp"
 
@@ -84,7 +83,9 @@ void call(variant var, const linear_params& p, inputs& d, index_t b, index_t t, 
   s.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, kH, kK, kV);
   s.ht = make_view(ht, b, kH, kK, kV);
   switch (var) {
-    case variant::linear: attnkit::linear_attn(p, q, k, v, o, s); break;
+    case variant::linear:
+      attnkit::linear_attn(p, q, k, v, o, s);
+      break;
     case variant::simple:
       attnkit::simple_gla(p, q, k, v, make_view<const float>(d.gs.data(), b, t, kH), o, s);
       break;
@@ -139,11 +140,12 @@ const bool registered = [] {
   const struct {
     const char* name;
     variant var;
-  } vars[] = {{"linear_attn", variant::linear}, {"simple_gla", variant::simple}, {"gla", variant::gla}};
+  } vars[] = {
+      {"linear_attn", variant::linear}, {"simple_gla", variant::simple}, {"gla", variant::gla}};
   for (const auto& v : vars) {
     for (const auto algo : {linear_algo::chunk, linear_algo::recurrent}) {
-      const std::string name = std::string("BM_") + v.name +
-                               (algo == linear_algo::chunk ? "_chunk" : "_recurrent");
+      const std::string name =
+          std::string("BM_") + v.name + (algo == linear_algo::chunk ? "_chunk" : "_recurrent");
       benchmark::RegisterBenchmark(name.c_str(), BM_prefill, v.var, algo)
           ->ArgNames({"seq", "threads"})
           ->ArgsProduct({{1024, 4096, 16384}, thread_counts()})

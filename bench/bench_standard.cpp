@@ -28,13 +28,12 @@
 //   bench_standard --benchmark_min_time=0.01         smoke pass (CI), well under a minute
 //   figures: --benchmark_repetitions=3 --benchmark_report_aggregates_only=true, quote medians;
 //   select with --benchmark_filter='BM_decode_bf16/Hkv:8/cache:32768'.
+#include <attnkit/standard/kernel.hpp>
+#include <attnkit/standard/reference.hpp>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <tuple>
-
-#include <attnkit/standard/kernel.hpp>
-#include <attnkit/standard/reference.hpp>
 
 #include "bench_common.hpp"
 
@@ -129,15 +128,21 @@ void run_decode(Fn&& fn, index_t hkv, index_t cache, attnkit::executor* ex) {
 
 struct fast_prefill {
   template <class... A>
-  void operator()(A&&... a) const { attnkit::standard_attention(std::forward<A>(a)...); }
+  void operator()(A&&... a) const {
+    attnkit::standard_attention(std::forward<A>(a)...);
+  }
 };
 struct ref_prefill {
   template <class... A>
-  void operator()(A&&... a) const { attnkit::reference::standard_attention(std::forward<A>(a)...); }
+  void operator()(A&&... a) const {
+    attnkit::reference::standard_attention(std::forward<A>(a)...);
+  }
 };
 struct fast_decode {
   template <class... A>
-  void operator()(A&&... a) const { attnkit::standard_attention_kvcache(std::forward<A>(a)...); }
+  void operator()(A&&... a) const {
+    attnkit::standard_attention_kvcache(std::forward<A>(a)...);
+  }
 };
 struct ref_decode {
   template <class... A>

@@ -5,9 +5,8 @@
 //      everything cached so far;
 //   3. check: the decoded outputs equal the last 4 rows of one causal prefill over all 36 tokens.
 // Exit status 1 if they differ by more than float round-off.
-#include <attnkit/attnkit.hpp>
-
 #include <algorithm>
+#include <attnkit/attnkit.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -70,7 +69,8 @@ int main() {
   // Decode: each step appends one token's k/v and attends with that token's query.
   double max_diff = 0;
   for (index_t i = 0; i < prompt * Hq * D * B; ++i)
-    max_diff = std::max(max_diff, double(std::abs(o_step[std::size_t(i)] - o_prompt[std::size_t(i)])));
+    max_diff =
+        std::max(max_diff, double(std::abs(o_step[std::size_t(i)] - o_prompt[std::size_t(i)])));
   std::vector<float> o_tok(std::size_t(B * Hq * D));
   for (index_t step = 0; step < steps; ++step) {
     const index_t t = prompt + step;
@@ -82,17 +82,19 @@ int main() {
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < Hq; ++h)
         for (index_t d = 0; d < D; ++d)
-          max_diff = std::max(max_diff, double(std::abs(o_tok[std::size_t((b * Hq + h) * D + d)] -
-                                                        o_full[std::size_t(((b * T + t) * Hq + h) * D + d)])));
+          max_diff = std::max(
+              max_diff, double(std::abs(o_tok[std::size_t((b * Hq + h) * D + d)] -
+                                        o_full[std::size_t(((b * T + t) * Hq + h) * D + d)])));
   }
 
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
   std::printf("attnkit %d.%d.%d standard attention demo\n", ATTNKIT_VERSION_MAJOR,
               ATTNKIT_VERSION_MINOR, ATTNKIT_VERSION_PATCH);
-  std::printf("  B=%td Hq=%td Hkv=%td D=%td: prefill %td tokens, decode %td tokens (paged cache, "
-              "page size %td)\n",
-              B, Hq, Hkv, D, prompt, steps, P);
+  std::printf(
+      "  B=%td Hq=%td Hkv=%td D=%td: prefill %td tokens, decode %td tokens (paged cache, "
+      "page size %td)\n",
+      B, Hq, Hkv, D, prompt, steps, P);
   std::printf("  cached tokens per sequence: %d\n", int(seqlens[0]));
   std::printf("  max |prefill+decode - one prefill| = %.3g  (%.1f ms)\n", max_diff, ms);
   const bool ok = max_diff <= 1e-5;

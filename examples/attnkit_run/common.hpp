@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <array>
+#include <attnkit/attnkit.hpp>
+#include <attnkit/io/npy.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -24,9 +26,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <attnkit/attnkit.hpp>
-#include <attnkit/io/npy.hpp>
 
 namespace attnkit_run {
 
@@ -120,7 +119,8 @@ class options {
     errno = 0;
     char* end = nullptr;
     const double v = std::strtod(s->c_str(), &end);
-    if (s->empty() || end != s->c_str() + s->size() || std::isspace(static_cast<unsigned char>((*s)[0])))
+    if (s->empty() || end != s->c_str() + s->size() ||
+        std::isspace(static_cast<unsigned char>((*s)[0])))
       fail("option '--", name, "': expected a number, got '", *s, "'");
     if (!std::isfinite(v) || errno == ERANGE)
       fail("option '--", name, "': expected a finite number, got '", *s, "'");
@@ -208,7 +208,9 @@ inline std::string axis_of(const std::string& axes, std::size_t r) {
 class context {
  public:
   context(std::string variant, std::string in_dir, std::string out_dir, options opts)
-      : variant_(std::move(variant)), in_dir_(std::move(in_dir)), out_dir_(std::move(out_dir)),
+      : variant_(std::move(variant)),
+        in_dir_(std::move(in_dir)),
+        out_dir_(std::move(out_dir)),
         opts_(std::move(opts)) {}
 
   const std::string& variant() const { return variant_; }
@@ -266,7 +268,8 @@ class context {
     const auto& a = raw(name);
     check_rank(name, a, axes);
     if (a.dtype != "<f4" && a.dtype != "<f8")
-      fail("'", input_path(name), "': dtype '", a.dtype, "' is not a float input type (expected <f4 or <f8)");
+      fail("'", input_path(name), "': dtype '", a.dtype,
+           "' is not a float input type (expected <f4 or <f8)");
     tensor<T> t;
     t.file = input_path(name);
     t.shape = a.shape;
@@ -284,7 +287,8 @@ class context {
     const auto& a = raw(name);
     check_rank(name, a, "N+1");
     if (a.dtype != "<i4" && a.dtype != "<i8")
-      fail("'", input_path(name), "': dtype '", a.dtype, "' is not an index type (expected <i4 or <i8)");
+      fail("'", input_path(name), "': dtype '", a.dtype,
+           "' is not an index type (expected <i4 or <i8)");
     tensor<std::int32_t> t;
     t.file = input_path(name);
     t.shape = a.shape;
@@ -308,8 +312,10 @@ class context {
   /// Stages an output; nothing is written until commit().
   template <class T>
   void save(const std::string& name, std::vector<T> data, std::vector<index_t> shape) {
-    outputs_.push_back({name, [data = std::move(data), shape = std::move(shape)](
-                                  const std::string& path) { attnkit::io::save_npy(path, data.data(), shape); }});
+    outputs_.push_back(
+        {name, [data = std::move(data), shape = std::move(shape)](const std::string& path) {
+           attnkit::io::save_npy(path, data.data(), shape);
+         }});
   }
 
   /// Creates OUT_DIR if needed and writes every staged output under a temporary name, then renames
@@ -384,8 +390,10 @@ class context {
 /// Calls f(T{}) with T = float or double, the dtype shared by the float inputs `names`.
 template <class F>
 void dispatch_float(context& ctx, std::initializer_list<const char*> names, F&& f) {
-  if (ctx.float_dtype(names) == "<f8") f(double{});
-  else f(float{});
+  if (ctx.float_dtype(names) == "<f8")
+    f(double{});
+  else
+    f(float{});
 }
 
 }  // namespace attnkit_run

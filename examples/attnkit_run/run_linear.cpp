@@ -62,12 +62,14 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
     }
   } else if (var == lin_variant::gla) {
     g = ctx.load<T>("g", "B,T,HV,K");
-    for (std::size_t r = 0; r < 4; ++r) ctx.expect_dim(g, "B,T,HV,K", r, q.dim(r), "shape of q.npy");
+    for (std::size_t r = 0; r < 4; ++r)
+      ctx.expect_dim(g, "B,T,HV,K", r, q.dim(r), "shape of q.npy");
   }
 
   auto cu = ctx.load_index_optional("cu_seqlens");
   const bool varlen = cu.present();
-  if (varlen && B != 1) fail("'", q.file, "': dim 0 (B) is ", B, ", varlen (cu_seqlens) needs B = 1");
+  if (varlen && B != 1)
+    fail("'", q.file, "': dim 0 (B) is ", B, ", varlen (cu_seqlens) needs B = 1");
   if (varlen && cu.dim(0) < 1) fail("'", cu.file, "': needs at least one entry (N+1 >= 1)");
   const index_t N = varlen ? cu.dim(0) - 1 : B;
   const std::string n_why = varlen ? "one state per sequence of cu_seqlens.npy" : "B of q.npy";
@@ -93,7 +95,8 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
     if (h0.present() != z0.present()) {
       auto& missing = h0.present() ? z0 : h0;
       missing.file = ctx.input_path(h0.present() ? "z0" : "h0") + " (absent: zeros)";
-      missing.shape = h0.present() ? std::vector<index_t>{N, 1, H, K} : std::vector<index_t>{N, H, K, V};
+      missing.shape =
+          h0.present() ? std::vector<index_t>{N, 1, H, K} : std::vector<index_t>{N, H, K, V};
       missing.buf.assign(std::size_t(h0.present() ? N * H * K : N * H * K * V), T(0));
     }
   }
@@ -114,24 +117,32 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
   const bool ref = ctx.reference();
   switch (var) {
     case lin_variant::linear:
-      if (ref) attnkit::reference::linear_attn(so.p, qv, kv, vv, ov, s);
-      else attnkit::linear_attn(so.p, qv, kv, vv, ov, s);
+      if (ref)
+        attnkit::reference::linear_attn(so.p, qv, kv, vv, ov, s);
+      else
+        attnkit::linear_attn(so.p, qv, kv, vv, ov, s);
       break;
     case lin_variant::simple:
       if (g.present()) {
         const auto gv = g.template cview<3>();
-        if (ref) attnkit::reference::simple_gla(so.p, qv, kv, vv, gv, ov, s);
-        else attnkit::simple_gla(so.p, qv, kv, vv, gv, ov, s);
+        if (ref)
+          attnkit::reference::simple_gla(so.p, qv, kv, vv, gv, ov, s);
+        else
+          attnkit::simple_gla(so.p, qv, kv, vv, gv, ov, s);
       } else {
         const auto gv = g_gamma.template cview<1>();
-        if (ref) attnkit::reference::simple_gla(so.p, qv, kv, vv, gv, ov, s);
-        else attnkit::simple_gla(so.p, qv, kv, vv, gv, ov, s);
+        if (ref)
+          attnkit::reference::simple_gla(so.p, qv, kv, vv, gv, ov, s);
+        else
+          attnkit::simple_gla(so.p, qv, kv, vv, gv, ov, s);
       }
       break;
     case lin_variant::gla: {
       const auto gv = g.template cview<4>();
-      if (ref) attnkit::reference::gla(so.p, qv, kv, vv, gv, ov, s);
-      else attnkit::gla(so.p, qv, kv, vv, gv, ov, s);
+      if (ref)
+        attnkit::reference::gla(so.p, qv, kv, vv, gv, ov, s);
+      else
+        attnkit::gla(so.p, qv, kv, vv, gv, ov, s);
       break;
     }
   }
@@ -142,10 +153,14 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
 
 void run_variant(context& ctx, lin_variant var) {
   const auto so = read_lin_options(ctx, var);
-  const char* gate = var == lin_variant::linear ? "q" : ctx.has_input("g") || !ctx.has_input("g_gamma") ? "g" : "g_gamma";
+  const char* gate = var == lin_variant::linear                        ? "q"
+                     : ctx.has_input("g") || !ctx.has_input("g_gamma") ? "g"
+                                                                       : "g_gamma";
   const auto run = [&](auto tag) { run_typed<decltype(tag)>(ctx, var, so); };
-  if (so.p.normalize) dispatch_float(ctx, {"q", "k", "v", gate, "h0", "z0"}, run);
-  else dispatch_float(ctx, {"q", "k", "v", gate, "h0"}, run);
+  if (so.p.normalize)
+    dispatch_float(ctx, {"q", "k", "v", gate, "h0", "z0"}, run);
+  else
+    dispatch_float(ctx, {"q", "k", "v", gate, "h0"}, run);
 }
 
 void run_linear_attn(context& ctx) { run_variant(ctx, lin_variant::linear); }
@@ -160,7 +175,8 @@ const variant_registrar reg_linear_attn(
 const variant_registrar reg_simple_gla(
     "simple_gla", &run_simple_gla,
     "q,k [B,T,H,K], v [B,T,H,V], g [B,T,H] (or g_gamma [H]), optional h0 [N,H,K,V], cu_seqlens "
-    "[N+1] -> o [B,T,H,V], ht [N,H,K,V]; options --scale X, --mode chunk|recurrent, --chunk-size C");
+    "[N+1] -> o [B,T,H,V], ht [N,H,K,V]; options --scale X, --mode chunk|recurrent, --chunk-size "
+    "C");
 const variant_registrar reg_gla(
     "gla", &run_gla,
     "q,k [B,T,H,K], v [B,T,H,V], g [B,T,H,K], optional h0 [N,H,K,V], cu_seqlens [N+1] -> "

@@ -34,8 +34,7 @@ softmax_options read_options(context& ctx, bool sliding) {
   if (s.p.softcap < 0) fail("option '--softcap': must be >= 0 (0 = off), got ", s.p.softcap);
   s.cache = o.get_choice("cache", {"contiguous", "paged"}, "");
   s.page_size = index_t(o.get_int("page-size", 16, 1, 1 << 20));
-  if (o.has("page-size") && s.cache.empty())
-    fail("option '--page-size' needs '--cache paged'");
+  if (o.has("page-size") && s.cache.empty()) fail("option '--page-size' needs '--cache paged'");
   s.p.exec = ctx.exec();
   return s;
 }
@@ -54,7 +53,8 @@ struct cache_store {
 /// page that is never referenced), so the block table is exercised.
 template <class T>
 void build_cache(cache_store<T>& cs, const softmax_options& so, const attnkit::cview<T, 4>& k,
-                 const attnkit::cview<T, 4>& v, const std::vector<attnkit::detail::softmax_seq>& seqs) {
+                 const attnkit::cview<T, 4>& v,
+                 const std::vector<attnkit::detail::softmax_seq>& seqs) {
   const index_t N = index_t(seqs.size()), Hkv = k.extent(2), Dk = k.extent(3), Dv = v.extent(3);
   index_t max_len = 1;
   for (const auto& s : seqs) max_len = std::max(max_len, s.tk);
@@ -113,8 +113,10 @@ template <class T, class Cache>
 void attend_cache(const softmax_options& so, bool ref, const attnkit::cview<T, 4>& q,
                   const Cache& cache, const attnkit::tensor_view<T, 4>& o,
                   const attnkit::softmax_extras<T>& x) {
-  if (ref) attnkit::reference::standard_attention_kvcache(so.p, q, cache, o, x);
-  else attnkit::standard_attention_kvcache(so.p, q, cache, o, x);
+  if (ref)
+    attnkit::reference::standard_attention_kvcache(so.p, q, cache, o, x);
+  else
+    attnkit::standard_attention_kvcache(so.p, q, cache, o, x);
 }
 
 template <class T, class Cache>
@@ -176,10 +178,12 @@ void run_typed(context& ctx, const softmax_options& so) {
   if (Dv < 1) fail("'", v.file, "': dim 3 (Dv) must be >= 1");
   if (sinks.present()) ctx.expect_dim(sinks, "Hq", 0, Hq, "Hq of q.npy");
   if (cu_q.present() != cu_k.present())
-    fail("'", (cu_q.present() ? cu_q.file : cu_k.file), "': varlen needs both cu_seqlens_q.npy and "
+    fail("'", (cu_q.present() ? cu_q.file : cu_k.file),
+         "': varlen needs both cu_seqlens_q.npy and "
          "cu_seqlens_k.npy");
   const bool varlen = cu_q.present();
-  if (varlen && B != 1) fail("'", q.file, "': dim 0 (B) is ", B, ", varlen (cu_seqlens) needs B = 1");
+  if (varlen && B != 1)
+    fail("'", q.file, "': dim 0 (B) is ", B, ", varlen (cu_seqlens) needs B = 1");
   if (varlen) {
     check_offsets(cu_q, Tq, "Tq = dim 1 of q.npy");
     check_offsets(cu_k, Tk, "Tk = dim 1 of k.npy");
@@ -200,8 +204,10 @@ void run_typed(context& ctx, const softmax_options& so) {
   const auto kv = k.template cview<4>(), vv = v.template cview<4>();
 
   if (so.cache.empty()) {
-    if (ctx.reference()) attnkit::reference::standard_attention(so.p, qv, kv, vv, ov, x);
-    else attnkit::standard_attention(so.p, qv, kv, vv, ov, x);
+    if (ctx.reference())
+      attnkit::reference::standard_attention(so.p, qv, kv, vv, ov, x);
+    else
+      attnkit::standard_attention(so.p, qv, kv, vv, ov, x);
   } else {
     // Full validation (including the cu_seqlens contents) by the dense checker, which also yields
     // the per-sequence key ranges to load into the cache.
@@ -222,9 +228,8 @@ void run_typed(context& ctx, const softmax_options& so) {
 
 void run(context& ctx, bool sliding) {
   const auto so = read_options(ctx, sliding);
-  dispatch_float(ctx, {"q", "k", "v", "sinks"}, [&](auto tag) {
-    run_typed<decltype(tag)>(ctx, so);
-  });
+  dispatch_float(ctx, {"q", "k", "v", "sinks"},
+                 [&](auto tag) { run_typed<decltype(tag)>(ctx, so); });
 }
 
 void run_softmax(context& ctx) { run(ctx, false); }

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Core: tensor views (every coordinate, CuTe-style), masks, 16-bit conversions, executors and the
 // online-softmax state.
-#include <support/test_util.hpp>
-
 #include <atomic>
 #include <cstring>
+#include <support/test_util.hpp>
 
 using namespace attnkit;
 
@@ -12,9 +11,9 @@ TEST_CASE("core: a view maps every coordinate through its strides", "[core][view
   std::vector<int> buf(1000);
   std::iota(buf.begin(), buf.end(), 0);
   const std::array<index_t, 3> ext{3, 4, 5};
-  const std::array<index_t, 3> strides = GENERATE(std::array<index_t, 3>{20, 5, 1},
-                                                  std::array<index_t, 3>{1, 3, 12},
-                                                  std::array<index_t, 3>{100, 7, 1});
+  const std::array<index_t, 3> strides =
+      GENERATE(std::array<index_t, 3>{20, 5, 1}, std::array<index_t, 3>{1, 3, 12},
+               std::array<index_t, 3>{100, 7, 1});
   tensor_view<int, 3> v(buf.data() + 2, ext, strides);
   test::for_each_index<3>(ext, [&](const auto& i) {
     CHECK(v(i[0], i[1], i[2]) == 2 + i[0] * strides[0] + i[1] * strides[1] + i[2] * strides[2]);
@@ -23,9 +22,12 @@ TEST_CASE("core: a view maps every coordinate through its strides", "[core][view
   auto s = slice(v, 1, 1, 3);
   auto sub = subview(v, 2, 4);
   auto tr = transpose(v, 0, 2);
-  test::for_each_index<3>(s.extents(), [&](const auto& i) { CHECK(s(i[0], i[1], i[2]) == v(i[0], i[1] + 1, i[2])); });
-  test::for_each_index<2>(sub.extents(), [&](const auto& i) { CHECK(sub(i[0], i[1]) == v(i[0], i[1], 4)); });
-  test::for_each_index<3>(tr.extents(), [&](const auto& i) { CHECK(tr(i[0], i[1], i[2]) == v(i[2], i[1], i[0])); });
+  test::for_each_index<3>(
+      s.extents(), [&](const auto& i) { CHECK(s(i[0], i[1], i[2]) == v(i[0], i[1] + 1, i[2])); });
+  test::for_each_index<2>(sub.extents(),
+                          [&](const auto& i) { CHECK(sub(i[0], i[1]) == v(i[0], i[1], 4)); });
+  test::for_each_index<3>(
+      tr.extents(), [&](const auto& i) { CHECK(tr(i[0], i[1], i[2]) == v(i[2], i[1], i[0])); });
   CHECK(v.is_inner_contiguous() == (strides[2] == 1));
   CHECK_THROWS_AS(slice(v, 1, 2, 5), error);
   CHECK_THROWS_AS(subview(v, 0, 3), error);
@@ -117,11 +119,14 @@ TEST_CASE("core: executors run every item once and rethrow errors", "[core][exec
   serial_executor serial;
   for (executor* e : std::vector<executor*>{&pool, &serial, &default_executor()}) {
     std::vector<std::atomic<int>> hits(1000);
-    for (int rep = 0; rep < 5; ++rep) e->parallel_for(1000, [&](index_t i) { hits[std::size_t(i)]++; });
+    for (int rep = 0; rep < 5; ++rep)
+      e->parallel_for(1000, [&](index_t i) { hits[std::size_t(i)]++; });
     for (auto& h : hits) CHECK(h.load() == 5);
-    CHECK_THROWS_WITH(e->parallel_for(10, [](index_t i) {
-      if (i == 7) throw std::runtime_error("item 7 failed");
-    }), "item 7 failed");
+    CHECK_THROWS_WITH(e->parallel_for(10,
+                                      [](index_t i) {
+                                        if (i == 7) throw std::runtime_error("item 7 failed");
+                                      }),
+                      "item 7 failed");
     // nested calls run inline instead of deadlocking
     std::atomic<int> nested{0};
     e->parallel_for(4, [&](index_t) { e->parallel_for(3, [&](index_t) { nested++; }); });

@@ -3,17 +3,16 @@
 // program (dense, contiguous and paged caches, --reference, float64 and float32 copies) and checks
 // the error contract: exit 2, one line on stderr naming the file or option, no outputs written.
 // Built from tests/examples/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
-#include <support/test_util.hpp>
+#include <sys/wait.h>
 
 #include <attnkit/io/npy.hpp>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
-#include <sys/wait.h>
+#include <support/test_util.hpp>
 
 using namespace attnkit;
 using Catch::Matchers::Contains;
@@ -101,10 +100,14 @@ void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool 
     if (e.path().extension() != ".npy" || stem == "o" || stem == "lse") continue;
     const auto a = io::load_npy(e.path().string());
     const std::string out = dst + "/" + stem + ".npy";
-    if (a.dtype == "<f8" && f32) io::save_npy(out, a.as<float>().data(), a.shape);
-    else if (a.dtype == "<f8") io::save_npy(out, a.as<double>().data(), a.shape);
-    else if (i64) io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
-    else io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
+    if (a.dtype == "<f8" && f32)
+      io::save_npy(out, a.as<float>().data(), a.shape);
+    else if (a.dtype == "<f8")
+      io::save_npy(out, a.as<double>().data(), a.shape);
+    else if (i64)
+      io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
+    else
+      io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
   }
 }
 
@@ -185,15 +188,13 @@ TEST_CASE("attnkit-run replays golden window with softmax and sliding_window", "
 
 TEST_CASE("attnkit-run: an explicit --scale equal to the default gives the same result", "[cli]") {
   temp_dir tmp;
-  const auto r = run_cli({"softmax", kData + "causal_gqa", tmp / "out", "--causal", "--scale",
-                          "0.25"},
-                         tmp);
+  const auto r =
+      run_cli({"softmax", kData + "causal_gqa", tmp / "out", "--causal", "--scale", "0.25"}, tmp);
   REQUIRE(r.status == 0);
   check_output(tmp / "out", kData + "causal_gqa", "o", "<f8", test::tolerance<double>());
   // A different scale changes the output.
-  const auto r2 = run_cli({"softmax", kData + "causal_gqa", tmp / "out2", "--causal", "--scale",
-                           "0.5"},
-                          tmp);
+  const auto r2 =
+      run_cli({"softmax", kData + "causal_gqa", tmp / "out2", "--causal", "--scale", "0.5"}, tmp);
   REQUIRE(r2.status == 0);
   std::vector<index_t> s;
   std::string d;

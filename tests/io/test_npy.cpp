@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // attnkit::io .npy reader/writer: round trips for every element type, files written by NumPy, and
 // every rejected input (each error names the file and the problem).
-#include <support/test_util.hpp>
-
 #include <attnkit/io/npy.hpp>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <support/test_util.hpp>
 
 using namespace attnkit;
 using Catch::Matchers::Contains;
@@ -42,7 +40,8 @@ void write_raw(const std::string& path, int major, int minor, const std::string&
   std::string out("\x93NUMPY", 6);
   out += char(major);
   out += char(minor);
-  for (std::size_t i = 0; i < (major == 1 ? 2u : 4u); ++i) out += char((h.size() >> (8 * i)) & 0xff);
+  for (std::size_t i = 0; i < (major == 1 ? 2u : 4u); ++i)
+    out += char((h.size() >> (8 * i)) & 0xff);
   out += h;
   out += data;
   std::ofstream(path, std::ios::binary).write(out.data(), std::streamsize(out.size()));
@@ -94,8 +93,8 @@ TEST_CASE("npy round trip of every element type and shape") {
   round_trip<std::uint16_t>({0, 65535, 12345}, {3}, "<u2");
   round_trip<bf16>({bf16(1.5f), bf16(-3.0f), bf16(1e20f)}, {1, 3}, "<u2");
   round_trip<fp16>({fp16(0.5f), fp16(-65504.0f), fp16(1e-7f)}, {3}, "<f2");
-  round_trip<float>({42.0f}, {}, "<f4");                  // 0-d array
-  round_trip<float>({}, {2, 0, 3}, "<f4");                // empty
+  round_trip<float>({42.0f}, {}, "<f4");    // 0-d array
+  round_trip<float>({}, {2, 0, 3}, "<f4");  // empty
   round_trip<double>(std::vector<double>(300, 1.25), {2, 3, 5, 10}, "<f8");
 }
 
@@ -146,7 +145,8 @@ TEST_CASE("npy reads the files NumPy wrote for the golden data") {
   CHECK(q.shape == std::vector<index_t>{2, 5, 4, 16});
   const auto lse = io::load_npy(dir + "lse.npy");
   CHECK(lse.shape == std::vector<index_t>{2, 4, 5});
-  const auto cu = io::load_npy(std::string(ATTNKIT_TEST_DATA_DIR) + "/softmax/varlen/cu_seqlens_q.npy");
+  const auto cu =
+      io::load_npy(std::string(ATTNKIT_TEST_DATA_DIR) + "/softmax/varlen/cu_seqlens_q.npy");
   CHECK(cu.dtype == "<i4");
   CHECK(cu.as<std::int64_t>() == std::vector<std::int64_t>{0, 3, 4, 10});
   // Saving what was loaded gives the same values back.
@@ -191,8 +191,8 @@ TEST_CASE("npy rejects bad files with a message naming the file") {
     }
   }
   SECTION("structured dtype") {
-    write_raw(f.path, 1, 0,
-              "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", ok_data);
+    write_raw(f.path, 1, 0, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }",
+              ok_data);
     check_load_error(f.path, "structured dtypes are not supported");
   }
   SECTION("truncated data") {

@@ -4,17 +4,16 @@
 // float32 (relative RMS <= 1e-5), chunk and recurrent, --reference and --threads 2; and the error
 // contract (exit 2, one line naming the file or option, no outputs written).
 // Built from tests/linear/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
-#include <support/test_util.hpp>
+#include <sys/wait.h>
 
 #include <attnkit/io/npy.hpp>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
-#include <sys/wait.h>
+#include <support/test_util.hpp>
 
 using namespace attnkit;
 using Catch::Matchers::Contains;
@@ -63,10 +62,14 @@ void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool 
     if (e.path().extension() != ".npy" || stem == "o" || stem == "ht" || stem == "zt") continue;
     const auto a = io::load_npy(e.path().string());
     const std::string out = dst + "/" + stem + ".npy";
-    if (a.dtype == "<f8" && f32) io::save_npy(out, a.as<float>().data(), a.shape);
-    else if (a.dtype == "<f8") io::save_npy(out, a.as<double>().data(), a.shape);
-    else if (i32) io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
-    else io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
+    if (a.dtype == "<f8" && f32)
+      io::save_npy(out, a.as<float>().data(), a.shape);
+    else if (a.dtype == "<f8")
+      io::save_npy(out, a.as<double>().data(), a.shape);
+    else if (i32)
+      io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
+    else
+      io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
   }
 }
 
@@ -91,8 +94,10 @@ void check_output(const std::string& out, const std::string& golden, const std::
   INFO("max_err=" << max_err << " max_ref=" << max_ref << " rel_rms=" << rel_rms);
   CHECK(finite);
   CHECK(max_ref > 0);
-  if (f32) CHECK(rel_rms <= 1e-5);
-  else CHECK(max_err <= 1e-10 * max_ref);
+  if (f32)
+    CHECK(rel_rms <= 1e-5);
+  else
+    CHECK(max_err <= 1e-10 * max_ref);
 }
 
 void replay(const std::string& variant, const std::string& name,

@@ -3,11 +3,10 @@
 // references, fast kernels (chunk and recurrent) against the double reference on awkward shapes and
 // layouts, metamorphic checks (chunk == recurrent, chaining, in-place decode, varlen == separate
 // runs, thread count), strong gates, 16-bit storage, and every input error.
-#include <cstring>
-#include <string>
-
 #include <attnkit/io/npy.hpp>
 #include <attnkit/linear.hpp>
+#include <cstring>
+#include <string>
 #include <support/test_util.hpp>
 
 using namespace attnkit;
@@ -20,10 +19,14 @@ enum class variant { linear, simple, gamma, gla };
 
 const char* name_of(variant v) {
   switch (v) {
-    case variant::linear: return "linear_attn";
-    case variant::simple: return "simple_gla";
-    case variant::gamma: return "simple_gla(g_gamma)";
-    default: return "gla";
+    case variant::linear:
+      return "linear_attn";
+    case variant::simple:
+      return "simple_gla";
+    case variant::gamma:
+      return "simple_gla(g_gamma)";
+    default:
+      return "gla";
   }
 }
 
@@ -73,8 +76,10 @@ struct problem {
     gs = owned_tensor<A, 3>({B, T, H}, pad);
     gc = owned_tensor<A, 4>({B, T, H, K}, pad, order);
     gamma = owned_tensor<A, 1>({H});
-    test::for_each_index<3>(gs.view.extents(), [&](const auto& i) { test::at(gs.view, i) = gate(); });
-    test::for_each_index<4>(gc.view.extents(), [&](const auto& i) { test::at(gc.view, i) = gate(); });
+    test::for_each_index<3>(gs.view.extents(),
+                            [&](const auto& i) { test::at(gs.view, i) = gate(); });
+    test::for_each_index<4>(gc.view.extents(),
+                            [&](const auto& i) { test::at(gc.view, i) = gate(); });
     for (index_t i = 0; i < H; ++i) gamma.view(i) = A(-std::log1p(std::exp(-nd(rng))) * gate_mult);
   }
   std::array<index_t, 4> state_ext() const {
@@ -90,7 +95,9 @@ struct problem {
   owned_tensor<E, 4> make_o(index_t pad = 0, bool head_first = false) const {
     return owned_tensor<E, 4>({B, T, H, V}, pad, head_first ? kHeadFirst : kSeqFirst);
   }
-  owned_tensor<A, 4> make_state(index_t pad = 0) const { return owned_tensor<A, 4>(state_ext(), pad); }
+  owned_tensor<A, 4> make_state(index_t pad = 0) const {
+    return owned_tensor<A, 4>(state_ext(), pad);
+  }
   owned_tensor<A, 4> make_z() const { return owned_tensor<A, 4>({N, 1, H, K}); }
 };
 
@@ -104,17 +111,33 @@ void call(const problem<T>& pr, const linear_params& p, tensor_view<Q, 4> q, ten
   const cview<A, 4> gc = pr.gc.cv();
   if constexpr (Ref) {
     switch (pr.var) {
-      case variant::linear: reference::linear_attn(p, q, k, v, o, s); break;
-      case variant::simple: reference::simple_gla(p, q, k, v, gs, o, s); break;
-      case variant::gamma: reference::simple_gla(p, q, k, v, gm, o, s); break;
-      case variant::gla: reference::gla(p, q, k, v, gc, o, s); break;
+      case variant::linear:
+        reference::linear_attn(p, q, k, v, o, s);
+        break;
+      case variant::simple:
+        reference::simple_gla(p, q, k, v, gs, o, s);
+        break;
+      case variant::gamma:
+        reference::simple_gla(p, q, k, v, gm, o, s);
+        break;
+      case variant::gla:
+        reference::gla(p, q, k, v, gc, o, s);
+        break;
     }
   } else {
     switch (pr.var) {
-      case variant::linear: linear_attn(p, q, k, v, o, s); break;
-      case variant::simple: simple_gla(p, q, k, v, gs, o, s); break;
-      case variant::gamma: simple_gla(p, q, k, v, gm, o, s); break;
-      case variant::gla: gla(p, q, k, v, gc, o, s); break;
+      case variant::linear:
+        linear_attn(p, q, k, v, o, s);
+        break;
+      case variant::simple:
+        simple_gla(p, q, k, v, gs, o, s);
+        break;
+      case variant::gamma:
+        simple_gla(p, q, k, v, gm, o, s);
+        break;
+      case variant::gla:
+        gla(p, q, k, v, gc, o, s);
+        break;
     }
   }
 }
@@ -133,10 +156,18 @@ void run_range(const problem<T>& pr, const linear_params& p, index_t b, index_t 
              v = slice(pr.v.cv(), 1, b, e);
   const auto ov = slice(o, 1, b, e);
   switch (pr.var) {
-    case variant::linear: linear_attn(p, q, k, v, ov, s); break;
-    case variant::simple: simple_gla(p, q, k, v, slice(pr.gs.cv(), 1, b, e), ov, s); break;
-    case variant::gamma: simple_gla(p, q, k, v, pr.gamma.cv(), ov, s); break;
-    case variant::gla: gla(p, q, k, v, slice(pr.gc.cv(), 1, b, e), ov, s); break;
+    case variant::linear:
+      linear_attn(p, q, k, v, ov, s);
+      break;
+    case variant::simple:
+      simple_gla(p, q, k, v, slice(pr.gs.cv(), 1, b, e), ov, s);
+      break;
+    case variant::gamma:
+      simple_gla(p, q, k, v, pr.gamma.cv(), ov, s);
+      break;
+    case variant::gla:
+      gla(p, q, k, v, slice(pr.gc.cv(), 1, b, e), ov, s);
+      break;
   }
 }
 
@@ -144,9 +175,8 @@ void run_range(const problem<T>& pr, const linear_params& p, index_t b, index_t 
 template <class T, std::size_t R>
 bool padding_untouched(const owned_tensor<T, R>& t) {
   std::vector<char> logical(t.buf.size(), 0);
-  test::for_each_index<R>(t.view.extents(), [&](const auto& i) {
-    logical[std::size_t(t.view.offset(i))] = 1;
-  });
+  test::for_each_index<R>(t.view.extents(),
+                          [&](const auto& i) { logical[std::size_t(t.view.offset(i))] = 1; });
   for (std::size_t i = 0; i < t.buf.size(); ++i)
     if (!logical[i] && !std::isnan(to_compute<double>(t.buf[i]))) return false;
   return true;
@@ -176,9 +206,9 @@ void check_against_reference(problem<T>& pr, linear_params p, bool with_h0, inde
   run<true>(pr, p, o_ref.v(), s_ref);
   INFO(name_of(pr.var) << " algo=" << (p.algo == linear_algo::chunk ? "chunk" : "recurrent")
                        << " B=" << pr.B << " T=" << pr.T << " H=" << pr.H << " K=" << pr.K
-                       << " V=" << pr.V << " h0=" << with_h0 << " pad=" << pad << " head_first="
-                       << head_first << " v_first=" << p.state_v_first << " C=" << p.chunk_size
-                       << " normalize=" << p.normalize);
+                       << " V=" << pr.V << " h0=" << with_h0 << " pad=" << pad
+                       << " head_first=" << head_first << " v_first=" << p.state_v_first
+                       << " C=" << p.chunk_size << " normalize=" << p.normalize);
   ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), test::tolerance<T>());
   ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), test::tolerance<A>());
   if (p.normalize) ATTNKIT_CHECK_CLOSE(zt.cv(), zt_ref.cv(), test::tolerance<A>());
@@ -202,7 +232,9 @@ owned_tensor<T, R> load(const std::string& c, const std::string& name) {
   owned_tensor<T, R> t(ext);
   const auto vals = a.as<double>();
   index_t i = 0;
-  test::for_each_index<R>(ext, [&](const auto& idx) { test::at(t.view, idx) = from_compute<T>(vals[std::size_t(i++)]); });
+  test::for_each_index<R>(ext, [&](const auto& idx) {
+    test::at(t.view, idx) = from_compute<T>(vals[std::size_t(i++)]);
+  });
   return t;
 }
 
@@ -255,17 +287,24 @@ void replay(const std::string& c, variant var, bool normalize, linear_algo algo,
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {index_t(cu.size())});
   }
   auto o = pr.make_o();
-  if (use_ref) run<true>(pr, p, o.v(), s);
-  else run<false>(pr, p, o.v(), s);
+  if (use_ref)
+    run<true>(pr, p, o.v(), s);
+  else
+    run<false>(pr, p, o.v(), s);
   const cview<A, 4> ht_k = v_first ? cview<A, 4>(transpose(ht.cv(), 2, 3)) : ht.cv();
-  INFO("case " << c << " " << (use_ref ? "reference" : algo == linear_algo::chunk ? "chunk" : "recurrent")
+  INFO("case " << c << " "
+               << (use_ref                      ? "reference"
+                   : algo == linear_algo::chunk ? "chunk"
+                                                : "recurrent")
                << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
     const auto e = test::compare(out, ref);
     INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms);
     CHECK(e.finite);
-    if (rel_rms) CHECK(e.rel_rms <= tol_rel);
-    else CHECK(e.max_abs <= tol_rel * e.max_ref);
+    if (rel_rms)
+      CHECK(e.rel_rms <= tol_rel);
+    else
+      CHECK(e.max_abs <= tol_rel * e.max_ref);
   };
   check(o.cv(), o_ref.cv(), "o");
   check(ht_k, ht_ref.cv(), "ht");
@@ -290,8 +329,10 @@ const golden_case kGolden[] = {
 TEST_CASE("linear: golden replay in float64 (<= 1e-10 relative)", "[linear][golden]") {
   for (const auto& gc : kGolden)
     for (bool v_first : {false, true}) {
-      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, false, v_first, 1e-10, false);
-      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::recurrent, false, v_first, 1e-10, false);
+      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, false, v_first, 1e-10,
+                     false);
+      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::recurrent, false, v_first, 1e-10,
+                     false);
       replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, true, v_first, 1e-12, false);
     }
 }
@@ -300,7 +341,8 @@ TEST_CASE("linear: golden replay in float32 (relative RMS <= 1e-5)", "[linear][g
   for (const auto& gc : kGolden)
     for (bool v_first : {false, true}) {
       replay<float>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, false, v_first, 1e-5, true);
-      replay<float>(gc.dir, gc.var, gc.normalize, linear_algo::recurrent, false, v_first, 1e-5, true);
+      replay<float>(gc.dir, gc.var, gc.normalize, linear_algo::recurrent, false, v_first, 1e-5,
+                    true);
     }
 }
 
@@ -337,7 +379,8 @@ TEMPLATE_TEST_CASE("linear: strided and permuted views and V-first states and ot
     }
 }
 
-TEMPLATE_TEST_CASE("linear: normalize with the key-sum state z and the additive 1e-10", "[linear]", double, float) {
+TEMPLATE_TEST_CASE("linear: normalize with the key-sum state z and the additive 1e-10", "[linear]",
+                   double, float) {
   const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
   const bool with_h0 = GENERATE(false, true);
   const bool v_first = GENERATE(false, true);
@@ -512,8 +555,8 @@ TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)
   ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), test::tolerance<A>());
 }
 
-TEMPLATE_TEST_CASE("linear: strong gates (-1000 resets) and long sequences stay finite",
-                   "[linear]", double, float) {
+TEMPLATE_TEST_CASE("linear: strong gates (-1000 resets) and long sequences stay finite", "[linear]",
+                   double, float) {
   const variant var = GENERATE(variant::simple, variant::gla);
   const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
   SECTION("10 * logsigmoid with 10% of the gates at -1000") {
@@ -696,33 +739,39 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
   }
   SECTION("options") {
     p.chunk_size = 0;
-    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o), Contains("option 'chunk_size' must be in [1, 4096], got 0"));
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o),
+                        Contains("option 'chunk_size' must be in [1, 4096], got 0"));
     p.chunk_size = 64;
     p.scale = std::nan("");
     REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o), Contains("option 'scale' must be finite"));
     p.scale = 0;
     p.normalize = true;
-    REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o), Contains("option 'normalize' is only supported by linear_attn"));
+    REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o),
+                        Contains("option 'normalize' is only supported by linear_attn"));
     s.h0 = h0;
     REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, s),
                         Contains("needs both 'h0' and 'z0' (got only 'h0')"));
     p.normalize = false;
     s.h0 = {};
     s.z0 = make_view<const float>(st.data(), B, 1, H, K);
-    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, s),
-                        Contains("tensor 'z0' (key-sum state) is only used with option 'normalize'"));
+    REQUIRE_THROWS_WITH(
+        linear_attn(p, q, k, v, o, s),
+        Contains("tensor 'z0' (key-sum state) is only used with option 'normalize'"));
     p.normalize = true;
     s.z0 = make_view<const float>(st.data(), B, 2, H, K);
     REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, s),
                         Contains("tensor 'z0' [N,1,H,K] dim 1 (1): expected 1, got 2"));
   }
   SECTION("strides: the fast kernels need a contiguous last dimension, the reference does not") {
-    auto qt = transpose(make_view<const float>(buf.data(), B, T, K, H), 2, 3);  // [B,T,H,K], stride H
-    REQUIRE_THROWS_WITH(linear_attn(p, qt, k, v, o),
-                        Contains("linear_attn: tensor 'q' dim 3 (K): the last dimension must have stride 1"));
+    auto qt =
+        transpose(make_view<const float>(buf.data(), B, T, K, H), 2, 3);  // [B,T,H,K], stride H
+    REQUIRE_THROWS_WITH(
+        linear_attn(p, qt, k, v, o),
+        Contains("linear_attn: tensor 'q' dim 3 (K): the last dimension must have stride 1"));
     REQUIRE_NOTHROW(reference::linear_attn(p, qt, k, v, o));
     auto gt = transpose(make_view<const float>(buf.data(), B, T, K, H), 2, 3);
-    REQUIRE_THROWS_WITH(gla(p, q, k, v, gt, o), Contains("tensor 'g' dim 3 (K): the last dimension must have stride 1"));
+    REQUIRE_THROWS_WITH(gla(p, q, k, v, gt, o),
+                        Contains("tensor 'g' dim 3 (K): the last dimension must have stride 1"));
     auto o_overlap = tensor_view<float, 4>(out.data(), {B, T, H, V}, {0, H * V, V, 1});
     REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o_overlap),
                         Contains("tensor 'o' dim 0 (B): stride must be positive, got 0"));

@@ -9,11 +9,11 @@
 namespace odr {
 
 struct result {
-  std::vector<float> out;     // standard_attention output on the shared problem
-  double max_err = 0;         // |kernel - reference| on that problem (or an extra check)
-  const void* pool = nullptr; // &attnkit::default_executor() as seen from this TU
-  long cplusplus = 0;         // __cplusplus of this TU
-  bool threw = false;         // a bad shape raised attnkit::error with a useful message
+  std::vector<float> out;      // standard_attention output on the shared problem
+  double max_err = 0;          // |kernel - reference| on that problem (or an extra check)
+  const void* pool = nullptr;  // &attnkit::default_executor() as seen from this TU
+  long cplusplus = 0;          // __cplusplus of this TU
+  bool threw = false;          // a bad shape raised attnkit::error with a useful message
 };
 
 result run_a();

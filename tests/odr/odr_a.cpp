@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // ODR test, translation unit A: dense prefill (kernel and reference) and an error path.
-#include <attnkit/attnkit.hpp>
-
 #include <algorithm>
+#include <attnkit/attnkit.hpp>
 #include <cmath>
 #include <cstring>
 
@@ -25,10 +24,9 @@ result run_a() {
   r.cplusplus = __cplusplus;
   try {  // o with the wrong head count
     std::vector<float> o(r.out.size());
-    attnkit::standard_attention(pb.params(), pb.q_view(pb.q.data()), pb.k_view(pb.k.data()),
-                                pb.v_view(pb.v.data()),
-                                attnkit::make_view(o.data(), problem::B, problem::T, 1,
-                                                   problem::Hq * problem::D));
+    attnkit::standard_attention(
+        pb.params(), pb.q_view(pb.q.data()), pb.k_view(pb.k.data()), pb.v_view(pb.v.data()),
+        attnkit::make_view(o.data(), problem::B, problem::T, 1, problem::Hq * problem::D));
   } catch (const attnkit::error& e) {
     r.threw = std::strstr(e.what(), "'o'") != nullptr;
   }

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // ODR test, translation unit B: the same dense instantiation as A, plus decode over a paged bf16
 // cache checked against the reference.
-#include <attnkit/attnkit.hpp>
-
 #include <algorithm>
+#include <attnkit/attnkit.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -23,8 +22,7 @@ result run_b() {
   // Decode: the last query row of the problem over a paged bf16 cache holding all T keys
   // (page size 3, pages stored in reverse order).
   constexpr attnkit::index_t P = 3, pages = (problem::T + P - 1) / P;
-  std::vector<attnkit::bf16> kp(std::size_t(pages * P * problem::Hkv * problem::D)),
-      vp(kp.size());
+  std::vector<attnkit::bf16> kp(std::size_t(pages * P * problem::Hkv * problem::D)), vp(kp.size());
   for (std::size_t i = 0; i < pb.k.size(); ++i) {
     const std::size_t t = i / (problem::Hkv * problem::D), rest = i % (problem::Hkv * problem::D);
     const std::size_t slot = std::size_t(pages - 1 - attnkit::index_t(t) / P) * P + t % P;

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <attnkit/attnkit.hpp>
-
 #include <cmath>
 #include <vector>
 
@@ -25,13 +24,21 @@ struct problem {
     return p;
   }
   template <class E>
-  static attnkit::tensor_view<E, 4> q_view(E* p) { return attnkit::make_view(p, B, T, Hq, D); }
+  static attnkit::tensor_view<E, 4> q_view(E* p) {
+    return attnkit::make_view(p, B, T, Hq, D);
+  }
   template <class E>
-  static attnkit::tensor_view<E, 4> k_view(E* p) { return attnkit::make_view(p, B, T, Hkv, D); }
+  static attnkit::tensor_view<E, 4> k_view(E* p) {
+    return attnkit::make_view(p, B, T, Hkv, D);
+  }
   template <class E>
-  static attnkit::tensor_view<E, 4> v_view(E* p) { return attnkit::make_view(p, B, T, Hkv, D); }
+  static attnkit::tensor_view<E, 4> v_view(E* p) {
+    return attnkit::make_view(p, B, T, Hkv, D);
+  }
   template <class E>
-  static attnkit::tensor_view<E, 4> o_view(E* p) { return attnkit::make_view(p, B, T, Hq, D); }
+  static attnkit::tensor_view<E, 4> o_view(E* p) {
+    return attnkit::make_view(p, B, T, Hq, D);
+  }
 
   /// The fast kernel on the default executor (the same instantiation in every TU).
   std::vector<float> run_kernel() {

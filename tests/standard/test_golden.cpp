@@ -2,11 +2,9 @@
 // Standard attention against the golden float64 cases in tests/data/softmax (computed by an
 // independent NumPy implementation): the reference and the fast kernel, dense and varlen, and for
 // the non-varlen cases through a contiguous and a paged KV cache (loaded, and loaded + appended).
-#include <support/test_util.hpp>
-
 #include <attnkit/io/npy.hpp>
-
 #include <string>
+#include <support/test_util.hpp>
 
 using namespace attnkit;
 using attnkit::test::owned_tensor;
@@ -172,7 +170,8 @@ TEMPLATE_TEST_CASE("golden: dense and varlen cases, reference and fast kernel", 
       auto o = g.make_o(), o_ref = g.make_o();
       auto lse = g.make_lse(), lse_ref = g.make_lse();
       standard_attention(g.p, g.q.cv(), g.k.cv(), g.v.cv(), o.v(), g.extras(lse));
-      reference::standard_attention(g.p, g.q.cv(), g.k.cv(), g.v.cv(), o_ref.v(), g.extras(lse_ref));
+      reference::standard_attention(g.p, g.q.cv(), g.k.cv(), g.v.cv(), o_ref.v(),
+                                    g.extras(lse_ref));
       INFO("with an empty trailing sequence");
       g.check(o, lse);
       g.check(o_ref, lse_ref);
@@ -202,8 +201,10 @@ TEMPLATE_TEST_CASE("golden: contiguous and paged KV cache paths", "[golden][kvca
       const index_t cap = Tk + 3;
       owned_tensor<T, 4> kc({B, cap, Hkv, Dk}), vc({B, cap, Hkv, Dv});
       for (index_t b = 0; b < B; ++b) {
-        copy_tokens<T>(kin, b, 0, Tk - tn, [&](index_t t, index_t h) { return &kc.view(b, t, h, 0); });
-        copy_tokens<T>(vin, b, 0, Tk - tn, [&](index_t t, index_t h) { return &vc.view(b, t, h, 0); });
+        copy_tokens<T>(kin, b, 0, Tk - tn,
+                       [&](index_t t, index_t h) { return &kc.view(b, t, h, 0); });
+        copy_tokens<T>(vin, b, 0, Tk - tn,
+                       [&](index_t t, index_t h) { return &vc.view(b, t, h, 0); });
       }
       const kv_cache<T> cache{kc.v(), vc.v(), lens};
 
@@ -230,11 +231,15 @@ TEMPLATE_TEST_CASE("golden: contiguous and paged KV cache paths", "[golden][kvca
         auto lse = g.make_lse();
         const auto x = g.extras(lse);
         if (use_paged) {
-          if (fast) standard_attention_kvcache(g.p, g.q.cv(), paged, o.v(), x, k_new, v_new);
-          else reference::standard_attention_kvcache(g.p, g.q.cv(), paged, o.v(), x, k_new, v_new);
+          if (fast)
+            standard_attention_kvcache(g.p, g.q.cv(), paged, o.v(), x, k_new, v_new);
+          else
+            reference::standard_attention_kvcache(g.p, g.q.cv(), paged, o.v(), x, k_new, v_new);
         } else {
-          if (fast) standard_attention_kvcache(g.p, g.q.cv(), cache, o.v(), x, k_new, v_new);
-          else reference::standard_attention_kvcache(g.p, g.q.cv(), cache, o.v(), x, k_new, v_new);
+          if (fast)
+            standard_attention_kvcache(g.p, g.q.cv(), cache, o.v(), x, k_new, v_new);
+          else
+            reference::standard_attention_kvcache(g.p, g.q.cv(), cache, o.v(), x, k_new, v_new);
         }
         g.check(o, lse);
       }

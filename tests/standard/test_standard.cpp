@@ -13,8 +13,8 @@ struct problem_spec {
   index_t B = 1, Tq = 1, Tk = 1, Hq = 1, Hkv = 1, Dk = 8, Dv = 8;
   softmax_params p;
   bool sinks = false;
-  index_t pad = 0;           // padding after each row (strided views)
-  bool head_first = false;   // [B,H,T,D] memory order
+  index_t pad = 0;          // padding after each row (strided views)
+  bool head_first = false;  // [B,H,T,D] memory order
 };
 
 template <class T>
@@ -23,8 +23,8 @@ struct problem {
   owned_tensor<T, 4> q, k, v;
   owned_tensor<accum_t<T>, 1> sinks;
   problem(const problem_spec& s, std::uint64_t seed) : sp(s) {
-    const std::array<std::size_t, 4> order =
-        s.head_first ? std::array<std::size_t, 4>{0, 2, 1, 3} : std::array<std::size_t, 4>{0, 1, 2, 3};
+    const std::array<std::size_t, 4> order = s.head_first ? std::array<std::size_t, 4>{0, 2, 1, 3}
+                                                          : std::array<std::size_t, 4>{0, 1, 2, 3};
     q = owned_tensor<T, 4>({s.B, s.Tq, s.Hq, s.Dk}, s.pad, order);
     k = owned_tensor<T, 4>({s.B, s.Tk, s.Hkv, s.Dk}, s.pad, order);
     v = owned_tensor<T, 4>({s.B, s.Tk, s.Hkv, s.Dv}, s.pad, order);
@@ -36,8 +36,8 @@ struct problem {
     test::fill_normal(sinks.v(), rng, 1.0, 0.5);
   }
   owned_tensor<T, 4> make_o() const {
-    const std::array<std::size_t, 4> order =
-        sp.head_first ? std::array<std::size_t, 4>{0, 2, 1, 3} : std::array<std::size_t, 4>{0, 1, 2, 3};
+    const std::array<std::size_t, 4> order = sp.head_first ? std::array<std::size_t, 4>{0, 2, 1, 3}
+                                                           : std::array<std::size_t, 4>{0, 1, 2, 3};
     return owned_tensor<T, 4>({sp.B, sp.Tq, sp.Hq, sp.Dv}, sp.pad, order);
   }
   owned_tensor<accum_t<T>, 3> make_lse() const {
@@ -58,7 +58,8 @@ void check_against_reference(const problem_spec& sp, std::uint64_t seed = 1) {
   auto o = pr.make_o(), o_ref = pr.make_o();
   auto lse = pr.make_lse(), lse_ref = pr.make_lse();
   standard_attention(sp.p, pr.q.cv(), pr.k.cv(), pr.v.cv(), o.v(), pr.extras(lse));
-  reference::standard_attention(sp.p, pr.q.cv(), pr.k.cv(), pr.v.cv(), o_ref.v(), pr.extras(lse_ref));
+  reference::standard_attention(sp.p, pr.q.cv(), pr.k.cv(), pr.v.cv(), o_ref.v(),
+                                pr.extras(lse_ref));
   INFO("B=" << sp.B << " Tq=" << sp.Tq << " Tk=" << sp.Tk << " Hq=" << sp.Hq << " Hkv=" << sp.Hkv
             << " Dk=" << sp.Dk << " Dv=" << sp.Dv << " causal=" << sp.p.causal << " window=("
             << sp.p.window_left << "," << sp.p.window_right << ") softcap=" << sp.p.softcap
@@ -71,9 +72,9 @@ void check_against_reference(const problem_spec& sp, std::uint64_t seed = 1) {
 
 TEMPLATE_TEST_CASE("standard: fast kernel matches the reference on awkward shapes", "[standard]",
                    double, float) {
-  const auto lens = GENERATE(std::make_pair(1, 1), std::make_pair(1, 130), std::make_pair(63, 63),
-                             std::make_pair(65, 130), std::make_pair(130, 65),
-                             std::make_pair(63, 200));
+  const auto lens =
+      GENERATE(std::make_pair(1, 1), std::make_pair(1, 130), std::make_pair(63, 63),
+               std::make_pair(65, 130), std::make_pair(130, 65), std::make_pair(63, 200));
   const auto ratio = GENERATE(1, 2, 3, 4, 8);
   const auto dims = GENERATE(std::make_pair(8, 8), std::make_pair(24, 40), std::make_pair(5, 3));
   const bool causal = GENERATE(false, true);
@@ -142,7 +143,8 @@ TEMPLATE_TEST_CASE("standard: strided, padded and head-first views", "[standard]
 }
 
 TEST_CASE("standard: a slice of a bigger buffer is read and written in place", "[standard]") {
-  // q, k, v are heads [1, 3) of bigger tensors; o is written into the middle heads of a bigger buffer.
+  // q, k, v are heads [1, 3) of bigger tensors; o is written into the middle heads of a bigger
+  // buffer.
   owned_tensor<float, 4> qb({1, 20, 4, 8}), kb({1, 20, 4, 8}), vb({1, 20, 4, 8});
   std::mt19937_64 rng(3);
   test::fill_normal(qb.v(), rng);
@@ -154,7 +156,8 @@ TEST_CASE("standard: a slice of a bigger buffer is read and written in place", "
   owned_tensor<float, 4> o_ref({1, 20, 2, 8});
   softmax_params p;
   p.causal = true;
-  standard_attention(p, slice(qb.cv(), 2, 1, 3), slice(kb.cv(), 2, 1, 3), slice(vb.cv(), 2, 1, 3), o);
+  standard_attention(p, slice(qb.cv(), 2, 1, 3), slice(kb.cv(), 2, 1, 3), slice(vb.cv(), 2, 1, 3),
+                     o);
   reference::standard_attention(p, slice(qb.cv(), 2, 1, 3), slice(kb.cv(), 2, 1, 3),
                                 slice(vb.cv(), 2, 1, 3), o_ref.v());
   const cview<float, 4> oc(o);
@@ -206,7 +209,8 @@ TEST_CASE("standard: sinks and softcap change the output", "[standard]") {
   sp.p.causal = true;
   problem<double> pr(sp, 11);
   // scale the logits up so the cap matters
-  test::for_each_index<4>(pr.q.view.extents(), [&](const auto& i) { test::at(pr.q.view, i) *= 4.0; });
+  test::for_each_index<4>(pr.q.view.extents(),
+                          [&](const auto& i) { test::at(pr.q.view, i) *= 4.0; });
   auto run = [&](bool sinks, double cap) {
     auto o = pr.make_o();
     auto lse = pr.make_lse();
@@ -284,7 +288,8 @@ TEMPLATE_TEST_CASE("standard: split-KV result does not depend on the split count
   problem<TestType> pr(sp, 9);
   auto o_ref = pr.make_o();
   auto lse_ref = pr.make_lse();
-  reference::standard_attention(sp.p, pr.q.cv(), pr.k.cv(), pr.v.cv(), o_ref.v(), pr.extras(lse_ref));
+  reference::standard_attention(sp.p, pr.q.cv(), pr.k.cv(), pr.v.cv(), o_ref.v(),
+                                pr.extras(lse_ref));
   for (int splits : {1, 2, 3, 7, 16, 100}) {
     softmax_params p = sp.p;
     p.num_splits = splits;
@@ -355,7 +360,8 @@ TEST_CASE("standard: varlen equals separate runs", "[standard][varlen]") {
     owned_tensor<double, 3> ln({1, Hq, lq[n]});
     softmax_extras<double> xn;
     xn.lse = ln.v();
-    reference::standard_attention(p, slice(q.cv(), 1, cq[n], cq[n + 1]), slice(k.cv(), 1, ck[n], ck[n + 1]),
+    reference::standard_attention(p, slice(q.cv(), 1, cq[n], cq[n + 1]),
+                                  slice(k.cv(), 1, ck[n], ck[n + 1]),
                                   slice(v.cv(), 1, ck[n], ck[n + 1]), on.v(), xn);
     ATTNKIT_CHECK_CLOSE(slice(o.cv(), 1, cq[n], cq[n + 1]), on.cv(), 1e-10);
     ATTNKIT_CHECK_CLOSE(slice(lse.cv(), 2, cq[n], cq[n + 1]), ln.cv(), 1e-10);
@@ -414,19 +420,21 @@ TEMPLATE_TEST_CASE("standard: prefill then token-by-token decode equals one long
         standard_attention_kvcache(p, qs, ps.cache(seqlens), os, {}, slice(k.cv(), 1, t0, t1),
                                    slice(v.cv(), 1, t0, t1));
       else
-        standard_attention_kvcache(p, qs, kv_cache<TestType>{kc.v(), vc.v(), make_view(seqlens.data(), B)},
+        standard_attention_kvcache(p, qs,
+                                   kv_cache<TestType>{kc.v(), vc.v(), make_view(seqlens.data(), B)},
                                    os, {}, slice(k.cv(), 1, t0, t1), slice(v.cv(), 1, t0, t1));
       for (auto& s : seqlens) s += std::int32_t(t1 - t0);
     };
-    step(0, prompt);                                  // chunked prefill of the prompt
+    step(0, prompt);                                           // chunked prefill of the prompt
     for (index_t t = prompt; t < T - 10; ++t) step(t, t + 1);  // decode one token at a time
-    step(T - 10, T);                                  // a second chunk (speculative-verify shape)
+    step(T - 10, T);  // a second chunk (speculative-verify shape)
     INFO("paged=" << paged);
     ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
   }
 }
 
-TEMPLATE_TEST_CASE("standard: paged cache equals contiguous cache", "[standard][kvcache]", double, float) {
+TEMPLATE_TEST_CASE("standard: paged cache equals contiguous cache", "[standard][kvcache]", double,
+                   float) {
   const index_t B = 3, Hq = 8, Hkv = 4, Dk = 20, Dv = 12, cap = 200;
   const index_t P = GENERATE(1, 3, 16, 64);
   const index_t tq = GENERATE(1, 5);
@@ -456,9 +464,11 @@ TEMPLATE_TEST_CASE("standard: paged cache equals contiguous cache", "[standard][
   ATTNKIT_CHECK_CLOSE(o1.cv(), o3.cv(), test::tolerance<TestType>());
 }
 
-TEMPLATE_TEST_CASE("standard: bf16 and fp16 storage within tolerance", "[standard][lowp]", bf16, fp16) {
+TEMPLATE_TEST_CASE("standard: bf16 and fp16 storage within tolerance", "[standard][lowp]", bf16,
+                   fp16) {
   const index_t B = 1, Tq = 65, Tk = 130, Hq = 4, Hkv = 2, D = 40;
-  owned_tensor<TestType, 4> q({B, Tq, Hq, D}), k({B, Tk, Hkv, D}), v({B, Tk, Hkv, D}), o({B, Tq, Hq, D});
+  owned_tensor<TestType, 4> q({B, Tq, Hq, D}), k({B, Tk, Hkv, D}), v({B, Tk, Hkv, D}),
+      o({B, Tq, Hq, D});
   std::mt19937_64 rng(31);
   test::fill_normal(q.v(), rng);
   test::fill_normal(k.v(), rng);
@@ -497,17 +507,20 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
   softmax_params p;
   CHECK_NOTHROW(standard_attention(p, q, k, v, o));
 
-  CHECK_THROWS_WITH(standard_attention(p, q, make_view(static_cast<const float*>(b), 1, 6, 2, 7), v, o),
-                    Contains("tensor 'k'") && Contains("dim 3 (Dk)") && Contains("expected 8, got 7"));
+  CHECK_THROWS_WITH(
+      standard_attention(p, q, make_view(static_cast<const float*>(b), 1, 6, 2, 7), v, o),
+      Contains("tensor 'k'") && Contains("dim 3 (Dk)") && Contains("expected 8, got 7"));
   CHECK_THROWS_WITH(standard_attention(p, q, make_view(static_cast<const float*>(b), 1, 6, 3, 8),
                                        make_view(static_cast<const float*>(b), 1, 6, 3, 8), o),
                     Contains("Hq = 4 is not a multiple of Hkv = 3"));
-  CHECK_THROWS_WITH(standard_attention(p, q, k, make_view(static_cast<const float*>(b), 1, 5, 2, 8), o),
-                    Contains("tensor 'v'") && Contains("dim 1 (Tk)") && Contains("expected 6, got 5"));
+  CHECK_THROWS_WITH(
+      standard_attention(p, q, k, make_view(static_cast<const float*>(b), 1, 5, 2, 8), o),
+      Contains("tensor 'v'") && Contains("dim 1 (Tk)") && Contains("expected 6, got 5"));
   CHECK_THROWS_WITH(standard_attention(p, q, k, v, make_view(obuf.data(), 1, 4, 4, 9)),
                     Contains("tensor 'o'") && Contains("dim 3 (Dv)"));
-  CHECK_THROWS_WITH(standard_attention(p, make_view(static_cast<const float*>(b), 2, 4, 4, 8), k, v, o),
-                    Contains("tensor 'k'") && Contains("dim 0 (B)"));
+  CHECK_THROWS_WITH(
+      standard_attention(p, make_view(static_cast<const float*>(b), 2, 4, 4, 8), k, v, o),
+      Contains("tensor 'k'") && Contains("dim 0 (B)"));
   CHECK_THROWS_WITH(standard_attention(p, make_view(static_cast<const float*>(b), 1, 4, 0, 8), k, v,
                                        make_view(obuf.data(), 1, 4, 0, 8)),
                     Contains("tensor 'q' dim 2 (Hq): must be >= 1"));
@@ -537,7 +550,8 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
   softmax_extras<float> x;
   std::vector<float> lbuf(64);
   x.lse = make_view(lbuf.data(), 1, 4, 3);
-  CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x), Contains("tensor 'lse'") && Contains("dim 2 (Tq)"));
+  CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x),
+                    Contains("tensor 'lse'") && Contains("dim 2 (Tq)"));
   x = {};
   x.sinks = make_view(static_cast<const float*>(b), 3);
   CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x), Contains("tensor 'sinks'"));
@@ -547,7 +561,8 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
   x.cu_seqlens_q = make_view(static_cast<const std::int32_t*>(cq.data()), 3);
   CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x), Contains("cu_seqlens_k"));
   x.cu_seqlens_k = make_view(static_cast<const std::int32_t*>(ck.data()), 3);
-  CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x), Contains("cu_seqlens_k'[N] = 5") && Contains("6"));
+  CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x),
+                    Contains("cu_seqlens_k'[N] = 5") && Contains("6"));
   x.cu_seqlens_k = make_view(static_cast<const std::int32_t*>(ck_bad.data()), 3);
   CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, x), Contains("non-decreasing"));
   // KV cache capacity, seqlens, block table
@@ -558,9 +573,11 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
   kv_cache<float> c{make_view(cbuf.data(), 2, 10, 2, 8), make_view(cbuf.data(), 2, 10, 2, 8),
                     make_view(static_cast<const std::int32_t*>(lens.data()), 2)};
   auto kn = make_view(static_cast<const float*>(b), 2, 2, 2, 8);
-  CHECK_THROWS_WITH(standard_attention_kvcache(p, q2, c, o2, {}, kn, kn), Contains("exceeds the cache capacity 10"));
+  CHECK_THROWS_WITH(standard_attention_kvcache(p, q2, c, o2, {}, kn, kn),
+                    Contains("exceeds the cache capacity 10"));
   lens[1] = -1;
-  CHECK_THROWS_WITH(standard_attention_kvcache(p, q2, c, o2), Contains("cache_seqlens[1] must be >= 0"));
+  CHECK_THROWS_WITH(standard_attention_kvcache(p, q2, c, o2),
+                    Contains("cache_seqlens[1] must be >= 0"));
   lens[1] = 5;  // needs pages table[1][0] = 3 and table[1][1] = 4 (out of range)
   std::vector<float> pages(4 * 4 * 2 * 8);
   std::vector<std::int32_t> table = {0, 1, 2, 3, 4, 0};

@@ -5,16 +5,14 @@
 
 #include <algorithm>
 #include <array>
+#include <attnkit/attnkit.hpp>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
-
-#include <catch2/catch.hpp>
-
-#include <attnkit/attnkit.hpp>
 
 namespace attnkit::test {
 
@@ -47,10 +45,12 @@ struct owned_tensor {
     return o;
   }
   static T nan_value() {
-    if constexpr (std::is_floating_point_v<T>) return std::numeric_limits<T>::quiet_NaN();
+    if constexpr (std::is_floating_point_v<T>)
+      return std::numeric_limits<T>::quiet_NaN();
     else if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, fp16>)
       return T(std::numeric_limits<float>::quiet_NaN());
-    else return T(0);
+    else
+      return T(0);
   }
   cview<T, R> cv() const { return view; }
   tensor_view<T, R> v() const { return view; }
@@ -130,7 +130,8 @@ error_stats compare(const tensor_view<A, R>& a, const tensor_view<B, R>& b) {
   return e;
 }
 
-/// Asserts a matches reference b: finite, same infinities, and max-abs error <= tol * max(1, max|b|).
+/// Asserts a matches reference b: finite, same infinities, and max-abs error <= tol * max(1,
+/// max|b|).
 #define ATTNKIT_CHECK_CLOSE(a, b, tol)                                                      \
   do {                                                                                      \
     const auto _e = ::attnkit::test::compare((a), (b));                                     \
@@ -138,15 +139,18 @@ error_stats compare(const tensor_view<A, R>& a, const tensor_view<B, R>& b) {
                     << " tol=" << (tol));                                                   \
     CHECK(_e.finite);                                                                       \
     CHECK(_e.inf_match);                                                                    \
-    CHECK(_e.max_abs <= (tol) * std::max(1.0, _e.max_ref));                                 \
+    CHECK(_e.max_abs <= (tol)*std::max(1.0, _e.max_ref));                                   \
   } while (0)
 
 /// Tolerances: float64 kernels vs the double reference, float32, and 16-bit storage.
 template <class T>
 constexpr double tolerance() {
-  if constexpr (std::is_same_v<T, double>) return 1e-10;
-  else if constexpr (std::is_same_v<T, float>) return 2e-5;
-  else return 2e-2;
+  if constexpr (std::is_same_v<T, double>)
+    return 1e-10;
+  else if constexpr (std::is_same_v<T, float>)
+    return 2e-5;
+  else
+    return 2e-2;
 }
 
 }  // namespace attnkit::test

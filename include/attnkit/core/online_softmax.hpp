@@ -39,9 +39,7 @@ struct softmax_state {
     m = mn;
   }
   /// Natural-log sum of exponentials, -inf for an empty state.
-  A lse() const {
-    return l > A(0) ? m + std::log(l) : -std::numeric_limits<A>::infinity();
-  }
+  A lse() const { return l > A(0) ? m + std::log(l) : -std::numeric_limits<A>::infinity(); }
   /// Factor that turns acc into the output o. `sink` is a learned per-head logit added once to the
   /// denominator (an extra key with value 0): o = acc e^{m} / (l e^{m} + e^{sink}).
   A output_factor(A sink = -std::numeric_limits<A>::infinity()) const {
@@ -53,8 +51,8 @@ struct softmax_state {
   }
 };
 
-/// Merges two normalised partial results in place: (o, lse) <- merge((o, lse), (o_other, lse_other)).
-/// o, o_other [B,T,H,Dv]; lse, lse_other [B,H,T] (natural log; -inf = empty partial).
+/// Merges two normalised partial results in place: (o, lse) <- merge((o, lse), (o_other,
+/// lse_other)). o, o_other [B,T,H,Dv]; lse, lse_other [B,H,T] (natural log; -inf = empty partial).
 template <class O, class L, class O2, class L2>
 void merge_state_inplace(tensor_view<O, 4> o, tensor_view<L, 3> lse, tensor_view<O2, 4> o_other,
                          tensor_view<L2, 3> lse_other) {
@@ -83,7 +81,8 @@ void merge_state_inplace(tensor_view<O, 4> o, tensor_view<L, 3> lse, tensor_view
         s.merge(s2, wa, wb);
         const A f = s.output_factor();
         for (index_t c = 0; c < Dv; ++c) {
-          const A val = (to_compute<A>(o(b, t, h, c)) * wa + to_compute<A>(o_other(b, t, h, c)) * wb) * f;
+          const A val =
+              (to_compute<A>(o(b, t, h, c)) * wa + to_compute<A>(o_other(b, t, h, c)) * wb) * f;
           o(b, t, h, c) = from_compute<std::remove_const_t<O>>(val);
         }
         lse(b, h, t) = s.lse();

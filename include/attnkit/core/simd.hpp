@@ -8,11 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <new>
-#include <limits>
 #include <type_traits>
-
 #include <xsimd/xsimd.hpp>
 
 #if defined(__AVX__) || defined(__AVX2__) || defined(__F16C__)
@@ -56,9 +55,10 @@ ATTNKIT_ALWAYS_INLINE T reduce_max(const xsimd::batch<T, Arch>& b) {
 
 /// Horizontal sums of four batches: out[i] = sum of the lanes of b_i.
 template <class T, class Arch>
-ATTNKIT_ALWAYS_INLINE void reduce_add4(const xsimd::batch<T, Arch>& b0, const xsimd::batch<T, Arch>& b1,
-                                       const xsimd::batch<T, Arch>& b2, const xsimd::batch<T, Arch>& b3,
-                                       T* out) {
+ATTNKIT_ALWAYS_INLINE void reduce_add4(const xsimd::batch<T, Arch>& b0,
+                                       const xsimd::batch<T, Arch>& b1,
+                                       const xsimd::batch<T, Arch>& b2,
+                                       const xsimd::batch<T, Arch>& b3, T* out) {
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 8) {
     const __m256 t0 = _mm256_hadd_ps(b0, b1), t1 = _mm256_hadd_ps(b2, b3);

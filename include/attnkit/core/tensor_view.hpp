@@ -3,13 +3,12 @@
 // layout_stride model), with slicing helpers, checks and Eigen interop.
 #pragma once
 
+#include <Eigen/Core>
 #include <array>
 #include <cstddef>
 #include <initializer_list>
 #include <string>
 #include <type_traits>
-
-#include <Eigen/Core>
 
 #include "config.hpp"
 #include "error.hpp"
@@ -63,8 +62,10 @@ class tensor_view {
 
   /// Last dimension has stride 1 (or extent <= 1): the condition for SIMD fast paths.
   bool is_inner_contiguous() const {
-    if constexpr (Rank == 0) return true;
-    else return extents_[Rank - 1] <= 1 || strides_[Rank - 1] == 1;
+    if constexpr (Rank == 0)
+      return true;
+    else
+      return extents_[Rank - 1] <= 1 || strides_[Rank - 1] == 1;
   }
   /// Dense row-major with no padding.
   bool is_contiguous() const { return *this == tensor_view(data_, extents_) || size() <= 1; }
@@ -102,9 +103,9 @@ tensor_view<T, sizeof...(E)> make_view(T* data, E... extents) {
 /// Same rank, indices [begin, end) on `axis`.
 template <class T, std::size_t R>
 tensor_view<T, R> slice(const tensor_view<T, R>& v, std::size_t axis, index_t begin, index_t end) {
-  detail::require(axis < R && 0 <= begin && begin <= end && end <= v.extent(axis),
-                  "slice: range [", begin, ", ", end, ") out of bounds for axis ", axis,
-                  " of extent ", (axis < R ? v.extent(axis) : 0));
+  detail::require(axis < R && 0 <= begin && begin <= end && end <= v.extent(axis), "slice: range [",
+                  begin, ", ", end, ") out of bounds for axis ", axis, " of extent ",
+                  (axis < R ? v.extent(axis) : 0));
   auto ext = v.extents();
   ext[axis] = end - begin;
   return tensor_view<T, R>(v.data() ? v.data() + begin * v.stride(axis) : nullptr, ext,
@@ -116,8 +117,7 @@ template <class T, std::size_t R>
 tensor_view<T, R - 1> subview(const tensor_view<T, R>& v, std::size_t axis, index_t index) {
   static_assert(R >= 1, "subview of a rank-0 view");
   detail::require(axis < R && 0 <= index && index < v.extent(axis), "subview: index ", index,
-                  " out of bounds for axis ", axis, " of extent ",
-                  (axis < R ? v.extent(axis) : 0));
+                  " out of bounds for axis ", axis, " of extent ", (axis < R ? v.extent(axis) : 0));
   std::array<index_t, R - 1> ext{}, str{};
   for (std::size_t r = 0, o = 0; r < R; ++r) {
     if (r == axis) continue;
@@ -140,20 +140,20 @@ tensor_view<T, R> transpose(const tensor_view<T, R>& v, std::size_t a, std::size
 
 /// Eigen interop: a rank-2 view with inner stride 1 as a row-major Eigen::Map.
 template <class T>
-using eigen_row_map =
-    Eigen::Map<std::conditional_t<std::is_const_v<T>,
-                                  const Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic,
-                                                      Eigen::Dynamic, Eigen::RowMajor>,
-                                  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>,
-               Eigen::Unaligned, Eigen::OuterStride<>>;
+using eigen_row_map = Eigen::Map<
+    std::conditional_t<std::is_const_v<T>,
+                       const Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, Eigen::Dynamic,
+                                           Eigen::RowMajor>,
+                       Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>,
+    Eigen::Unaligned, Eigen::OuterStride<>>;
 
 template <class T>
 eigen_row_map<T> as_eigen(const tensor_view<T, 2>& v) {
   detail::require(v.is_inner_contiguous(), "as_eigen: dim 1 stride must be 1, got ", v.stride(1));
-  return eigen_row_map<T>(v.data(), v.extent(0), v.extent(1),
-                          Eigen::OuterStride<>(v.extent(1) <= 1 && v.extent(0) <= 1
-                                                   ? std::max<index_t>(v.extent(1), 1)
-                                                   : v.stride(0)));
+  return eigen_row_map<T>(
+      v.data(), v.extent(0), v.extent(1),
+      Eigen::OuterStride<>(v.extent(1) <= 1 && v.extent(0) <= 1 ? std::max<index_t>(v.extent(1), 1)
+                                                                : v.stride(0)));
 }
 
 /// A row-major Eigen matrix (or Map) as a rank-2 view.
@@ -169,9 +169,9 @@ namespace detail {
 
 /// Describes a tensor for error messages: name plus the axis names of its documented layout.
 struct tensor_desc {
-  const char* fn;     // entry point, e.g. "standard_attention"
-  const char* name;   // tensor name, e.g. "k"
-  const char* axes;   // comma-separated axis names, e.g. "B,Tk,Hkv,Dk"
+  const char* fn;    // entry point, e.g. "standard_attention"
+  const char* name;  // tensor name, e.g. "k"
+  const char* axes;  // comma-separated axis names, e.g. "B,Tk,Hkv,Dk"
 };
 
 inline std::string axis_name(const char* axes, std::size_t r) {
@@ -228,8 +228,8 @@ void check_no_self_overlap(const tensor_desc& d, const tensor_view<T, R>& v) {
     std::size_t r = order[i];
     if (v.extent(r) <= 1) continue;
     if (v.stride(r) < span)
-      fail(d.fn, ": output tensor '", d.name, "' dim ", r, " (", axis_name(d.axes, r),
-           "): stride ", v.stride(r), " makes elements overlap (needs >= ", span, ")");
+      fail(d.fn, ": output tensor '", d.name, "' dim ", r, " (", axis_name(d.axes, r), "): stride ",
+           v.stride(r), " makes elements overlap (needs >= ", span, ")");
     span = v.stride(r) * v.extent(r);
   }
 }

@@ -71,10 +71,10 @@ struct fp16 {
     std::memcpy(&u, &f, 4);
     std::uint16_t sign = std::uint16_t((u >> 16) & 0x8000u);
     std::uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return std::uint16_t(sign | 0x7e00u);  // NaN
+    if (a > 0x7f800000u) return std::uint16_t(sign | 0x7e00u);   // NaN
     if (a >= 0x477ff000u) return std::uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
-    if (a < 0x38800000u) {                                        // subnormal or zero in fp16
-      if (a < 0x33000000u) return sign;                           // < 2^-25: rounds to 0
+    if (a < 0x38800000u) {                                       // subnormal or zero in fp16
+      if (a < 0x33000000u) return sign;                          // < 2^-25: rounds to 0
       std::uint32_t man = (a & 0x7fffffu) | 0x800000u;
       int shift = 113 - int(a >> 23) + 13;  // 126 - exp + 1 ... bits to drop
       std::uint32_t r = man >> shift;
@@ -127,13 +127,20 @@ ATTNKIT_ALWAYS_INLINE T from_compute(A x) {
 template <class T>
 inline const char* type_name() {
   using U = std::remove_cv_t<T>;
-  if constexpr (std::is_same_v<U, float>) return "float32";
-  else if constexpr (std::is_same_v<U, double>) return "float64";
-  else if constexpr (std::is_same_v<U, bf16>) return "bfloat16";
-  else if constexpr (std::is_same_v<U, fp16>) return "float16";
-  else if constexpr (std::is_same_v<U, std::int32_t>) return "int32";
-  else if constexpr (std::is_same_v<U, std::int64_t>) return "int64";
-  else return "unknown";
+  if constexpr (std::is_same_v<U, float>)
+    return "float32";
+  else if constexpr (std::is_same_v<U, double>)
+    return "float64";
+  else if constexpr (std::is_same_v<U, bf16>)
+    return "bfloat16";
+  else if constexpr (std::is_same_v<U, fp16>)
+    return "float16";
+  else if constexpr (std::is_same_v<U, std::int32_t>)
+    return "int32";
+  else if constexpr (std::is_same_v<U, std::int64_t>)
+    return "int64";
+  else
+    return "unknown";
 }
 
 }  // namespace attnkit

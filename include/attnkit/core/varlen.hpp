@@ -21,8 +21,8 @@ inline std::vector<index_t> read_cu_seqlens(const char* fn, const char* name,
     out[std::size_t(i)] = cu(i);
     if (i == 0 && cu(0) != 0) fail(fn, ": tensor '", name, "'[0] must be 0, got ", cu(0));
     if (i > 0 && cu(i) < cu(i - 1))
-      fail(fn, ": tensor '", name, "' must be non-decreasing, but [", i, "] = ", cu(i),
-           " < [", i - 1, "] = ", cu(i - 1));
+      fail(fn, ": tensor '", name, "' must be non-decreasing, but [", i, "] = ", cu(i), " < [",
+           i - 1, "] = ", cu(i - 1));
   }
   if (out.back() != total)
     fail(fn, ": tensor '", name, "'[N] = ", out.back(), " must equal the packed token count ",

@@ -71,13 +71,20 @@ inline std::size_t npy_itemsize(const std::string& d) {
 template <class T>
 inline const char* npy_dtype_of() {
   using U = std::remove_cv_t<T>;
-  if constexpr (std::is_same_v<U, float>) return "<f4";
-  else if constexpr (std::is_same_v<U, double>) return "<f8";
-  else if constexpr (std::is_same_v<U, std::int32_t>) return "<i4";
-  else if constexpr (std::is_same_v<U, std::int64_t>) return "<i8";
-  else if constexpr (std::is_same_v<U, std::uint16_t> || std::is_same_v<U, bf16>) return "<u2";
-  else if constexpr (std::is_same_v<U, fp16>) return "<f2";
-  else static_assert(sizeof(U) == 0, "attnkit::io::save_npy: unsupported element type");
+  if constexpr (std::is_same_v<U, float>)
+    return "<f4";
+  else if constexpr (std::is_same_v<U, double>)
+    return "<f8";
+  else if constexpr (std::is_same_v<U, std::int32_t>)
+    return "<i4";
+  else if constexpr (std::is_same_v<U, std::int64_t>)
+    return "<i8";
+  else if constexpr (std::is_same_v<U, std::uint16_t> || std::is_same_v<U, bf16>)
+    return "<u2";
+  else if constexpr (std::is_same_v<U, fp16>)
+    return "<f2";
+  else
+    static_assert(sizeof(U) == 0, "attnkit::io::save_npy: unsupported element type");
 }
 
 /// Parser of the header dict, a Python literal such as
@@ -120,7 +127,10 @@ class npy_header_parser {
     ++i_;
     if (!seen_descr || !seen_fortran || !seen_shape)
       fail_header(std::string("missing key '") +
-                  (!seen_descr ? "descr" : !seen_fortran ? "fortran_order" : "shape") + "'");
+                  (!seen_descr     ? "descr"
+                   : !seen_fortran ? "fortran_order"
+                                   : "shape") +
+                  "'");
   }
 
  private:
@@ -169,7 +179,8 @@ class npy_header_parser {
       index_t v = 0;
       while (peek() >= '0' && peek() <= '9') {
         const int dig = peek() - '0';
-        if (v > (std::numeric_limits<index_t>::max() - dig) / 10) fail_header("dimension too large");
+        if (v > (std::numeric_limits<index_t>::max() - dig) / 10)
+          fail_header("dimension too large");
         v = v * 10 + dig;
         ++i_;
       }
@@ -202,7 +213,8 @@ inline T npy_convert(S x, const std::string& dtype) {
     bool fits = true;
     if constexpr (std::is_signed_v<S>) {
       if (x < 0)
-        fits = std::is_signed_v<T> && std::intmax_t(x) >= std::intmax_t(std::numeric_limits<T>::min());
+        fits =
+            std::is_signed_v<T> && std::intmax_t(x) >= std::intmax_t(std::numeric_limits<T>::min());
       else
         fits = std::uintmax_t(x) <= std::uintmax_t(std::numeric_limits<T>::max());
     } else {
@@ -320,7 +332,8 @@ inline npy_array load_npy(const std::string& path) {
   std::string descr;
   detail::npy_header_parser(path, header).parse(descr, fortran, a.shape);
   if (fortran)
-    fail("npy: '", path, "': fortran_order True is not supported (save a C-order array, e.g. "
+    fail("npy: '", path,
+         "': fortran_order True is not supported (save a C-order array, e.g. "
          "numpy.ascontiguousarray)");
   if (!descr.empty() && descr[0] == '>')
     fail("npy: '", path, "': big-endian dtype '", descr, "' is not supported (use '<",

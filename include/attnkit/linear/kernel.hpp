@@ -18,7 +18,8 @@
 // The three products are GEMMs (register-tiled xsimd micro-kernel). Decay inside A:
 //   scalar gate: A = (Q~ K^T) * D with D[r,c] = prod_{c<s<=r} exp(g_s) (running products <= 1);
 //   per-channel gate (gla): 16-row sub-chunks. Off-diagonal blocks (sub-chunk i > j) factor around
-//   the first row n of sub-chunk i: (q~_r * exp(G_r - G_n)) . (k_c * exp(G_n - G_c)), both exponents
+//   the first row n of sub-chunk i: (q~_r * exp(G_r - G_n)) . (k_c * exp(G_n - G_c)), both
+//   exponents
 //   <= 0; diagonal 16x16 blocks use exact per-pair running products k_c * prod_{c<s<=r} exp(g_s).
 //   Every decay factor of the per-channel path (also exp(P), exp(U)) is a running product of
 //   e_s = exp(g_s) in (0, 1] over the tokens it spans (L*K exponentials per chunk; -1000 gives an
@@ -108,12 +109,24 @@ void gemm(index_t M, index_t N, const A* a, index_t ars, index_t acs, const A* b
       A* cij = c + i0 * ldc + j0;
       const A* csi = cs ? cs + i0 : nullptr;
       switch (mr) {
-        case 6: gemm_tile<6, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
-        case 5: gemm_tile<5, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
-        case 4: gemm_tile<4, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
-        case 3: gemm_tile<3, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
-        case 2: gemm_tile<2, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
-        default: gemm_tile<1, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi); break;
+        case 6:
+          gemm_tile<6, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
+          break;
+        case 5:
+          gemm_tile<5, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
+          break;
+        case 4:
+          gemm_tile<4, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
+          break;
+        case 3:
+          gemm_tile<3, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
+          break;
+        case 2:
+          gemm_tile<2, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
+          break;
+        default:
+          gemm_tile<1, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
+          break;
       }
     }
 }
@@ -191,8 +204,10 @@ ATTNKIT_ALWAYS_INLINE void prefetch_l2(const T* p, index_t n, bool write = false
   const char* c = reinterpret_cast<const char*>(p);
   const index_t bytes = n * index_t(sizeof(T));
   for (index_t b = 0; b < bytes; b += 64) {
-    if (write) __builtin_prefetch(c + b, 1, 2);
-    else __builtin_prefetch(c + b, 0, 2);
+    if (write)
+      __builtin_prefetch(c + b, 1, 2);
+    else
+      __builtin_prefetch(c + b, 0, 2);
   }
 #else
   (void)p;
@@ -312,7 +327,8 @@ template <bool Gated, class A, class Arch>
 void step_vfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_t ldd, const A* a,
                  const A* kk, const A* qq, const A* vv, A* out) {
   index_t e = 0;
-  for (; e + 4 <= V; e += 4) vfirst_rows<4, Gated, A, Arch>(e, K, src, lds, dst, ldd, a, kk, qq, vv, out);
+  for (; e + 4 <= V; e += 4)
+    vfirst_rows<4, Gated, A, Arch>(e, K, src, lds, dst, ldd, a, kk, qq, vv, out);
   for (; e < V; ++e) vfirst_rows<1, Gated, A, Arch>(e, K, src, lds, dst, ldd, a, kk, qq, vv, out);
 }
 
@@ -396,7 +412,8 @@ ATTNKIT_ALWAYS_INLINE void write_out(const Ctx& c, index_t b, index_t t, index_t
 
 template <class A, class Ctx>
 void load_z(const Ctx& c, index_t n, index_t h, A* z, index_t Kp) {
-  for (index_t d = 0; d < Kp; ++d) z[d] = (c.s.z0.present() && d < c.sh.K) ? c.s.z0(n, 0, h, d) : A(0);
+  for (index_t d = 0; d < Kp; ++d)
+    z[d] = (c.s.z0.present() && d < c.sh.K) ? c.s.z0(n, 0, h, d) : A(0);
 }
 template <class A, class Ctx>
 void store_z(const Ctx& c, index_t n, index_t h, const A* z) {
@@ -456,8 +473,10 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
     load_row<A, Arch>(&c.k(sq.b, t, h, 0), krow, K, Kp);
     load_row<A, Arch>(&c.v(sq.b, t, h, 0), vrow, V, Vp);
     if constexpr (kind == linear_gate::none) {
-      if (vf) step_vfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
-      else step_kfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, 0, krow, qrow, vrow, out);
+      if (vf)
+        step_vfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
+      else
+        step_kfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, 0, krow, qrow, vrow, out);
     } else {
       c.gate.read(sq.b, t, h, ws.g.data(), K);
       if constexpr (kind == linear_gate::channel) {
@@ -467,8 +486,10 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
         for (index_t d = 0; d < (vf ? Kp : 1); ++d) a[d] = av;
       }
       const index_t as = kind == linear_gate::channel ? 1 : 0;
-      if (vf) step_vfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
-      else step_kfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, as, krow, qrow, vrow, out);
+      if (vf)
+        step_vfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
+      else
+        step_kfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, as, krow, qrow, vrow, out);
     }
     write_out<A, Arch>(c, sq.b, t, h, out, qrow, krow, z, Kp);
   }
@@ -501,14 +522,14 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
   ensure(ws.z, nh * Kp);
   A* const Sg = ws.S.data();  // [nh, Kp, Vp] states of the heads
   A* const zg = ws.z.data();  // [nh, Kp] key sums (normalize)
-  A* Qs = ws.q.data();   // [C, Kp] scale * q
-  A* Kc = ws.k.data();   // [C, Kp] k
-  A* Vc = ws.v.data();   // [C, Vp] v
-  A* Kt = ws.kt.data();  // [Kp, Cp] k^T (gla: the decayed off-diagonal k^T)
-  A* Kh = ws.kh.data();  // [C, Kp] k * exp(U)
-  A* Am = ws.am.data();  // [C, Cp] intra-chunk A
-  A* Ob = ws.ob.data();  // [C, Vp] output rows
-  A* Qg = Qs;            // q~ * exp(P) (aliases Qs without gate)
+  A* Qs = ws.q.data();        // [C, Kp] scale * q
+  A* Kc = ws.k.data();        // [C, Kp] k
+  A* Vc = ws.v.data();        // [C, Vp] v
+  A* Kt = ws.kt.data();       // [Kp, Cp] k^T (gla: the decayed off-diagonal k^T)
+  A* Kh = ws.kh.data();       // [C, Kp] k * exp(U)
+  A* Am = ws.am.data();       // [C, Cp] intra-chunk A
+  A* Ob = ws.ob.data();       // [C, Vp] output rows
+  A* Qg = Qs;                 // q~ * exp(P) (aliases Qs without gate)
   if constexpr (kind != linear_gate::none) {
     ensure(ws.qg, C * Kp);
     ensure(ws.cs, Kp);
@@ -564,7 +585,8 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
         A* suf = ws.suf.data();
         for (index_t r = 0; r < L; ++r) {
           c.gate.read(sq.b, sq.t0 + c0 + r, h, g + r * gw, K);
-          for (index_t d = (kind == linear_gate::channel ? K : 1); d < gw; ++d) g[r * gw + d] = A(0);
+          for (index_t d = (kind == linear_gate::channel ? K : 1); d < gw; ++d)
+            g[r * gw + d] = A(0);
         }
         // scalar gate: P_r = sum_{s<=r} g_s ; U_r = sum_{r<s<L} g_s ; e_r = exp(g_r)
         if constexpr (kind != linear_gate::channel) {
@@ -613,8 +635,9 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
       if constexpr (kind != linear_gate::channel) {
         for (index_t r = 0; r < L; ++r)
           for (index_t d = 0; d < K; ++d) Kt[d * Cp + r] = Kc[r * Kp + d];
-        gemm<A, Arch>(L, L, Qs, Kp, 1, Kt, Cp, Am, Cp, false, nullptr,
-                      [&](index_t) { return K; }, [](index_t r1) { return r1; });
+        gemm<A, Arch>(
+            L, L, Qs, Kp, 1, Kt, Cp, Am, Cp, false, nullptr, [&](index_t) { return K; },
+            [](index_t r1) { return r1; });
         if constexpr (kind == linear_gate::none) {
           for (index_t r = 0; r < L; ++r)
             for (index_t cc = r + 1; cc < Cp; ++cc) Am[r * Cp + cc] = A(0);
@@ -630,9 +653,9 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
           }
         }
       } else {
-        const A* e = ws.g.data();  // exp(g), computed in place above
-        A* qf = ws.tmp.data();           // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
-        A* acc = qf + (BC + 1) * Kp;     // [Kp] running products
+        const A* e = ws.g.data();     // exp(g), computed in place above
+        A* qf = ws.tmp.data();        // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
+        A* acc = qf + (BC + 1) * Kp;  // [Kp] running products
         for (index_t i0 = 0; i0 < L; i0 += BC) {
           const index_t i1 = std::min(L, i0 + BC);
           if (i0 > 0) {
@@ -643,7 +666,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
               vmul<A, Arch>(Qs + r * Kp, acc, qf + (r - i0) * Kp, Kp);
             }
             std::fill(acc, acc + Kp, A(1));
-            A* kb = qf + (i1 - i0) * Kp;  // one row of k_c * exp(G_n - G_c), then transposed
+            A* kb = qf + (i1 - i0) * Kp;        // one row of k_c * exp(G_n - G_c), then transposed
             for (index_t cc = i0; cc-- > 0;) {  // exp(G_n - G_c) = prod_{c<s<=n} e_s
               vmul<A, Arch>(acc, e + (cc + 1) * Kp, acc, Kp);
               vmul<A, Arch>(Kc + cc * Kp, acc, kb, Kp);
@@ -651,8 +674,9 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
             }
             for (index_t d = 0; d < K; ++d)
               for (index_t cc = i0; cc < round_up(i0, NR); ++cc) Kt[d * Cp + cc] = A(0);
-            gemm<A, Arch>(i1 - i0, i0, qf, Kp, 1, Kt, Cp, Am + i0 * Cp, Cp, false, nullptr,
-                          [&](index_t) { return K; }, all);
+            gemm<A, Arch>(
+                i1 - i0, i0, qf, Kp, 1, Kt, Cp, Am + i0 * Cp, Cp, false, nullptr,
+                [&](index_t) { return K; }, all);
           }
           // diagonal block: exact per-pair running products
           A* pk = acc;
@@ -661,7 +685,8 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
             Am[cc * Cp + cc] = dot<A, Arch>(Qs + cc * Kp, pk, Kp);
             for (index_t r = cc + 1; r < i1; ++r) {
               for (index_t d = 0; d < Kp; d += W)
-                (B::load_unaligned(pk + d) * B::load_unaligned(e + r * Kp + d)).store_unaligned(pk + d);
+                (B::load_unaligned(pk + d) * B::load_unaligned(e + r * Kp + d))
+                    .store_unaligned(pk + d);
               Am[r * Cp + cc] = dot<A, Arch>(Qs + r * Kp, pk, Kp);
             }
           }
@@ -672,16 +697,20 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
 
       // ---- O = (q~ * exp(P)) S + A V ----
       prefetch_next(1);
-      gemm<A, Arch>(L, V, Qg, Kp, 1, S, Vp, Ob, Vp, false, nullptr, [&](index_t) { return K; }, all);
+      gemm<A, Arch>(
+          L, V, Qg, Kp, 1, S, Vp, Ob, Vp, false, nullptr, [&](index_t) { return K; }, all);
       prefetch_next(2);
-      gemm<A, Arch>(L, V, Am, Cp, 1, Vc, Vp, Ob, Vp, true, nullptr,
-                    [&](index_t r1) { return std::min(L, r1); }, all);
+      gemm<A, Arch>(
+          L, V, Am, Cp, 1, Vc, Vp, Ob, Vp, true, nullptr,
+          [&](index_t r1) { return std::min(L, r1); }, all);
       for (index_t r = 0; r < L; ++r)
-        write_out<A, Arch>(c, sq.b, sq.t0 + c0 + r, h, Ob + r * Vp, Qs + r * Kp, Kc + r * Kp, z, Kp);
+        write_out<A, Arch>(c, sq.b, sq.t0 + c0 + r, h, Ob + r * Vp, Qs + r * Kp, Kc + r * Kp, z,
+                           Kp);
 
       // ---- S <- diag(exp(P_{L-1})) S + (k * exp(U))^T V ----
       prefetch_next(3);
-      gemm<A, Arch>(K, V, Khp, 1, Kp, Vc, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all);
+      gemm<A, Arch>(
+          K, V, Khp, 1, Kp, Vc, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all);
     }
   }
 
@@ -712,8 +741,8 @@ void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>
   // the [B,T,H,K] inputs ~20% faster than 1, 16 ~25%), fewer when that leaves fewer items than
   // threads. Each head's arithmetic is the same in any grouping, so results depend neither on it
   // nor on the thread count.
-  const index_t hg = std::max<index_t>(
-      1, std::min<index_t>({8, sh.H, sh.N * sh.H / index_t(ex.num_threads())}));
+  const index_t hg =
+      std::max<index_t>(1, std::min<index_t>({8, sh.H, sh.N * sh.H / index_t(ex.num_threads())}));
   const index_t groups = (sh.H + hg - 1) / hg;
   ex.parallel_for(sh.N * groups, [&](index_t item) {
     thread_local workspace<A> ws;
@@ -725,12 +754,11 @@ void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>
 template <class Q, class K, class V, class O>
 constexpr void check_types() {
   using A = accum_t<Q>;
-  static_assert(is_storage_type_v<Q> && is_storage_type_v<K> && is_storage_type_v<V> &&
-                    is_storage_type_v<O>,
-                "attnkit: element types must be float, double, bf16 or fp16");
-  static_assert(!std::is_same_v<A, double> ||
-                    (std::is_same_v<std::remove_const_t<K>, double> &&
-                     std::is_same_v<std::remove_const_t<V>, double>),
+  static_assert(
+      is_storage_type_v<Q> && is_storage_type_v<K> && is_storage_type_v<V> && is_storage_type_v<O>,
+      "attnkit: element types must be float, double, bf16 or fp16");
+  static_assert(!std::is_same_v<A, double> || (std::is_same_v<std::remove_const_t<K>, double> &&
+                                               std::is_same_v<std::remove_const_t<V>, double>),
                 "attnkit: double queries need double keys/values");
 }
 

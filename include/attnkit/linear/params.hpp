@@ -80,7 +80,9 @@ struct linear_shape {
   std::vector<linear_seq> seqs;
 };
 
-inline const char* state_axes(const linear_params& p) { return p.state_v_first ? "N,H,V,K" : "N,H,K,V"; }
+inline const char* state_axes(const linear_params& p) {
+  return p.state_v_first ? "N,H,V,K" : "N,H,K,V";
+}
 
 /// Lowest and one-past-highest element address a view can touch (strides are positive here).
 template <class T, std::size_t R>
@@ -147,7 +149,8 @@ linear_shape check_linear(const char* fn, const linear_params& p, linear_gate ga
     if (sh.B != 1)
       fail(fn, ": tensor 'q' [B,T,H,K] dim 0 (B): varlen (cu_seqlens) needs B = 1, got ", sh.B);
     const auto cu = read_cu_seqlens(fn, "cu_seqlens", s.cu_seqlens, sh.T);
-    for (std::size_t n = 0; n + 1 < cu.size(); ++n) sh.seqs.push_back({0, cu[n], cu[n + 1] - cu[n]});
+    for (std::size_t n = 0; n + 1 < cu.size(); ++n)
+      sh.seqs.push_back({0, cu[n], cu[n + 1] - cu[n]});
   } else {
     for (index_t b = 0; b < sh.B; ++b) sh.seqs.push_back({b, 0, sh.T});
   }

@@ -56,7 +56,8 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
           for (index_t e = 0; e < V_; ++e)
             out[std::size_t(e)] += qs[std::size_t(d)] * S[std::size_t(d * V_ + e)];
         for (index_t e = 0; e < V_; ++e) {
-          const double val = p.normalize ? out[std::size_t(e)] / (den + 1e-10) : out[std::size_t(e)];
+          const double val =
+              p.normalize ? out[std::size_t(e)] / (den + 1e-10) : out[std::size_t(e)];
           o(sq.b, t, h, e) = from_compute<std::remove_const_t<O>>(val);
         }
       }
@@ -75,8 +76,8 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
 template <class Q, class K, class V, class O>
 void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                  tensor_view<V, 4> v, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
-  const auto sh = attnkit::detail::check_linear("reference::linear_attn", p, linear_gate::none, q,
-                                                k, v, o, s);
+  const auto sh =
+      attnkit::detail::check_linear("reference::linear_attn", p, linear_gate::none, q, k, v, o, s);
   detail_lin::run(sh, p, q, k, v, o, s, [](index_t, index_t, index_t, index_t) { return 0.0; });
 }
 

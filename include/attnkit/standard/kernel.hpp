@@ -117,8 +117,10 @@ inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT
     }
   }
   for (; d < dk; d += W) {
-    const B k0 = d + W <= dk ? simd::load<A, Arch>(kr + d) : simd::load_partial<A, Arch>(kr + d, dk - d);
-    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] = xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
+    const B k0 =
+        d + W <= dk ? simd::load<A, Arch>(kr + d) : simd::load_partial<A, Arch>(kr + d, dk - d);
+    ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] =
+        xsimd::fma(B::load_aligned(Q + i * ldq + d), k0, acc0[i]);
   }
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) s[i * lds] = simd::reduce_add(acc0[i] + acc1[i]);
 }
@@ -127,17 +129,18 @@ inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT
 // keys in flight hide the FMA latency, each K element is loaded (and converted) once, and the
 // horizontal sums are done four at a time.
 template <int MR, int KU, class A, class Arch, class KV>
-inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* const* k,
-                          index_t dk, A* s, index_t lds) {
+inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* const* k, index_t dk,
+                          A* s, index_t lds) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   static_assert((MR * KU) % 4 == 0, "dot_rows_keys reduces four accumulators at a time");
   B acc[MR * KU];
   ATTNKIT_UNROLL for (int a = 0; a < MR * KU; ++a) acc[a] = B(A(0));
-  auto step = [&](index_t d, const B (&kb)[KU]) {
+  auto step = [&](index_t d, const B(&kb)[KU]) {
     ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
       const B qb = B::load_aligned(Q + i * ldq + d);
-      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) acc[i * KU + u] = xsimd::fma(qb, kb[u], acc[i * KU + u]);
+      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) acc[i * KU + u] =
+          xsimd::fma(qb, kb[u], acc[i * KU + u]);
     }
   };
   index_t d = 0;
@@ -148,14 +151,15 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
   }
   if (d < dk) {
     B kb[KU];
-    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) kb[u] = simd::load_partial<A, Arch>(k[u] + d, dk - d);
+    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) kb[u] =
+        simd::load_partial<A, Arch>(k[u] + d, dk - d);
     step(d, kb);
   }
   alignas(64) A sums[MR * KU];
   ATTNKIT_UNROLL for (int a = 0; a < MR * KU; a += 4)
-    simd::reduce_add4(acc[a], acc[a + 1], acc[a + 2], acc[a + 3], sums + a);
-  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i)
-    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) s[i * lds + u] = sums[i * KU + u];
+      simd::reduce_add4(acc[a], acc[a + 1], acc[a + 2], acc[a + 3], sums + a);
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) ATTNKIT_UNROLL for (int u = 0; u < KU; ++u)
+      s[i * lds + u] = sums[i * KU + u];
 }
 
 // O[i, 0:dv] += sum_u P[i, u] * v_u[0:dv] for MR rows and KU value rows read in place (converted
@@ -166,14 +170,15 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   A p[MR][KU];  // scalars: broadcast at each use (MR * KU can exceed the vector registers)
-  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i)
-    ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) p[i][u] = P[i * ldp + u];
+  ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) p[i][u] =
+      P[i * ldp + u];
   for (index_t c = 0; c < dv; c += W) {  // (no lambda here: GCC kept one out of line)
     B vb[KU];
     if (c + W <= dv) {
       ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load<A, Arch>(v[u] + c);
     } else {
-      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load_partial<A, Arch>(v[u] + c, dv - c);
+      ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] =
+          simd::load_partial<A, Arch>(v[u] + c, dv - c);
     }
     ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
       B o = B::load_aligned(O + i * ldo + c);
@@ -195,22 +200,37 @@ inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
   // Calls f(std::integral_constant<int, MR>{}, r0) over row tiles of max_mr (2, 4 or 6) rows.
   index_t r = 0;
   for (; r + max_mr <= m; r += max_mr) {
-    if (max_mr == 6) f(std::integral_constant<int, 6>{}, r);
-    else if (max_mr == 4) f(std::integral_constant<int, 4>{}, r);
-    else f(std::integral_constant<int, 2>{}, r);
+    if (max_mr == 6)
+      f(std::integral_constant<int, 6>{}, r);
+    else if (max_mr == 4)
+      f(std::integral_constant<int, 4>{}, r);
+    else
+      f(std::integral_constant<int, 2>{}, r);
   }
   switch (m - r) {
-    case 5: f(std::integral_constant<int, 5>{}, r); break;
-    case 4: f(std::integral_constant<int, 4>{}, r); break;
-    case 3: f(std::integral_constant<int, 3>{}, r); break;
-    case 2: f(std::integral_constant<int, 2>{}, r); break;
-    case 1: f(std::integral_constant<int, 1>{}, r); break;
-    default: break;
+    case 5:
+      f(std::integral_constant<int, 5>{}, r);
+      break;
+    case 4:
+      f(std::integral_constant<int, 4>{}, r);
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{}, r);
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{}, r);
+      break;
+    case 1:
+      f(std::integral_constant<int, 1>{}, r);
+      break;
+    default:
+      break;
   }
 }
 
-// Online-softmax update of one row of a tile. s[0, ncols) holds the scores (scaled); columns outside
-// [vis_lo, vis_hi] are masked. On return s holds P = e^{x - m_new} and st is updated; returns alpha.
+// Online-softmax update of one row of a tile. s[0, ncols) holds the scores (scaled); columns
+// outside [vis_lo, vis_hi] are masked. On return s holds P = e^{x - m_new} and st is updated;
+// returns alpha.
 template <class A, class Arch>
 inline A softmax_row(A* ATTNKIT_RESTRICT s, index_t ncols, index_t vis_lo, index_t vis_hi,
                      A softcap, softmax_state<A>& st) {
@@ -219,7 +239,8 @@ inline A softmax_row(A* ATTNKIT_RESTRICT s, index_t ncols, index_t vis_lo, index
   constexpr A ninf = -std::numeric_limits<A>::infinity();
   if (softcap > 0) {
     const B cap(softcap);
-    for (index_t c = 0; c < ncols; c += W) (cap * xsimd::tanh(B::load_aligned(s + c))).store_aligned(s + c);
+    for (index_t c = 0; c < ncols; c += W)
+      (cap * xsimd::tanh(B::load_aligned(s + c))).store_aligned(s + c);
   }
   for (index_t c = 0; c < std::min(vis_lo, ncols); ++c) s[c] = ninf;
   for (index_t c = std::max<index_t>(vis_hi + 1, 0); c < ncols; ++c) s[c] = ninf;
@@ -271,7 +292,8 @@ inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, ind
 }
 
 /// Writes value row j (vr, Dv elements; nullptr = zeros) into a block packed as column tiles of
-/// TW values: tile c is [NB, TW] contiguous, element (j, c) at vp[(c / TW) * NB * TW + j * TW + c % TW].
+/// TW values: tile c is [NB, TW] contiguous, element (j, c) at vp[(c / TW) * NB * TW + j * TW + c %
+/// TW].
 template <class A, class Arch, index_t TW, class KV>
 inline void pack_v_row(const KV* vr, index_t j, index_t Dv, index_t Dvp, A* vp) {
   constexpr index_t NB = softmax_tiling::kBlockN;
@@ -290,7 +312,8 @@ template <class A, class Arch, index_t TW, class Rows>
 inline void pack_v(const Rows& rows, index_t j0, index_t nb, index_t Dv, index_t Dvp, A* vp) {
   using KV = std::remove_pointer_t<decltype(rows.v_row(0))>;
   for (index_t j = 0; j < softmax_tiling::kBlockN; ++j)
-    pack_v_row<A, Arch, TW>(j < nb ? rows.v_row(j0 + j) : static_cast<KV*>(nullptr), j, Dv, Dvp, vp);
+    pack_v_row<A, Arch, TW>(j < nb ? rows.v_row(j0 + j) : static_cast<KV*>(nullptr), j, Dv, Dvp,
+                            vp);
 }
 
 /// One work item: kv heads [hk, hk + nh), query positions [i0, i0 + nq), keys [kbeg, kend).
@@ -352,7 +375,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
   }
 
   using KV = std::remove_cv_t<std::remove_pointer_t<decltype(rows.k_row(0))>>;
-  const bool sw_prefetch = std::size_t(it.nh * std::max(Dk, Dv)) * sizeof(KV) < kPrefetchMaxTokenBytes;
+  const bool sw_prefetch =
+      std::size_t(it.nh * std::max(Dk, Dv)) * sizeof(KV) < kPrefetchMaxTokenBytes;
 
   // Key blocks are aligned to multiples of NB (so pre-packed blocks can be shared by all items).
   for (index_t j0 = kmin / NB * NB; j0 <= kmax; j0 += NB) {
@@ -361,7 +385,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     A* S = ws.s.data();
     if (packed) {
       const A* kt = pre.kt ? pre.kt + (j0 / NB) * Dk * NB : ws.kt.data();
-      if (!pre.kt) pack_kt<A, 2 * W>(rows, j0, std::min(nb, kmax + 1 - j0), ncols, Dk, ws.kt.data());
+      if (!pre.kt)
+        pack_kt<A, 2 * W>(rows, j0, std::min(nb, kmax + 1 - j0), ncols, Dk, ws.kt.data());
       // Row tiles outer: the tile's Q rows stay in L1 while K^T streams sequentially.
       dispatch_rows(M, 6, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < ncols; c += 2 * W)
@@ -385,12 +410,16 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
             constexpr int MR = decltype(mr)::value;
             r0 += hh * Mh;
             if constexpr (MR == 1 || MR == 2) {
-              dot_rows_keys<MR, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j, NB);
+              dot_rows_keys<MR, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j,
+                                            NB);
             } else if constexpr (MR == 4) {
-              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j, NB);
-              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4 + 2, Dk, S + r0 * NB + j + 2, NB);
+              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j,
+                                           NB);
+              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4 + 2, Dk,
+                                           S + r0 * NB + j + 2, NB);
             } else {  // 3 rows: one pair, one single
-              dot_rows_keys<2, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j, NB);
+              dot_rows_keys<2, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j,
+                                           NB);
               dot_rows_keys<1, 4, A, Arch>(ws.q.data() + (r0 + 2) * Dkp, Dkp, k4, Dk,
                                            S + (r0 + 2) * NB + j, NB);
             }
@@ -409,7 +438,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     // Online softmax per row; the visible columns of row r are [lo, hi] (tile-relative).
     index_t pv_cols = 0;  // P columns that can be non-zero
     for (index_t r = 0; r < M; ++r) {
-      const index_t lo = ws.lo[std::size_t(r)] - j0, hi = std::min(ws.hi[std::size_t(r)] - j0, nb - 1);
+      const index_t lo = ws.lo[std::size_t(r)] - j0,
+                    hi = std::min(ws.hi[std::size_t(r)] - j0, nb - 1);
       A* srow = S + r * NB;
       if (lo > hi || hi < 0 || lo >= nb) {
         std::fill(srow, srow + ncols, A(0));
@@ -417,7 +447,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
         continue;
       }
       pv_cols = std::max(pv_cols, hi + 1);
-      ws.alpha[std::size_t(r)] = softmax_row<A, Arch>(srow, ncols, lo, hi, softcap, ws.st[std::size_t(r)]);
+      ws.alpha[std::size_t(r)] =
+          softmax_row<A, Arch>(srow, ncols, lo, hi, softcap, ws.st[std::size_t(r)]);
     }
     if (packed) {
       const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
@@ -445,7 +476,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
           const decltype(hr.v_row(0)) v4[4] = {hr.v_row(j0 + j), hr.v_row(j0 + j + 1),
                                                hr.v_row(j0 + j + 2), hr.v_row(j0 + j + 3)};
           if (sw_prefetch && j + kPrefetchKeys + 3 < pv_cols)
-            for (index_t u = 0; u < 4; ++u) simd::prefetch(hr.v_row(j0 + j + kPrefetchKeys + u), Dv);
+            for (index_t u = 0; u < 4; ++u)
+              simd::prefetch(hr.v_row(j0 + j + kPrefetchKeys + u), Dv);
           dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
             constexpr int MR = decltype(mr)::value;
             r0 += hh * Mh;
@@ -532,13 +564,15 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   for (const auto& b : base) {
     const index_t keys = std::max<index_t>(0, b.khi - b.klo + 1);
     const index_t blocks = (keys + softmax_tiling::kBlockN - 1) / softmax_tiling::kBlockN;
-    index_t ns = p.num_splits > 0
-                     ? index_t(p.num_splits)
-                     : std::min((softmax_tiling::kTargetItems + nbase - 1) / std::max<index_t>(nbase, 1),
-                                keys / softmax_tiling::kMinSplitKeys);
+    index_t ns =
+        p.num_splits > 0
+            ? index_t(p.num_splits)
+            : std::min((softmax_tiling::kTargetItems + nbase - 1) / std::max<index_t>(nbase, 1),
+                       keys / softmax_tiling::kMinSplitKeys);
     ns = std::max<index_t>(1, std::min(ns, blocks));
     const index_t per_blocks = (blocks + ns - 1) / std::max<index_t>(ns, 1);
-    ns = std::max<index_t>(1, (blocks + per_blocks - 1) / std::max<index_t>(per_blocks, 1));  // no empty split
+    ns = std::max<index_t>(
+        1, (blocks + per_blocks - 1) / std::max<index_t>(per_blocks, 1));  // no empty split
     split_of_base.push_back({items.size(), std::size_t(ns)});
     const index_t per = per_blocks * softmax_tiling::kBlockN;
     for (index_t s = 0; s < ns; ++s) {
@@ -619,8 +653,8 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     const softmax_seq& sq = sh.seqs[it.seq];
     head_rows.clear();
     for (index_t hh = 0; hh < it.nh; ++hh) head_rows.push_back(rows_of(sq, it.hk + hh));
-    attend_item<A, Arch>(sh, sq, it, q, head_rows.data(), packed_of(it.seq, it.hk), qscale,
-                         softcap, ws);
+    attend_item<A, Arch>(sh, sq, it, q, head_rows.data(), packed_of(it.seq, it.hk), qscale, softcap,
+                         ws);
     if (it.slot < 0) {
       finalize_rows(sh, sq, it, ws.st.data(), ws.acc.data(), Dvp, o, x);
     } else {  // keep (m, l, acc) for the merge

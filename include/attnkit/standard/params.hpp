@@ -38,8 +38,8 @@ struct softmax_params {
 /// Optional tensors of a softmax-family call. A is the compute type (float, or double).
 template <class A>
 struct softmax_extras {
-  cview<A, 1> sinks;                  ///< [Hq] learned sink logits (not scaled)
-  tensor_view<A, 3> lse;              ///< [B,Hq,Tq] output: natural-log LSE, sink excluded
+  cview<A, 1> sinks;                    ///< [Hq] learned sink logits (not scaled)
+  tensor_view<A, 3> lse;                ///< [B,Hq,Tq] output: natural-log LSE, sink excluded
   cview<std::int32_t, 1> cu_seqlens_q;  ///< [N+1] varlen query offsets (then B = 1)
   cview<std::int32_t, 1> cu_seqlens_k;  ///< [N+1] varlen key offsets (then B = 1)
 };
@@ -48,20 +48,20 @@ struct softmax_extras {
 template <class KV>
 struct kv_cache {
   using value_type = KV;
-  tensor_view<KV, 4> k;                ///< [B, capacity, Hkv, Dk]
-  tensor_view<KV, 4> v;                ///< [B, capacity, Hkv, Dv]
-  cview<std::int32_t, 1> seqlens;      ///< [B] tokens already cached
+  tensor_view<KV, 4> k;            ///< [B, capacity, Hkv, Dk]
+  tensor_view<KV, 4> v;            ///< [B, capacity, Hkv, Dv]
+  cview<std::int32_t, 1> seqlens;  ///< [B] tokens already cached
 };
 
-/// A paged KV cache (FlashAttention block_table form, any page size): token t of sequence b lives in
-/// page block_table[b][t / P], row t % P.
+/// A paged KV cache (FlashAttention block_table form, any page size): token t of sequence b lives
+/// in page block_table[b][t / P], row t % P.
 template <class KV>
 struct paged_kv_cache {
   using value_type = KV;
-  tensor_view<KV, 4> k_pages;           ///< [num_pages, P, Hkv, Dk]
-  tensor_view<KV, 4> v_pages;           ///< [num_pages, P, Hkv, Dv]
-  cview<std::int32_t, 2> block_table;   ///< [B, max_pages_per_seq]
-  cview<std::int32_t, 1> seqlens;       ///< [B] tokens already cached
+  tensor_view<KV, 4> k_pages;          ///< [num_pages, P, Hkv, Dk]
+  tensor_view<KV, 4> v_pages;          ///< [num_pages, P, Hkv, Dv]
+  cview<std::int32_t, 2> block_table;  ///< [B, max_pages_per_seq]
+  cview<std::int32_t, 1> seqlens;      ///< [B] tokens already cached
 };
 
 namespace detail {
@@ -92,8 +92,8 @@ inline void check_softmax_params(const char* fn, const softmax_params& p) {
 /// Checks q and o (and the optional sinks/lse) and fills B, Tq, Hq, Dk, Dv, scale, mask.
 template <class Q, class O, class A>
 void check_queries(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
-                   const tensor_view<O, 4>& o, const softmax_extras<A>& x, index_t Hkv,
-                   index_t Dk, index_t Dv, softmax_shape& s) {
+                   const tensor_view<O, 4>& o, const softmax_extras<A>& x, index_t Hkv, index_t Dk,
+                   index_t Dv, softmax_shape& s) {
   check_softmax_params(fn, p);
   check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q, {-1, -1, -1, Dk});
   s.B = q.extent(0);
@@ -142,8 +142,8 @@ softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_
     auto cq = read_cu_seqlens(fn, "cu_seqlens_q", x.cu_seqlens_q, s.Tq);
     auto ck = read_cu_seqlens(fn, "cu_seqlens_k", x.cu_seqlens_k, Tk);
     if (cq.size() != ck.size())
-      fail(fn, ": tensor 'cu_seqlens_k' dim 0 (N+1): expected ", cq.size(), " (as cu_seqlens_q), got ",
-           ck.size());
+      fail(fn, ": tensor 'cu_seqlens_k' dim 0 (N+1): expected ", cq.size(),
+           " (as cu_seqlens_q), got ", ck.size());
     for (std::size_t n = 0; n + 1 < cq.size(); ++n)
       s.seqs.push_back({0, cq[n], cq[n + 1] - cq[n], 0, ck[n], ck[n + 1] - ck[n]});
   } else {
@@ -164,8 +164,7 @@ softmax_shape check_cache_common(const char* fn, const softmax_params& p,
   if (x.cu_seqlens_q.present() || x.cu_seqlens_k.present())
     fail(fn, ": cu_seqlens are not used with a KV cache (the cache has one row per sequence)");
   check_tensor({fn, "cache_seqlens", "B"}, seqlens, {s.B});
-  if (k_new.present() != v_new.present())
-    fail(fn, ": appending needs both 'k_new' and 'v_new'");
+  if (k_new.present() != v_new.present()) fail(fn, ": appending needs both 'k_new' and 'v_new'");
   index_t tn = 0;
   if (k_new.present()) {
     check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new, {s.B, -1, Hkv, Dk});
@@ -220,15 +219,15 @@ softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_
     for (index_t i = 0; i < pages; ++i) {
       const index_t pg = c.block_table(sq.qb, i);
       if (pg < 0 || pg >= np)
-        fail(fn, ": block_table[", sq.qb, "][", i, "] = ", pg, " is not a page index in [0, ",
-             np, ")");
+        fail(fn, ": block_table[", sq.qb, "][", i, "] = ", pg, " is not a page index in [0, ", np,
+             ")");
     }
   }
   return s;
 }
 
-/// Key/value rows of one (sequence, kv head) in a dense tensor or contiguous cache. KV may be const.
-/// Row j of k starts at k + j*ks, elements step by kd (1 on the fast paths).
+/// Key/value rows of one (sequence, kv head) in a dense tensor or contiguous cache. KV may be
+/// const. Row j of k starts at k + j*ks, elements step by kd (1 on the fast paths).
 template <class KV>
 struct dense_rows {
   KV* k;
@@ -249,17 +248,23 @@ struct paged_rows {
   index_t v_page, vs, vd;
   const std::int32_t* table;
   index_t table_s, P;
-  KV* k_row(index_t j) const { return k + index_t(table[(j / P) * table_s]) * k_page + (j % P) * ks; }
-  KV* v_row(index_t j) const { return v + index_t(table[(j / P) * table_s]) * v_page + (j % P) * vs; }
+  KV* k_row(index_t j) const {
+    return k + index_t(table[(j / P) * table_s]) * k_page + (j % P) * ks;
+  }
+  KV* v_row(index_t j) const {
+    return v + index_t(table[(j / P) * table_s]) * v_page + (j % P) * vs;
+  }
 };
 
 template <class K, class V>
 dense_rows<K> rows_of(const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const softmax_seq& s,
                       index_t hk) {
   static_assert(std::is_same_v<K, V>, "k and v must have the same element type");
-  return {k.data() + s.kb * k.stride(0) + s.k0 * k.stride(1) + hk * k.stride(2), k.stride(1),
+  return {k.data() + s.kb * k.stride(0) + s.k0 * k.stride(1) + hk * k.stride(2),
+          k.stride(1),
           k.stride(3),
-          v.data() + s.kb * v.stride(0) + s.k0 * v.stride(1) + hk * v.stride(2), v.stride(1),
+          v.data() + s.kb * v.stride(0) + s.k0 * v.stride(1) + hk * v.stride(2),
+          v.stride(1),
           v.stride(3)};
 }
 template <class KV>
@@ -268,11 +273,16 @@ dense_rows<KV> rows_of(const kv_cache<KV>& c, const softmax_seq& s, index_t hk) 
 }
 template <class KV>
 paged_rows<KV> rows_of(const paged_kv_cache<KV>& c, const softmax_seq& s, index_t hk) {
-  return {c.k_pages.data() + hk * c.k_pages.stride(2), c.k_pages.stride(0), c.k_pages.stride(1),
+  return {c.k_pages.data() + hk * c.k_pages.stride(2),
+          c.k_pages.stride(0),
+          c.k_pages.stride(1),
           c.k_pages.stride(3),
-          c.v_pages.data() + hk * c.v_pages.stride(2), c.v_pages.stride(0), c.v_pages.stride(1),
+          c.v_pages.data() + hk * c.v_pages.stride(2),
+          c.v_pages.stride(0),
+          c.v_pages.stride(1),
           c.v_pages.stride(3),
-          c.block_table.data() + s.qb * c.block_table.stride(0), c.block_table.stride(1),
+          c.block_table.data() + s.qb * c.block_table.stride(0),
+          c.block_table.stride(1),
           c.k_pages.extent(1)};
 }
 

@@ -17,8 +17,8 @@ namespace detail_std {
 /// Attends every (sequence, query head, row) of `s`; `rows_of(seq, hk)` gives the key rows.
 template <class Q, class O, class A, class RowsOf>
 void attend_all(const attnkit::detail::softmax_shape& s, const softmax_params& p,
-                const tensor_view<Q, 4>& q, const tensor_view<O, 4>& o,
-                const softmax_extras<A>& x, RowsOf rows_of) {
+                const tensor_view<Q, 4>& q, const tensor_view<O, 4>& o, const softmax_extras<A>& x,
+                RowsOf rows_of) {
   constexpr double ninf = -std::numeric_limits<double>::infinity();
   std::vector<double> logits, acc;
   for (const auto& sq : s.seqs) {
@@ -34,7 +34,8 @@ void attend_all(const attnkit::detail::softmax_shape& s, const softmax_params& p
           const auto* kr = rows.k_row(j);
           double dot = 0;
           for (index_t d = 0; d < s.Dk; ++d)
-            dot += to_compute<double>(q(sq.qb, sq.q0 + i, h, d)) * to_compute<double>(kr[d * rows.kd]);
+            dot +=
+                to_compute<double>(q(sq.qb, sq.q0 + i, h, d)) * to_compute<double>(kr[d * rows.kd]);
           double xj = s.scale * dot;
           if (p.softcap > 0) xj = p.softcap * std::tanh(xj / p.softcap);
           logits[std::size_t(j)] = xj;
@@ -48,7 +49,8 @@ void attend_all(const attnkit::detail::softmax_shape& s, const softmax_params& p
           const double w = std::exp(logits[std::size_t(j)] - mx);
           sum += w;
           const auto* vr = rows.v_row(j);
-          for (index_t d = 0; d < s.Dv; ++d) acc[std::size_t(d)] += w * to_compute<double>(vr[d * rows.vd]);
+          for (index_t d = 0; d < s.Dv; ++d)
+            acc[std::size_t(d)] += w * to_compute<double>(vr[d * rows.vd]);
         }
         double den = sum;
         if (sum > 0 && x.sinks.present()) {
@@ -60,8 +62,7 @@ void attend_all(const attnkit::detail::softmax_shape& s, const softmax_params& p
         for (index_t d = 0; d < s.Dv; ++d)
           o(sq.qb, sq.q0 + i, h, d) =
               from_compute<std::remove_const_t<O>>(sum > 0 ? acc[std::size_t(d)] / den : 0.0);
-        if (x.lse.present())
-          x.lse(sq.qb, h, sq.q0 + i) = A(sum > 0 ? mx + std::log(sum) : ninf);
+        if (x.lse.present()) x.lse(sq.qb, h, sq.q0 + i) = A(sum > 0 ? mx + std::log(sum) : ninf);
       }
     }
   }
@@ -90,8 +91,9 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
   const auto s = attnkit::detail::check_cache("reference::standard_attention_kvcache", p, q, cache,
                                               o, x, k_new, v_new);
   attnkit::detail::append_rows(cache, s, k_new, v_new);
-  detail_std::attend_all(s, p, q, o, x,
-                         [&](const auto& sq, index_t hk) { return attnkit::detail::rows_of(cache, sq, hk); });
+  detail_std::attend_all(s, p, q, o, x, [&](const auto& sq, index_t hk) {
+    return attnkit::detail::rows_of(cache, sq, hk);
+  });
 }
 
 }  // namespace attnkit::reference

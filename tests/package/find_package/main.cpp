@@ -2,7 +2,6 @@
 // Consumer of an installed attnkit (find_package): runs the reference and the kernel on a tiny
 // causal problem and checks both against the closed form.
 #include <attnkit/attnkit.hpp>
-
 #include <cmath>
 #include <cstdio>
 
@@ -17,18 +16,16 @@ int main() {
   p.scale = 1.0;
   p.causal = true;
   double ref[4] = {};
-  attnkit::reference::standard_attention(p, attnkit::make_view(qk, 1, 2, 1, 2),
-                                         attnkit::make_view(qk, 1, 2, 1, 2),
-                                         attnkit::make_view(v, 1, 2, 1, 2),
-                                         attnkit::make_view(ref, 1, 2, 1, 2));
+  attnkit::reference::standard_attention(
+      p, attnkit::make_view(qk, 1, 2, 1, 2), attnkit::make_view(qk, 1, 2, 1, 2),
+      attnkit::make_view(v, 1, 2, 1, 2), attnkit::make_view(ref, 1, 2, 1, 2));
   float qf[4], vf[4], out[4] = {};
   for (int i = 0; i < 4; ++i) qf[i] = float(qk[i]), vf[i] = float(v[i]);
   attnkit::serial_executor serial;
   p.exec = &serial;
-  attnkit::standard_attention(p, attnkit::make_view(qf, 1, 2, 1, 2),
-                              attnkit::make_view(qf, 1, 2, 1, 2),
-                              attnkit::make_view(vf, 1, 2, 1, 2),
-                              attnkit::make_view(out, 1, 2, 1, 2));
+  attnkit::standard_attention(
+      p, attnkit::make_view(qf, 1, 2, 1, 2), attnkit::make_view(qf, 1, 2, 1, 2),
+      attnkit::make_view(vf, 1, 2, 1, 2), attnkit::make_view(out, 1, 2, 1, 2));
   int bad = 0;
   for (int i = 0; i < 4; ++i) {
     if (std::abs(ref[i] - want[i]) > 1e-12 || std::abs(out[i] - want[i]) > 1e-5) ++bad;
