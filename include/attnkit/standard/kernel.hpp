@@ -195,6 +195,33 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
 constexpr index_t kPrefetchKeys = 16;
 constexpr std::size_t kPrefetchMaxTokenBytes = 8192;
 
+// Decode-shaped items walk keys [j0, j0 + nk) in token order, four tokens at a time (then one at
+// a time), all kv heads per group, so the cache is streamed once. For each (group, head) it calls
+// f(std::integral_constant<int, KU>, rows, j, hh) with the KU row pointers row_of(head_rows[hh],
+// key) of keys j0 + j ...; rows kPrefetchKeys ahead are requested first while they stay below
+// prefetch_end (pass 0 to disable software prefetch).
+template <class Rows, class RowOf, class F>
+inline void for_each_key_group(const Rows* head_rows, index_t nh, index_t j0, index_t nk,
+                               index_t prefetch_end, index_t row_len, RowOf row_of, F&& f) {
+  using Ptr = decltype(row_of(head_rows[0], index_t(0)));
+  index_t j = 0;
+  for (; j + 4 <= nk; j += 4)
+    for (index_t hh = 0; hh < nh; ++hh) {
+      const Rows& hr = head_rows[hh];
+      const Ptr rows[4] = {row_of(hr, j0 + j), row_of(hr, j0 + j + 1), row_of(hr, j0 + j + 2),
+                           row_of(hr, j0 + j + 3)};
+      if (j0 + j + kPrefetchKeys + 3 < prefetch_end)
+        for (index_t u = 0; u < 4; ++u)
+          simd::prefetch(row_of(hr, j0 + j + kPrefetchKeys + u), row_len);
+      f(std::integral_constant<int, 4>{}, rows, j, hh);
+    }
+  for (; j < nk; ++j)
+    for (index_t hh = 0; hh < nh; ++hh) {
+      const Ptr rows[1] = {row_of(head_rows[hh], j0 + j)};
+      f(std::integral_constant<int, 1>{}, rows, j, hh);
+    }
+}
+
 template <class F>
 inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
   // Calls f(std::integral_constant<int, MR>{}, r0) over row tiles of max_mr (2, 4 or 6) rows.
@@ -394,46 +421,30 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
                                                 S + r0 * NB + c, NB, Dk);
       });
     } else {
-      const index_t nk = std::min(nb, kmax + 1 - j0);
-      index_t j = 0;
-      for (; j + 4 <= nk; j += 4)
-        for (index_t hh = 0; hh < it.nh; ++hh) {
-          const auto& hr = head_rows[hh];
-          const decltype(hr.k_row(0)) k4[4] = {hr.k_row(j0 + j), hr.k_row(j0 + j + 1),
-                                               hr.k_row(j0 + j + 2), hr.k_row(j0 + j + 3)};
-          // Request K rows kPrefetchKeys ahead (V rows are requested by the P.V loop below).
-          if (sw_prefetch && j0 + j + kPrefetchKeys + 3 < sq.tk)
-            for (index_t u = 0; u < 4; ++u) {
-              simd::prefetch(hr.k_row(j0 + j + kPrefetchKeys + u), Dk);
-            }
-          dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
-            constexpr int MR = decltype(mr)::value;
-            r0 += hh * Mh;
-            if constexpr (MR == 1 || MR == 2) {
-              dot_rows_keys<MR, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j,
-                                            NB);
-            } else if constexpr (MR == 4) {
-              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j,
-                                           NB);
-              dot_rows_keys<4, 2, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4 + 2, Dk,
-                                           S + r0 * NB + j + 2, NB);
-            } else {  // 3 rows: one pair, one single
-              dot_rows_keys<2, 4, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, k4, Dk, S + r0 * NB + j,
-                                           NB);
-              dot_rows_keys<1, 4, A, Arch>(ws.q.data() + (r0 + 2) * Dkp, Dkp, k4, Dk,
-                                           S + (r0 + 2) * NB + j, NB);
-            }
-          });
-        }
-      for (; j < nk; ++j)
-        for (index_t hh = 0; hh < it.nh; ++hh) {
-          const auto* kr = head_rows[hh].k_row(j0 + j);
-          dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
-            r0 += hh * Mh;
-            dot_rows<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kr, Dk,
-                                                   S + r0 * NB + j, NB);
-          });
-        }
+      // Decode shape: row dot products against the K rows read in place (K is prefetched here,
+      // V by the P.V walk below).
+      const auto k_of = [](const Rows& hr, index_t key) { return hr.k_row(key); };
+      for_each_key_group(head_rows, it.nh, j0, std::min(nb, kmax + 1 - j0), sw_prefetch ? sq.tk : 0,
+                         Dk, k_of, [&](auto ku, const auto* k, index_t j, index_t hh) {
+                           dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+                             constexpr int MR = decltype(mr)::value;
+                             r0 += hh * Mh;
+                             const A* Qr = ws.q.data() + r0 * Dkp;
+                             A* Sr = S + r0 * NB + j;
+                             if constexpr (decltype(ku)::value == 1) {
+                               dot_rows<MR, A, Arch>(Qr, Dkp, k[0], Dk, Sr, NB);
+                             } else if constexpr (MR == 1 || MR == 2) {
+                               dot_rows_keys<MR, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+                             } else if constexpr (MR == 4) {
+                               dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+                               dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k + 2, Dk, Sr + 2, NB);
+                             } else {  // 3 rows: one pair, one single
+                               dot_rows_keys<2, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+                               dot_rows_keys<1, 4, A, Arch>(Qr + 2 * Dkp, Dkp, k, Dk, Sr + 2 * NB,
+                                                            NB);
+                             }
+                           });
+                         });
     }
     // Online softmax per row; the visible columns of row r are [lo, hi] (tile-relative).
     index_t pv_cols = 0;  // P columns that can be non-zero
@@ -469,32 +480,15 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
         A* o = ws.acc.data() + r * Dvp;
         for (index_t c = 0; c < Dvp; c += W) (B::load_aligned(o + c) * B(al)).store_aligned(o + c);
       }
-      index_t j = 0;
-      for (; j + 4 <= pv_cols; j += 4)
-        for (index_t hh = 0; hh < it.nh; ++hh) {
-          const auto& hr = head_rows[hh];
-          const decltype(hr.v_row(0)) v4[4] = {hr.v_row(j0 + j), hr.v_row(j0 + j + 1),
-                                               hr.v_row(j0 + j + 2), hr.v_row(j0 + j + 3)};
-          if (sw_prefetch && j + kPrefetchKeys + 3 < pv_cols)
-            for (index_t u = 0; u < 4; ++u)
-              simd::prefetch(hr.v_row(j0 + j + kPrefetchKeys + u), Dv);
-          dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
-            constexpr int MR = decltype(mr)::value;
-            r0 += hh * Mh;
-            const A* P = S + r0 * NB + j;
-            A* O = ws.acc.data() + r0 * Dvp;
-            pv_rows_keys<MR, 4, A, Arch>(P, NB, v4, Dv, O, Dvp);
-          });
-        }
-      for (; j < pv_cols; ++j)
-        for (index_t hh = 0; hh < it.nh; ++hh) {
-          const decltype(head_rows[hh].v_row(0)) v1[1] = {head_rows[hh].v_row(j0 + j)};
-          dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
-            r0 += hh * Mh;
-            pv_rows_keys<decltype(mr)::value, 1, A, Arch>(S + r0 * NB + j, NB, v1, Dv,
-                                                          ws.acc.data() + r0 * Dvp, Dvp);
-          });
-        }
+      const auto v_of = [](const Rows& hr, index_t key) { return hr.v_row(key); };
+      for_each_key_group(head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
+                         [&](auto ku, const auto* v, index_t j, index_t hh) {
+                           dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+                             r0 += hh * Mh;
+                             pv_rows_keys<decltype(mr)::value, decltype(ku)::value, A, Arch>(
+                                 S + r0 * NB + j, NB, v, Dv, ws.acc.data() + r0 * Dvp, Dvp);
+                           });
+                         });
     }
   }
 }
