@@ -3,8 +3,6 @@
 // program (dense, contiguous and paged caches, --reference, float64 and float32 copies) and checks
 // the error contract: exit 2, one line on stderr naming the file or option, no outputs written.
 // Built from tests/examples/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
-#include <sys/wait.h>
-
 #include <attnkit/io/npy.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -12,7 +10,7 @@
 #include <iterator>
 #include <random>
 #include <string>
-#include <support/test_util.hpp>
+#include <support/cli_util.hpp>
 
 using namespace attnkit;
 using Catch::Matchers::Contains;
@@ -22,38 +20,8 @@ namespace {
 
 const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/softmax/";
 
-/// A scratch folder, removed on destruction.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("attnkit_cli_" + std::to_string(rd()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-struct run_result {
-  int status;
-  std::string err;
-};
-
-/// Runs attnkit-run with `args` (each single-quoted), capturing stderr.
-run_result run_cli(const std::vector<std::string>& args, const temp_dir& scratch) {
-  std::string cmd = std::string("'") + ATTNKIT_RUN_EXE + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  const std::string err_file = scratch / "stderr.txt";
-  cmd += " > /dev/null 2> '" + err_file + "'";
-  const int raw = std::system(cmd.c_str());
-  std::ifstream f(err_file);
-  std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
-}
+using test::run_cli;
+using test::temp_dir;
 
 std::vector<double> load_values(const std::string& path, std::vector<index_t>& shape,
                                 std::string& dtype) {
@@ -95,20 +63,7 @@ void check_output(const std::string& out, const std::string& golden, const std::
 /// Copies the inputs of a golden case into `dst`, float inputs converted to float32 if `f32`, and
 /// the cu_seqlens to int64 if `i64`.
 void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool i64) {
-  for (const auto& e : fs::directory_iterator(src)) {
-    const std::string stem = e.path().stem().string();
-    if (e.path().extension() != ".npy" || stem == "o" || stem == "lse") continue;
-    const auto a = io::load_npy(e.path().string());
-    const std::string out = dst + "/" + stem + ".npy";
-    if (a.dtype == "<f8" && f32)
-      io::save_npy(out, a.as<float>().data(), a.shape);
-    else if (a.dtype == "<f8")
-      io::save_npy(out, a.as<double>().data(), a.shape);
-    else if (i64)
-      io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
-    else
-      io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
-  }
+  test::copy_golden_inputs(src, dst, f32, i64, {"o", "lse"});
 }
 
 /// Replays one golden case through every mode in float64 and float32.
@@ -152,14 +107,7 @@ void replay(const std::string& variant, const std::string& name,
 /// no output folder.
 void expect_error(const std::vector<std::string>& args, const temp_dir& tmp,
                   const std::vector<std::string>& needles) {
-  const auto r = run_cli(args, tmp);
-  INFO("stderr: " << r.err);
-  CHECK(r.status == 2);
-  REQUIRE(!r.err.empty());
-  CHECK(r.err.back() == '\n');
-  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  for (const auto& n : needles) CHECK_THAT(r.err, Contains(n));
-  CHECK(!fs::exists(tmp / "out"));
+  test::expect_cli_error(args, tmp, needles, tmp / "out");
 }
 
 /// A golden case's inputs copied to tmp/in, for a test to break.

@@ -4,8 +4,6 @@
 // float32 (relative RMS <= 1e-5), chunk and recurrent, --reference and --threads 2; and the error
 // contract (exit 2, one line naming the file or option, no outputs written).
 // Built from tests/linear/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
-#include <sys/wait.h>
-
 #include <attnkit/io/npy.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -13,7 +11,7 @@
 #include <iterator>
 #include <random>
 #include <string>
-#include <support/test_util.hpp>
+#include <support/cli_util.hpp>
 
 using namespace attnkit;
 using Catch::Matchers::Contains;
@@ -23,54 +21,13 @@ namespace {
 
 const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/linear/";
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("attnkit_lin_cli_" + std::to_string(rd()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-struct run_result {
-  int status;
-  std::string err;
-};
-
-run_result run_cli(const std::vector<std::string>& args, const temp_dir& scratch) {
-  std::string cmd = std::string("'") + ATTNKIT_RUN_EXE + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  const std::string err_file = scratch / "stderr.txt";
-  cmd += " > /dev/null 2> '" + err_file + "'";
-  const int raw = std::system(cmd.c_str());
-  std::ifstream f(err_file);
-  std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
-}
+using test::run_cli;
+using test::temp_dir;
 
 /// Inputs of a golden case copied to dst (float inputs as float32 when f32; cu_seqlens as int32
 /// when i32, else int64 as shipped). Outputs (o, ht, zt) are not copied.
 void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool i32) {
-  for (const auto& e : fs::directory_iterator(src)) {
-    const std::string stem = e.path().stem().string();
-    if (e.path().extension() != ".npy" || stem == "o" || stem == "ht" || stem == "zt") continue;
-    const auto a = io::load_npy(e.path().string());
-    const std::string out = dst + "/" + stem + ".npy";
-    if (a.dtype == "<f8" && f32)
-      io::save_npy(out, a.as<float>().data(), a.shape);
-    else if (a.dtype == "<f8")
-      io::save_npy(out, a.as<double>().data(), a.shape);
-    else if (i32)
-      io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
-    else
-      io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
-  }
+  test::copy_golden_inputs(src, dst, f32, !i32, {"o", "ht", "zt"});
 }
 
 void check_output(const std::string& out, const std::string& golden, const std::string& name,
@@ -106,7 +63,7 @@ void replay(const std::string& variant, const std::string& name,
   const std::vector<std::vector<std::string>> modes = {
       {}, {"--mode", "recurrent"}, {"--chunk-size", "16"}, {"--reference"}, {"--threads", "2"}};
   for (const bool f32 : {false, true}) {
-    temp_dir tmp;
+    temp_dir tmp("attnkit_lin_cli_");
     const std::string in = tmp / "in";
     fs::create_directories(in);
     copy_inputs(golden, in, f32, /*i32=*/f32);
@@ -134,12 +91,7 @@ void replay(const std::string& variant, const std::string& name,
 /// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
 void expect_error(const std::vector<std::string>& args, const std::string& what,
                   const temp_dir& tmp) {
-  const auto r = run_cli(args, tmp);
-  INFO("stderr: " << r.err);
-  CHECK(r.status == 2);
-  CHECK_THAT(r.err, Contains(what));
-  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  CHECK_FALSE(fs::exists(args.at(2)));
+  test::expect_cli_error(args, tmp, {what}, args.at(2));
 }
 
 }  // namespace

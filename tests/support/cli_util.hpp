@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// Helpers of the attnkit-run end-to-end tests (tests/examples/cli_tests.cpp for the softmax family,
+// tests/linear/cli_linear.cpp for the linear family): a scratch folder, running the program,
+// copying a golden case's inputs, and the error contract of shared/spec/cli.md. The including test
+// defines ATTNKIT_RUN_EXE (the program's path) on its command line.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <attnkit/io/npy.hpp>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <set>
+#include <string>
+#include <support/test_util.hpp>
+#include <vector>
+
+#ifndef ATTNKIT_RUN_EXE
+#error "define ATTNKIT_RUN_EXE (the path of attnkit-run) before including support/cli_util.hpp"
+#endif
+
+namespace attnkit::test {
+
+/// A scratch folder under the system temp dir, removed on destruction.
+struct temp_dir {
+  std::filesystem::path path;
+  explicit temp_dir(const std::string& prefix = "attnkit_cli_") {
+    std::random_device rd;
+    path = std::filesystem::temp_directory_path() /
+           (prefix + std::to_string(rd()) + "_" + std::to_string(rd()));
+    std::filesystem::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct run_result {
+  int status;       // exit status, -1 if the program did not exit normally
+  std::string err;  // everything it wrote to stderr
+};
+
+/// Runs attnkit-run with `args` (each single-quoted), stdout discarded, stderr captured.
+inline run_result run_cli(const std::vector<std::string>& args, const temp_dir& scratch) {
+  std::string cmd = std::string("'") + ATTNKIT_RUN_EXE + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  const std::string err_file = scratch / "stderr.txt";
+  cmd += " > /dev/null 2> '" + err_file + "'";
+  const int raw = std::system(cmd.c_str());
+  std::ifstream f(err_file);
+  std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
+}
+
+/// Copies the .npy inputs of a golden case from `src` to `dst`, skipping the files named in
+/// `outputs`: float64 tensors as float32 if `f32`, integer tensors (cu_seqlens) as int64 if `i64`
+/// else int32.
+inline void copy_golden_inputs(const std::string& src, const std::string& dst, bool f32, bool i64,
+                               const std::set<std::string>& outputs) {
+  for (const auto& e : std::filesystem::directory_iterator(src)) {
+    const std::string stem = e.path().stem().string();
+    if (e.path().extension() != ".npy" || outputs.count(stem)) continue;
+    const auto a = io::load_npy(e.path().string());
+    const std::string out = dst + "/" + stem + ".npy";
+    if (a.dtype == "<f8" && f32)
+      io::save_npy(out, a.as<float>().data(), a.shape);
+    else if (a.dtype == "<f8")
+      io::save_npy(out, a.as<double>().data(), a.shape);
+    else if (i64)
+      io::save_npy(out, a.as<std::int64_t>().data(), a.shape);
+    else
+      io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
+  }
+}
+
+/// The error contract: exit status 2, exactly one line on stderr containing every string of
+/// `needles`, and no output folder `out_dir` left behind.
+inline void expect_cli_error(const std::vector<std::string>& args, const temp_dir& tmp,
+                             const std::vector<std::string>& needles, const std::string& out_dir) {
+  const auto r = run_cli(args, tmp);
+  INFO("stderr: " << r.err);
+  CHECK(r.status == 2);
+  REQUIRE(!r.err.empty());
+  CHECK(r.err.back() == '\n');
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  for (const auto& n : needles) CHECK_THAT(r.err, Catch::Matchers::Contains(n));
+  CHECK(!std::filesystem::exists(out_dir));
+}
+
+}  // namespace attnkit::test
