@@ -186,4 +186,39 @@ inline void store_converted(const A* ATTNKIT_RESTRICT src, S* ATTNKIT_RESTRICT d
   for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i]);
 }
 
+/// Register tiles are templates on their row count MR. Calls f(std::integral_constant<int, MR>{},
+/// r0) over rows [0, m) in tiles of max_mr rows (2, 4 or 6), then one tile of the m % max_mr
+/// remaining rows. Shared by the softmax and linear kernels' micro-kernel loops.
+template <class F>
+inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
+  index_t r = 0;
+  for (; r + max_mr <= m; r += max_mr) {
+    if (max_mr == 6)
+      f(std::integral_constant<int, 6>{}, r);
+    else if (max_mr == 4)
+      f(std::integral_constant<int, 4>{}, r);
+    else
+      f(std::integral_constant<int, 2>{}, r);
+  }
+  switch (m - r) {
+    case 5:
+      f(std::integral_constant<int, 5>{}, r);
+      break;
+    case 4:
+      f(std::integral_constant<int, 4>{}, r);
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{}, r);
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{}, r);
+      break;
+    case 1:
+      f(std::integral_constant<int, 1>{}, r);
+      break;
+    default:
+      break;
+  }
+}
+
 }  // namespace attnkit::simd

@@ -100,35 +100,13 @@ void gemm(index_t M, index_t N, const A* a, index_t ars, index_t acs, const A* b
   constexpr index_t NR = 2 * simd::lanes<A, Arch>;
   constexpr index_t MR = 6;
   for (index_t j0 = 0; j0 < N; j0 += NR)
-    for (index_t i0 = 0; i0 < M; i0 += MR) {
-      const index_t mr = std::min(MR, M - i0), r1 = i0 + mr;
-      if (j0 >= col_end(r1)) continue;
-      const index_t kd = kd_of(r1);
-      const A* ai = a + i0 * ars;
-      const A* bj = b + j0;
-      A* cij = c + i0 * ldc + j0;
-      const A* csi = cs ? cs + i0 : nullptr;
-      switch (mr) {
-        case 6:
-          gemm_tile<6, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
-          break;
-        case 5:
-          gemm_tile<5, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
-          break;
-        case 4:
-          gemm_tile<4, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
-          break;
-        case 3:
-          gemm_tile<3, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
-          break;
-        case 2:
-          gemm_tile<2, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
-          break;
-        default:
-          gemm_tile<1, A, Arch>(ai, ars, acs, bj, ldb, cij, ldc, kd, acc, csi);
-          break;
-      }
-    }
+    simd::dispatch_rows(M, MR, [&](auto mr, index_t i0) {
+      constexpr int R = decltype(mr)::value;
+      const index_t r1 = i0 + R;
+      if (j0 >= col_end(r1)) return;
+      gemm_tile<R, A, Arch>(a + i0 * ars, ars, acs, b + j0, ldb, c + i0 * ldc + j0, ldc, kd_of(r1),
+                            acc, cs ? cs + i0 : nullptr);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

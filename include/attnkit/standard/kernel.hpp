@@ -222,39 +222,6 @@ inline void for_each_key_group(const Rows* head_rows, index_t nh, index_t j0, in
     }
 }
 
-template <class F>
-inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
-  // Calls f(std::integral_constant<int, MR>{}, r0) over row tiles of max_mr (2, 4 or 6) rows.
-  index_t r = 0;
-  for (; r + max_mr <= m; r += max_mr) {
-    if (max_mr == 6)
-      f(std::integral_constant<int, 6>{}, r);
-    else if (max_mr == 4)
-      f(std::integral_constant<int, 4>{}, r);
-    else
-      f(std::integral_constant<int, 2>{}, r);
-  }
-  switch (m - r) {
-    case 5:
-      f(std::integral_constant<int, 5>{}, r);
-      break;
-    case 4:
-      f(std::integral_constant<int, 4>{}, r);
-      break;
-    case 3:
-      f(std::integral_constant<int, 3>{}, r);
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{}, r);
-      break;
-    case 1:
-      f(std::integral_constant<int, 1>{}, r);
-      break;
-    default:
-      break;
-  }
-}
-
 // Online-softmax update of one row of a tile. s[0, ncols) holds the scores (scaled); columns
 // outside [vis_lo, vis_hi] are masked. On return s holds P = e^{x - m_new} and st is updated;
 // returns alpha.
@@ -415,7 +382,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       if (!pre.kt)
         pack_kt<A, 2 * W>(rows, j0, std::min(nb, kmax + 1 - j0), ncols, Dk, ws.kt.data());
       // Row tiles outer: the tile's Q rows stay in L1 while K^T streams sequentially.
-      dispatch_rows(M, 6, [&](auto mr, index_t r0) {
+      simd::dispatch_rows(M, 6, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < ncols; c += 2 * W)
           qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt + c * Dk, 2 * W,
                                                 S + r0 * NB + c, NB, Dk);
@@ -426,7 +393,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       const auto k_of = [](const Rows& hr, index_t key) { return hr.k_row(key); };
       for_each_key_group(head_rows, it.nh, j0, std::min(nb, kmax + 1 - j0), sw_prefetch ? sq.tk : 0,
                          Dk, k_of, [&](auto ku, const auto* k, index_t j, index_t hh) {
-                           dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+                           simd::dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
                              constexpr int MR = decltype(mr)::value;
                              r0 += hh * Mh;
                              const A* Qr = ws.q.data() + r0 * Dkp;
@@ -465,7 +432,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
       if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
       // 4-row tiles measured faster than 6 here (Zen 3: 46 vs 70 GFLOP/s for the tile alone).
-      dispatch_rows(M, 4, [&](auto mr, index_t r0) {
+      simd::dispatch_rows(M, 4, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < Dvp; c += 2 * W)
           pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
                                                 ws.acc.data() + r0 * Dvp + c, Dvp,
@@ -483,7 +450,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       const auto v_of = [](const Rows& hr, index_t key) { return hr.v_row(key); };
       for_each_key_group(head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
                          [&](auto ku, const auto* v, index_t j, index_t hh) {
-                           dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+                           simd::dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
                              r0 += hh * Mh;
                              pv_rows_keys<decltype(mr)::value, decltype(ku)::value, A, Arch>(
                                  S + r0 * NB + j, NB, v, Dv, ws.acc.data() + r0 * Dvp, Dvp);
