@@ -114,6 +114,26 @@ TEST_CASE("core: SIMD loads convert 16-bit storage exactly", "[core][simd]") {
   for (std::size_t i = 0; i < h.size(); ++i) CHECK(out[i] == 2.0f * float(h[i]));
 }
 
+TEST_CASE("core: SIMD transpose of any block size stays inside the destination", "[core][simd]") {
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    for (index_t rows : {1, 7, 8, 9, 16, 23, 64})
+      for (index_t cols : {1, 5, 8, 13, 16, 130}) {
+        const index_t lds = cols + 3, ldd = rows + 5;
+        std::vector<T> src(std::size_t(rows * lds)), dst(std::size_t(cols * ldd), T(-1));
+        for (std::size_t i = 0; i < src.size(); ++i) src[i] = T(i);
+        simd::transpose<T, simd::default_arch>(src.data(), lds, dst.data(), ldd, rows, cols);
+        INFO("rows " << rows << " cols " << cols);
+        for (index_t j = 0; j < cols; ++j)
+          for (index_t i = 0; i < ldd; ++i)
+            CHECK(dst[std::size_t(j * ldd + i)] ==
+                  (i < rows ? src[std::size_t(i * lds + j)] : T(-1)));
+      }
+  };
+  check(0.0f);
+  check(0.0);
+}
+
 TEST_CASE("core: executors run every item once and rethrow errors", "[core][executor]") {
   thread_pool pool(3);
   serial_executor serial;

@@ -186,6 +186,45 @@ inline void store_converted(const A* ATTNKIT_RESTRICT src, S* ATTNKIT_RESTRICT d
   for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i]);
 }
 
+/// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (a [rows, cols] block transposed).
+/// float with AVX: 8x8 register transposes, scalar edges.
+template <class T, class Arch>
+inline void transpose(const T* ATTNKIT_RESTRICT src, index_t lds, T* ATTNKIT_RESTRICT dst,
+                      index_t ldd, index_t rows, index_t cols) {
+  index_t i0 = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 8) {
+    for (; i0 + 8 <= rows; i0 += 8) {
+      index_t j0 = 0;
+      for (; j0 + 8 <= cols; j0 += 8) {
+        const float* s = src + i0 * lds + j0;
+        __m256 r[8], t[8];
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(s + k * lds);
+        for (int k = 0; k < 8; k += 2) {
+          t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);  // rows k, k+1 interleaved (pairs)
+          t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+        }
+        for (int k = 0; k < 8; k += 4) {
+          r[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));  // quads
+          r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+          r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+          r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        float* d = dst + j0 * ldd + i0;
+        for (int k = 0; k < 4; ++k) {  // 128-bit halves: columns k and k + 4
+          _mm256_storeu_ps(d + k * ldd, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+          _mm256_storeu_ps(d + (k + 4) * ldd, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+        }
+      }
+      for (index_t i = i0; i < i0 + 8; ++i)
+        for (index_t j = j0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+    }
+  }
+#endif
+  for (index_t i = i0; i < rows; ++i)
+    for (index_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
 /// Register tiles are templates on their row count MR. Calls f(std::integral_constant<int, MR>{},
 /// r0) over rows [0, m) in tiles of max_mr rows (2, 4 or 6), then one tile of the m % max_mr
 /// remaining rows. Shared by the softmax and linear kernels' micro-kernel loops.
