@@ -138,7 +138,8 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
   ATTNKIT_UNROLL for (int a = 0; a < MR * KU; ++a) acc[a] = B(A(0));
   auto step = [&](index_t d, const B(&kb)[KU]) {
     ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
-      const B qb = B::load_aligned(Q + i * ldq + d);
+      B qb = B::load_aligned(Q + i * ldq + d);
+      if constexpr (KU > 1) simd::keep_in_register(qb);  // one load for the KU keys
       ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) acc[i * KU + u] =
           xsimd::fma(qb, kb[u], acc[i * KU + u]);
     }
