@@ -302,6 +302,68 @@ void step_kfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_
   }
 }
 
+// Two consecutive tokens of an undecayed K-first state (linear_attn) in one pass over the state:
+// half the state's L2 <-> L1 traffic per token, the intermediate state stays in a register (so
+// the vector path does the same operations as two single steps):
+//   s = src[d, j] + k1[d] v1[j];  out1[j] += q1[d] s;  s += k2[d] v2[j];  out2[j] += q2[d] s;
+//   dst[d, j] = s
+// (Measured, T=4096: linear_attn recurrent 110 -> 82 ms on 1 thread. The decayed variants ran
+// 20-30% slower this way than with single steps, so they keep those.)
+template <int NB, class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void kfirst_cols2(index_t j, index_t K, const A* src, index_t lds, A* dst,
+                                        index_t ldd, const A* k1, const A* q1, const A* v1,
+                                        const A* k2, const A* q2, const A* v2, A* out1, A* out2) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  B vb1[NB], vb2[NB], ob1[NB], ob2[NB];
+  ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+    vb1[u] = B::load_unaligned(v1 + j + u * W);
+    vb2[u] = B::load_unaligned(v2 + j + u * W);
+    ob1[u] = ob2[u] = B(A(0));
+  }
+  for (index_t d = 0; d < K; ++d) {
+    const B kd1(k1[d]), qd1(q1[d]), kd2(k2[d]), qd2(q2[d]);
+    A* dr = dst + d * ldd + j;
+    const A* sr = src ? src + d * lds + j : nullptr;
+    ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+      B s = sr ? xsimd::fma(kd1, vb1[u], B::load_unaligned(sr + u * W)) : kd1 * vb1[u];
+      ob1[u] = xsimd::fma(qd1, s, ob1[u]);
+      s = xsimd::fma(kd2, vb2[u], s);
+      s.store_unaligned(dr + u * W);
+      ob2[u] = xsimd::fma(qd2, s, ob2[u]);
+    }
+  }
+  ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
+    ob1[u].store_unaligned(out1 + j + u * W);
+    ob2[u].store_unaligned(out2 + j + u * W);
+  }
+}
+
+template <class A, class Arch>
+void step2_kfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_t ldd, const A* k1,
+                  const A* q1, const A* v1, const A* k2, const A* q2, const A* v2, A* out1,
+                  A* out2) {
+  constexpr index_t W = simd::lanes<A, Arch>;
+  index_t j = 0;
+  for (; j + 2 * W <= V; j += 2 * W)
+    kfirst_cols2<2, A, Arch>(j, K, src, lds, dst, ldd, k1, q1, v1, k2, q2, v2, out1, out2);
+  for (; j + W <= V; j += W)
+    kfirst_cols2<1, A, Arch>(j, K, src, lds, dst, ldd, k1, q1, v1, k2, q2, v2, out1, out2);
+  for (; j < V; ++j) {  // tail columns (V not a multiple of W)
+    A o1 = 0, o2 = 0;
+    for (index_t d = 0; d < K; ++d) {
+      A s = k1[d] * v1[j];
+      if (src) s += src[d * lds + j];
+      o1 += q1[d] * s;
+      s += k2[d] * v2[j];
+      dst[d * ldd + j] = s;
+      o2 += q2[d] * s;
+    }
+    out1[j] = o1;
+    out2[j] = o2;
+  }
+}
+
 // V-first, rows = value channels e, columns = key channels:
 //   dst[e, 0:K] = a[0:K] * src[e, 0:K] + vv[e] kk[0:K];   out[e] = qq[0:K] . dst[e, 0:K]
 template <int RB, bool Gated, class A, class Arch>
@@ -477,12 +539,12 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const index_t K = sh.K, V = sh.V, Kp = round_up(K, W), Vp = round_up(V, W);
   const bool vf = c.p.state_v_first;
   const index_t rows = vf ? V : K, cols = vf ? K : V, colsp = vf ? Kp : Vp;
-  ensure(ws.q, Kp);
-  ensure(ws.k, Kp);
-  ensure(ws.v, Vp);
-  ensure(ws.ob, Vp);
-  ensure(ws.a, Kp);
-  ensure(ws.g, Kp);
+  ensure(ws.q, 2 * Kp);  // two token slots (two-token steps)
+  ensure(ws.k, 2 * Kp);
+  ensure(ws.v, 2 * Vp);
+  ensure(ws.ob, 2 * Vp);
+  ensure(ws.a, 2 * Kp);
+  ensure(ws.g, 2 * Kp);
   ensure(ws.z, Kp);
   A* qrow = ws.q.data();
   A* krow = ws.k.data();
@@ -505,38 +567,51 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   }
   if (sq.len > 1 || !ht) ensure(ws.S, rows * colsp);
   const A scale = A(sh.scale);
-  for (index_t i = 0; i < sq.len; ++i) {
+  constexpr bool gated = kind != linear_gate::none;
+  const index_t as = kind == linear_gate::channel ? 1 : 0;  // decay stride over key channels
+  // token i's rows (scaled q, k, v) and decay a = exp(g) into buffer slot 0 or 1
+  auto prepare = [&](index_t i, index_t slot) {
     const index_t t = sq.t0 + i;
-    if (i + 4 < sq.len) prefetch_token(c, sq.b, t + 4, h);
+    load_row<A, Arch>(&c.q(sq.b, t, h, 0), qrow + slot * Kp, K, Kp, scale);
+    load_row<A, Arch>(&c.k(sq.b, t, h, 0), krow + slot * Kp, K, Kp);
+    load_row<A, Arch>(&c.v(sq.b, t, h, 0), vrow + slot * Vp, V, Vp);
+    if constexpr (gated) {
+      A* g = ws.g.data() + slot * Kp;
+      A* as_ = a + slot * Kp;
+      c.gate.read(sq.b, t, h, g, K);
+      if constexpr (kind == linear_gate::channel) {
+        vexp<A, Arch>(g, as_, Kp);
+      } else {
+        const A av = std::exp(g[0]);
+        for (index_t d = 0; d < (vf ? Kp : 1); ++d) as_[d] = av;
+      }
+    }
+  };
+  // Undecayed K-first states advance two tokens per pass over the state (step2_kfirst).
+  for (index_t i = 0; i < sq.len;) {
+    const index_t t = sq.t0 + i;
+    const index_t step = !gated && !vf && i + 1 < sq.len ? 2 : 1;
+    for (index_t u = 0; u < step; ++u)
+      if (i + u + 4 < sq.len) prefetch_token(c, sq.b, t + u + 4, h);
     // state source/destination: h0 -> work buffer -> ... -> ht (the decode step: h0 -> ht)
     const A* src = i == 0 ? h0 : ws.S.data();
     const index_t lds = i == 0 ? ld0 : colsp;
-    const bool last = i + 1 == sq.len && ht;
+    const bool last = i + step == sq.len && ht;
     A* dst = last ? ht : ws.S.data();
     const index_t ldd = last ? ldt : colsp;
-    load_row<A, Arch>(&c.q(sq.b, t, h, 0), qrow, K, Kp, scale);
-    load_row<A, Arch>(&c.k(sq.b, t, h, 0), krow, K, Kp);
-    load_row<A, Arch>(&c.v(sq.b, t, h, 0), vrow, V, Vp);
-    if constexpr (kind == linear_gate::none) {
-      if (vf)
-        step_vfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
-      else
-        step_kfirst<false, A, Arch>(K, V, src, lds, dst, ldd, a, 0, krow, qrow, vrow, out);
+    prepare(i, 0);
+    if (step == 2) {
+      prepare(i + 1, 1);
+      step2_kfirst<A, Arch>(K, V, src, lds, dst, ldd, krow, qrow, vrow, krow + Kp, qrow + Kp,
+                            vrow + Vp, out, out + Vp);
+    } else if (vf) {
+      step_vfirst<gated, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
     } else {
-      c.gate.read(sq.b, t, h, ws.g.data(), K);
-      if constexpr (kind == linear_gate::channel) {
-        vexp<A, Arch>(ws.g.data(), a, Kp);
-      } else {
-        const A av = std::exp(ws.g[0]);
-        for (index_t d = 0; d < (vf ? Kp : 1); ++d) a[d] = av;
-      }
-      const index_t as = kind == linear_gate::channel ? 1 : 0;
-      if (vf)
-        step_vfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, krow, qrow, vrow, out);
-      else
-        step_kfirst<true, A, Arch>(K, V, src, lds, dst, ldd, a, as, krow, qrow, vrow, out);
+      step_kfirst<gated, A, Arch>(K, V, src, lds, dst, ldd, a, as, krow, qrow, vrow, out);
     }
-    write_out<A, Arch>(c, sq.b, t, h, out, qrow, krow, z, Kp);
+    for (index_t u = 0; u < step; ++u)
+      write_out<A, Arch>(c, sq.b, t + u, h, out + u * Vp, qrow + u * Kp, krow + u * Kp, z, Kp);
+    i += step;
   }
   store_z(c, n, h, z);
 }
