@@ -120,7 +120,7 @@ TEST_CASE("core: SIMD transpose of any block size stays inside the destination",
     for (index_t rows : {1, 7, 8, 9, 16, 23, 64})
       for (index_t cols : {1, 5, 8, 13, 16, 130}) {
         const index_t lds = cols + 3, ldd = rows + 5;
-        std::vector<T> src(std::size_t(rows * lds)), dst(std::size_t(cols * ldd), T(-1));
+        std::vector<T> src(std::size_t(rows * lds)), dst(std::size_t(cols * ldd + 64), T(-1));
         for (std::size_t i = 0; i < src.size(); ++i) src[i] = T(i);
         simd::transpose<T, simd::default_arch>(src.data(), lds, dst.data(), ldd, rows, cols);
         INFO("rows " << rows << " cols " << cols);
@@ -128,6 +128,7 @@ TEST_CASE("core: SIMD transpose of any block size stays inside the destination",
           for (index_t i = 0; i < ldd; ++i)
             CHECK(dst[std::size_t(j * ldd + i)] ==
                   (i < rows ? src[std::size_t(i * lds + j)] : T(-1)));
+        for (std::size_t g = std::size_t(cols * ldd); g < dst.size(); ++g) CHECK(dst[g] == T(-1));
       }
   };
   check(0.0f);

@@ -6,9 +6,9 @@
 //
 // recurrent (params.algo = recurrent), per token, one pass over the state:
 //   S <- diag(a) S + k v^T  and  o = S^T q~   fused row by row (a = exp(g), K-first rows are key
-//   channels, V-first rows are value channels). Token 0 reads h0 and the last token writes ht
-//   directly, so the decode step (T = 1) reads the state once and writes it once, in place if
-//   ht == h0.
+//   channels, V-first rows are value channels); undecayed K-first states take two tokens per
+//   pass. Token 0 reads h0 and the last token writes ht directly, so the decode step (T = 1)
+//   reads the state once and writes it once, in place if ht == h0.
 // chunk (params.algo = chunk), per chunk of L <= C rows with the chunk-local inclusive cumulative
 // log gate P_r = sum_{s<=r} g_s and the suffix U_c = sum_{c<s<L} g_s (both plain sums, no
 // cancellation, every exponent <= 0):
@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -60,10 +61,17 @@ class prefetch_queue {
   static constexpr int lines_per_tile = 6;  // tuned: 4 too few, 8-12 no better
 
   void clear() { segs_.clear(), next_ = 0, offset_ = 0; }
+  /// Queues the cache lines of n elements at p (from the line holding p to the one holding the
+  /// last element).
   template <class T>
   void add(const T* p, index_t n, bool write) {
-    segs_.push_back({reinterpret_cast<const char*>(p), n * index_t(sizeof(T)), write});
+    const auto first = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t line = first & ~std::uintptr_t(63);
+    const auto end = first + std::uintptr_t(n) * sizeof(T);
+    segs_.push_back({reinterpret_cast<const char*>(line), index_t(end - line), write});
   }
+  /// Issues whatever is still queued (the work ran out of tiles first: small heads).
+  void drain() { step(std::numeric_limits<int>::max()); }
   /// Issues the next `lines` prefetches (none once the queue is drained).
   ATTNKIT_ALWAYS_INLINE void step(int lines = lines_per_tile) {
     for (; lines > 0 && next_ < segs_.size(); --lines) {
@@ -539,7 +547,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const index_t K = sh.K, V = sh.V, Kp = round_up(K, W), Vp = round_up(V, W);
   const bool vf = c.p.state_v_first;
   const index_t rows = vf ? V : K, cols = vf ? K : V, colsp = vf ? Kp : Vp;
-  ensure(ws.q, 2 * Kp);  // two token slots (two-token steps)
+  ensure(ws.q, 2 * Kp);  // two token slots (two-token steps; slot 1 of a and g stays unused)
   ensure(ws.k, 2 * Kp);
   ensure(ws.v, 2 * Vp);
   ensure(ws.ob, 2 * Vp);
@@ -778,7 +786,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
       } else {
         const A* e = ws.g.data();     // exp(g), computed in place above
         A* qf = ws.tmp.data();        // [BC, Kp] q~ rows of the sub-chunk * exp(G_r - G_n)
-        A* acc = qf + (BC + 1) * Kp;  // [Kp] running products, then [C, Kp] decayed k rows
+        A* acc = qf + (BC + 1) * Kp;  // [Kp] running products; after it, up to C - 1 decayed k rows
         for (index_t i0 = 0; i0 < L; i0 += BC) {
           const index_t i1 = std::min(L, i0 + BC);
           if (i0 > 0) {
@@ -846,6 +854,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
       // ---- S <- diag(exp(P_{L-1})) S + (k * exp(U))^T V ----
       gemm<A, Arch>(
           K, V, Khp, 1, Kp, Vc, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all, pf);
+      pf->drain();
     }
   }
 
