@@ -461,8 +461,8 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
   }
 }
 
-TEMPLATE_TEST_CASE("linear: decode steps update a caller-owned state in place", "[linear]", double,
-                   float) {
+TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned state in place",
+                   "[linear]", double, float) {
   using A = accum_t<TestType>;
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
   const bool v_first = GENERATE(false, true);
@@ -502,8 +502,10 @@ TEMPLATE_TEST_CASE("linear: decode steps update a caller-owned state in place", 
   p.algo = algo;
   sd.h0 = state.cv();
   if (normalize) sd.z0 = z.cv();
-  for (index_t t = prefill; t < T; ++t) run_range(pr, p, t, t + 1, o.v(), sd);
-  INFO(name_of(var) << " v_first=" << v_first);
+  // tokens per decode call: 1, 2 (one two-token state pass, in place), 3 (a pair and a single)
+  const index_t step = GENERATE(1, 2, 3);
+  for (index_t t = prefill; t < T; t += step) run_range(pr, p, t, std::min(T, t + step), o.v(), sd);
+  INFO(name_of(var) << " v_first=" << v_first << " tokens per call " << step);
   ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
   ATTNKIT_CHECK_CLOSE(state.cv(), h_full.cv(), test::tolerance<TestType>());
   if (normalize) ATTNKIT_CHECK_CLOSE(z.cv(), z_full.cv(), test::tolerance<TestType>());
