@@ -2,6 +2,7 @@
 // Core: tensor views (every coordinate, CuTe-style), masks, 16-bit conversions, executors and the
 // online-softmax state.
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <support/test_util.hpp>
 
@@ -154,6 +155,30 @@ TEST_CASE("core: executors run every item once and rethrow errors", "[core][exec
     CHECK(nested.load() == 12);
   }
   CHECK(pool.num_threads() == 3);
+}
+
+TEST_CASE("core: back-to-back tiny parallel_for calls never straddle", "[core][executor]") {
+  // Regression: a worker that woke late for one call could claim items of the next one (run them
+  // twice, or through a null body) and push the done count past the item count (a hang). Seen in
+  // CI under load; a standalone loop of such calls crashed or hung within 20 s on a busy machine
+  // (3 threads) or an oversubscribed pool (16 threads). This bounded version is a probabilistic
+  // guard: many short calls where the caller often finishes before the workers wake, every item
+  // run exactly once.
+  for (int threads : {3, 16}) {
+    thread_pool pool(threads);
+    std::vector<std::atomic<int>> hits(8);
+    long wrong = 0, calls = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (calls < 200000 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)) {
+      const index_t n = 2 + calls % 5;
+      for (index_t i = 0; i < n; ++i) hits[std::size_t(i)].store(0);
+      pool.parallel_for(n, [&](index_t i) { hits[std::size_t(i)].fetch_add(1); });
+      for (index_t i = 0; i < n; ++i) wrong += hits[std::size_t(i)].load() != 1;
+      ++calls;
+    }
+    INFO(threads << " threads, " << calls << " calls");
+    CHECK(wrong == 0);
+  }
 }
 
 TEST_CASE("core: online-softmax state merges exactly and never makes NaN", "[core][softmax]") {

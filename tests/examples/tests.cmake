@@ -7,7 +7,8 @@ if(ATTNKIT_BUILD_EXAMPLES)
   target_compile_definitions(examples_cli_tests PRIVATE
     ATTNKIT_RUN_EXE="$<TARGET_FILE:attnkit-run>")
   add_dependencies(examples_cli_tests attnkit-run)
-  catch_discover_tests(examples_cli_tests TEST_PREFIX "examples/cli: ")
+  catch_discover_tests(examples_cli_tests TEST_PREFIX "examples/cli: "
+                       PROPERTIES TIMEOUT ${ATTNKIT_TEST_TIMEOUT})
 
   add_test(NAME "examples/standard_attention_example"
            COMMAND "$<TARGET_FILE:standard_attention_example>")

@@ -6,5 +6,6 @@ if(ATTNKIT_BUILD_EXAMPLES)
   target_link_libraries(linear_cli_tests PRIVATE attnkit_test_support)
   target_compile_definitions(linear_cli_tests PRIVATE ATTNKIT_RUN_EXE="$<TARGET_FILE:attnkit-run>")
   add_dependencies(linear_cli_tests attnkit-run)
-  catch_discover_tests(linear_cli_tests TEST_PREFIX "linear/cli: ")
+  catch_discover_tests(linear_cli_tests TEST_PREFIX "linear/cli: "
+                       PROPERTIES TIMEOUT ${ATTNKIT_TEST_TIMEOUT})
 endif()

@@ -77,11 +77,13 @@ class thread_pool final : public executor {
     }
     cv_.notify_all();
     in_worker() = true;
-    index_t mine = run_items();
+    index_t mine = run_items(body, n);
     in_worker() = false;
     std::unique_lock<std::mutex> lk(mu_);
     done_ += mine;
-    done_cv_.wait(lk, [&] { return done_ == n_; });
+    // Every item is done and no worker is still inside run_items: only then may the next call
+    // reset next_ (a worker that straddled two calls ran items twice, or with a null body).
+    done_cv_.wait(lk, [&] { return done_ == n_ && active_ == 0; });
     body_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -91,11 +93,12 @@ class thread_pool final : public executor {
     thread_local bool flag = false;
     return flag;
   }
-  index_t run_items() {
+  /// Claims and runs items of the current call until none is left; returns how many it ran.
+  index_t run_items(const std::function<void(index_t)>& body, index_t n) {
     index_t count = 0;
-    for (index_t i; (i = next_.fetch_add(1)) < n_; ++count) {
+    for (index_t i; (i = next_.fetch_add(1)) < n; ++count) {
       try {
-        (*body_)(i);
+        body(i);
       } catch (...) {
         std::lock_guard<std::mutex> lk(mu_);
         if (!error_) error_ = std::current_exception();
@@ -107,16 +110,22 @@ class thread_pool final : public executor {
     in_worker() = true;
     std::uint64_t seen = 0;
     for (;;) {
+      const std::function<void(index_t)>* body;
+      index_t n;
       {
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait(lk, [&] { return stop_ || (generation_ != seen && body_ != nullptr); });
         if (stop_) return;
         seen = generation_;
+        body = body_;  // this call's body and size, read under the lock
+        n = n_;
+        ++active_;
       }
-      index_t mine = run_items();
+      index_t mine = run_items(*body, n);
       std::lock_guard<std::mutex> lk(mu_);
       done_ += mine;
-      if (done_ == n_) done_cv_.notify_all();
+      --active_;
+      if (done_ == n_ && active_ == 0) done_cv_.notify_all();
     }
   }
 
@@ -126,6 +135,7 @@ class thread_pool final : public executor {
   std::condition_variable cv_, done_cv_;
   const std::function<void(index_t)>* body_ = nullptr;
   index_t n_ = 0, done_ = 0;
+  int active_ = 0;  // workers inside run_items of the current call
   std::atomic<index_t> next_{0};
   std::uint64_t generation_ = 0;
   bool stop_ = false;
