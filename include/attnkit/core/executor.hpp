@@ -38,22 +38,22 @@ class serial_executor final : public executor {
 };
 
 /// A fixed-size pool: the calling thread plus `threads - 1` workers pull work items from a shared
-/// counter. A parallel_for issued from inside a work item runs inline (no nested parallelism).
+/// counter. A parallel_for issued from inside a work item runs inline (no nested parallelism; this
+/// holds for any pool, the flag is per thread). Calls from several threads run one at a time, so a
+/// work item must not wait for another thread that calls the same pool.
 class thread_pool final : public executor {
  public:
   explicit thread_pool(int threads = 0) {
     if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
     n_threads_ = threads;
-    for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { worker_loop(); });
-  }
-  ~thread_pool() override {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
+    try {
+      for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { worker_loop(); });
+    } catch (...) {  // a thread could not be started: stop and join the ones that were
+      shutdown();
+      throw;
     }
-    cv_.notify_all();
-    for (auto& w : workers_) w.join();
   }
+  ~thread_pool() override { shutdown(); }
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;
 
@@ -89,6 +89,14 @@ class thread_pool final : public executor {
   }
 
  private:
+  void shutdown() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
   static bool& in_worker() {
     thread_local bool flag = false;
     return flag;
