@@ -100,16 +100,26 @@ class aligned_buffer {
   std::unique_ptr<T, deleter> ptr_;
 };
 
-/// Prefetches n elements starting at p (one request per 64-byte line).
-template <class T>
-ATTNKIT_ALWAYS_INLINE void prefetch(const T* p, index_t n) {
+/// Requests the 64-byte line holding p, for reading or for writing, with __builtin_prefetch's
+/// locality hint (3: into all cache levels, 2: into L2 and below).
+template <int Locality = 3>
+ATTNKIT_ALWAYS_INLINE void prefetch_line(const void* p, bool write = false) {
 #if defined(__GNUC__) || defined(__clang__)
-  const char* c = reinterpret_cast<const char*>(p);
-  for (index_t b = 0; b < n * index_t(sizeof(T)); b += 64) __builtin_prefetch(c + b, 0, 3);
+  if (write)
+    __builtin_prefetch(p, 1, Locality);
+  else
+    __builtin_prefetch(p, 0, Locality);
 #else
   (void)p;
-  (void)n;
+  (void)write;
 #endif
+}
+
+/// Prefetches n elements starting at p (one request per 64-byte line).
+template <int Locality = 3, class T>
+ATTNKIT_ALWAYS_INLINE void prefetch(const T* p, index_t n, bool write = false) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (index_t b = 0; b < n * index_t(sizeof(T)); b += 64) prefetch_line<Locality>(c + b, write);
 }
 
 /// Pins a batch in a register: stops GCC from folding its load into every FMA that uses it (a

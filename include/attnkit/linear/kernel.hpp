@@ -76,12 +76,7 @@ class prefetch_queue {
   ATTNKIT_ALWAYS_INLINE void step(int lines = lines_per_tile) {
     for (; lines > 0 && next_ < segs_.size(); --lines) {
       const segment& s = segs_[next_];
-#if defined(__GNUC__) || defined(__clang__)
-      if (s.write)
-        __builtin_prefetch(s.p + offset_, 1, 2);
-      else
-        __builtin_prefetch(s.p + offset_, 0, 2);
-#endif
+      simd::prefetch_line<2>(s.p + offset_, s.write);  // into L2
       offset_ += 64;
       if (offset_ >= s.bytes) offset_ = 0, ++next_;
     }
@@ -221,26 +216,6 @@ ATTNKIT_ALWAYS_INLINE void store_row(const A* src, S* dst, index_t n, A f) {
   } else {
     for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i] * f);
   }
-}
-
-/// Prefetches n elements at p into L2 (tokens of one head are H*K elements apart in memory, too far
-/// apart for the hardware prefetchers; one request per 64-byte line).
-template <class T>
-ATTNKIT_ALWAYS_INLINE void prefetch_l2(const T* p, index_t n, bool write = false) {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* c = reinterpret_cast<const char*>(p);
-  const index_t bytes = n * index_t(sizeof(T));
-  for (index_t b = 0; b < bytes; b += 64) {
-    if (write)
-      __builtin_prefetch(c + b, 1, 2);
-    else
-      __builtin_prefetch(c + b, 0, 2);
-  }
-#else
-  (void)p;
-  (void)n;
-  (void)write;
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,15 +474,16 @@ struct item_ctx {
   const Gr& gate;
 };
 
-/// Prefetches the q, k, v, o (and gate) rows of token t of batch row b, head h.
+/// Prefetches the q, k, v, o (and gate) rows of token t of batch row b, head h into L2 (tokens of
+/// one head are H*K elements apart in memory, too far apart for the hardware prefetchers).
 template <class Ctx>
 ATTNKIT_ALWAYS_INLINE void prefetch_token(const Ctx& c, index_t b, index_t t, index_t h) {
-  prefetch_l2(&c.q(b, t, h, 0), c.sh.K);
-  prefetch_l2(&c.k(b, t, h, 0), c.sh.K);
-  prefetch_l2(&c.v(b, t, h, 0), c.sh.V);
-  prefetch_l2(&c.o(b, t, h, 0), c.sh.V, true);
+  simd::prefetch<2>(&c.q(b, t, h, 0), c.sh.K);
+  simd::prefetch<2>(&c.k(b, t, h, 0), c.sh.K);
+  simd::prefetch<2>(&c.v(b, t, h, 0), c.sh.V);
+  simd::prefetch<2>(&c.o(b, t, h, 0), c.sh.V, true);
   if constexpr (std::decay_t<decltype(c.gate)>::kind == linear_gate::channel)
-    prefetch_l2(&c.gate.g(b, t, h, 0), c.sh.K);
+    simd::prefetch<2>(&c.gate.g(b, t, h, 0), c.sh.K);
 }
 
 /// Writes o row t (V values of out, divided by q~ . z + 1e-10 with normalize; z updated with k).
@@ -547,12 +523,12 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const index_t K = sh.K, V = sh.V, Kp = round_up(K, W), Vp = round_up(V, W);
   const bool vf = c.p.state_v_first;
   const index_t rows = vf ? V : K, cols = vf ? K : V, colsp = vf ? Kp : Vp;
-  ensure(ws.q, 2 * Kp);  // two token slots (two-token steps; slot 1 of a and g stays unused)
+  ensure(ws.q, 2 * Kp);  // two token slots (two-token steps, undecayed only: a and g have one)
   ensure(ws.k, 2 * Kp);
   ensure(ws.v, 2 * Vp);
   ensure(ws.ob, 2 * Vp);
-  ensure(ws.a, 2 * Kp);
-  ensure(ws.g, 2 * Kp);
+  ensure(ws.a, Kp);
+  ensure(ws.g, Kp);
   ensure(ws.z, Kp);
   A* qrow = ws.q.data();
   A* krow = ws.k.data();
@@ -577,21 +553,20 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   const A scale = A(sh.scale);
   constexpr bool gated = kind != linear_gate::none;
   const index_t as = kind == linear_gate::channel ? 1 : 0;  // decay stride over key channels
-  // token i's rows (scaled q, k, v) and decay a = exp(g) into buffer slot 0 or 1
+  // token i's rows (scaled q, k, v) into buffer slot 0 or 1, and its decay a = exp(g)
   auto prepare = [&](index_t i, index_t slot) {
     const index_t t = sq.t0 + i;
     load_row<A, Arch>(&c.q(sq.b, t, h, 0), qrow + slot * Kp, K, Kp, scale);
     load_row<A, Arch>(&c.k(sq.b, t, h, 0), krow + slot * Kp, K, Kp);
     load_row<A, Arch>(&c.v(sq.b, t, h, 0), vrow + slot * Vp, V, Vp);
     if constexpr (gated) {
-      A* g = ws.g.data() + slot * Kp;
-      A* as_ = a + slot * Kp;
+      A* g = ws.g.data();  // decayed variants take single steps: always slot 0
       c.gate.read(sq.b, t, h, g, K);
       if constexpr (kind == linear_gate::channel) {
-        vexp<A, Arch>(g, as_, Kp);
+        vexp<A, Arch>(g, a, Kp);
       } else {
         const A av = std::exp(g[0]);
-        for (index_t d = 0; d < (vf ? Kp : 1); ++d) as_[d] = av;
+        for (index_t d = 0; d < (vf ? Kp : 1); ++d) a[d] = av;
       }
     }
   };
