@@ -210,9 +210,10 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
 }
 
 // Decode: software prefetch distance in keys, used only when the bytes an item reads per token
-// (its kv heads' K or V rows) are fewer than kPrefetchMaxTokenBytes. Long token rows span pages
-// and the hardware streamers keep up on their own (measured: an f32 cache with 32 kv heads,
-// 16 KB per token, decodes 1.6x faster without software prefetch; 2 KB per token, 1.6x slower).
+// (its kv heads' K or V rows) are at most kPrefetchMaxTokenBytes. Longer token rows span pages and
+// the hardware streamers keep up on their own. Measured (2 threads, 32K cache): 16 KB per token
+// (f32, 32 kv heads) decodes 1.17x faster without software prefetch; 8 KB (bf16, 32 kv heads)
+// 1.13x faster with it; 2 KB (bf16, 8 kv heads) 1.6x faster with it.
 // Four keys ahead (8 KB for a bf16 cache with 8 kv heads) beat 16 keys by 5-10% on GQA decode:
 // requests far ahead in bursts of 16 lines queue behind the demand misses (a synthetic stream +
 // FMA loop on this machine showed the same: 32 KB ahead in 16-line bursts lost 15% to 2 KB ahead).
@@ -394,7 +395,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
 
   using KV = std::remove_cv_t<std::remove_pointer_t<decltype(rows.k_row(0))>>;
   const bool sw_prefetch =
-      std::size_t(it.nh * std::max(Dk, Dv)) * sizeof(KV) < kPrefetchMaxTokenBytes;
+      std::size_t(it.nh * std::max(Dk, Dv)) * sizeof(KV) <= kPrefetchMaxTokenBytes;
 
   // Key blocks are aligned to multiples of NB (so pre-packed blocks can be shared by all items).
   for (index_t j0 = kmin / NB * NB; j0 <= kmax; j0 += NB) {
