@@ -214,9 +214,8 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
 // the hardware streamers keep up on their own. Measured (2 threads, 32K cache): 16 KB per token
 // (f32, 32 kv heads) decodes 1.17x faster without software prefetch; 8 KB (bf16, 32 kv heads)
 // 1.13x faster with it; 2 KB (bf16, 8 kv heads) 1.6x faster with it.
-// Four keys ahead (8 KB for a bf16 cache with 8 kv heads) beat 16 keys by 5-10% on GQA decode:
-// requests far ahead in bursts of 16 lines queue behind the demand misses (a synthetic stream +
-// FMA loop on this machine showed the same: 32 KB ahead in 16-line bursts lost 15% to 2 KB ahead).
+// Four keys ahead (8 KB for a bf16 cache with 8 kv heads) beat 16 keys by 5-10% on GQA decode
+// (interleaved runs). Either way that walk streams at ~65% of a plain read (README, Performance).
 constexpr index_t kPrefetchKeys = 4;
 constexpr std::size_t kPrefetchMaxTokenBytes = 8192;
 
