@@ -5,6 +5,12 @@
 // inline definition (ODR; see style_and_ecosystem.md 3.6).
 #pragma once
 
+#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -14,7 +20,7 @@
 #include <type_traits>
 #include <xsimd/xsimd.hpp>
 
-#if defined(__AVX__) || defined(__AVX2__) || defined(__F16C__)
+#if defined(__AVX__) || defined(__AVX2__) || defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -59,6 +65,19 @@ ATTNKIT_ALWAYS_INLINE void reduce_add4(const xsimd::batch<T, Arch>& b0,
                                        const xsimd::batch<T, Arch>& b1,
                                        const xsimd::batch<T, Arch>& b2,
                                        const xsimd::batch<T, Arch>& b3, T* out) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 16) {
+    const auto half_sum = [](__m512 b) {  // lanes i and i + 8 added: 16 -> 8 lanes
+      return _mm256_add_ps(_mm512_castps512_ps256(b),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b), 1)));
+    };
+    const __m256 t0 = _mm256_hadd_ps(half_sum(b0), half_sum(b1));
+    const __m256 t1 = _mm256_hadd_ps(half_sum(b2), half_sum(b3));
+    const __m256 t2 = _mm256_hadd_ps(t0, t1);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1)));
+    return;
+  }
+#endif
 #if defined(__AVX__)
   if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 8) {
     const __m256 t0 = _mm256_hadd_ps(b0, b1), t1 = _mm256_hadd_ps(b2, b3);
@@ -144,6 +163,16 @@ ATTNKIT_ALWAYS_INLINE xsimd::batch<A, Arch> load(const S* p) {
   } else {
     static_assert(std::is_same_v<A, float> || std::is_same_v<S, float>,
                   "attnkit::simd::load: unsupported conversion");
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<S, bf16> && B::size == 16) {  // bf16 = the high half of a float
+      __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      return B(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+    if constexpr (std::is_same_v<S, fp16> && B::size == 16) {
+      __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      return B(_mm512_cvtph_ps(h));
+    }
+#endif
 #if defined(__AVX2__)
     if constexpr (std::is_same_v<S, bf16> && B::size == 8) {
       __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -197,13 +226,13 @@ inline void store_converted(const A* ATTNKIT_RESTRICT src, S* ATTNKIT_RESTRICT d
 }
 
 /// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (a [rows, cols] block transposed).
-/// float with AVX: 8x8 register transposes, scalar edges.
+/// float with AVX (Arch AVX or wider): 8x8 register transposes, scalar edges.
 template <class T, class Arch>
 inline void transpose(const T* ATTNKIT_RESTRICT src, index_t lds, T* ATTNKIT_RESTRICT dst,
                       index_t ldd, index_t rows, index_t cols) {
   index_t i0 = 0;
 #if defined(__AVX__)
-  if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 8) {
+  if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size >= 8) {
     for (; i0 + 8 <= rows; i0 += 8) {
       index_t j0 = 0;
       for (; j0 + 8 <= cols; j0 += 8) {
@@ -271,3 +300,7 @@ inline void dispatch_rows(index_t m, index_t max_mr, F&& f) {
 }
 
 }  // namespace attnkit::simd
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

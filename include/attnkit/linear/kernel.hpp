@@ -26,6 +26,12 @@
 //   exact 0). Never a whole-chunk factorisation exp(G_r) exp(-G_c) (it overflows, spec 2.4).
 #pragma once
 
+#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -963,3 +969,7 @@ void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tenso
 }
 
 }  // namespace attnkit
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

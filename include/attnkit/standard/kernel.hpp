@@ -11,6 +11,12 @@
 // depends only on the problem shape, never on the thread count, so results are reproducible.
 #pragma once
 
+#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -763,3 +769,7 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
 }
 
 }  // namespace attnkit
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
