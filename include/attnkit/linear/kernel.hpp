@@ -147,9 +147,9 @@ void gemm(index_t M, index_t N, const A* a, index_t ars, index_t acs, const A* b
           index_t ldc, bool acc, const A* cs, KdOf kd_of, ColEnd col_end,
           prefetch_queue* pf = nullptr) {
   constexpr index_t NR = 2 * simd::lanes<A, Arch>;
-  constexpr index_t MR = 6;
+  constexpr int MR = 6;
   for (index_t j0 = 0; j0 < N; j0 += NR)
-    simd::dispatch_rows(M, MR, [&](auto mr, index_t i0) {
+    simd::dispatch_rows<MR>(M, [&](auto mr, index_t i0) {
       constexpr int R = decltype(mr)::value;
       const index_t r1 = i0 + R;
       if (j0 >= col_end(r1)) return;

@@ -38,6 +38,17 @@ struct softmax_tiling {
   static constexpr index_t kSmallRows = 8;        // below this, S is computed by row dot products
   static constexpr index_t kTargetItems = 32;     // automatic split-KV aims at this many items
   static constexpr index_t kMinSplitKeys = 1024;  // ... with at least this many keys per split
+  static constexpr std::size_t kRetainPackBytes = std::size_t(64) << 20;  // see run_softmax
+  // Rows per register tile of the packed Q K^T and P V micro-kernels (2W columns each), by vector
+  // width W: 16 lanes (AVX-512, 32 registers) take taller tiles, fewer tile reloads of K^T and V.
+  template <index_t W>
+  static constexpr int qk_rows() {
+    return W >= 16 ? 8 : 6;
+  }
+  template <index_t W>
+  static constexpr int pv_rows() {
+    return W >= 16 ? 8 : 4;
+  }
 };
 
 inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
@@ -302,9 +313,18 @@ struct packed_kv {
 /// Packs key block [j0, j0 + nb) transposed into kt as column tiles of TW = 2W keys: tile c is
 /// [Dk, TW] contiguous (element (d, j) at kt[(j / TW) * Dk * TW + d * TW + j % TW]); columns past
 /// nb up to ncols are zero.
-template <class A, index_t TW, class Rows>
+template <class A, class Arch, index_t TW, class Rows>
 inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, index_t Dk, A* kt) {
-  for (index_t j = 0; j < nb; ++j) {
+  using KV = std::remove_cv_t<std::remove_pointer_t<decltype(rows.k_row(0))>>;
+  index_t j = 0;
+  if constexpr (std::is_same_v<KV, A> && TW % 8 == 0) {  // eight keys at a time (8x8 transposes)
+    for (; j + 8 <= nb; j += 8) {
+      const A* r[8];
+      for (index_t u = 0; u < 8; ++u) r[u] = rows.k_row(j0 + j + u);
+      simd::transpose_rows8<A, Arch>(r, kt + (j / TW) * Dk * TW + j % TW, TW, Dk);
+    }
+  }
+  for (; j < nb; ++j) {
     const auto* kr = rows.k_row(j0 + j);
     A* dst = kt + (j / TW) * Dk * TW + j % TW;
     for (index_t d = 0; d < Dk; ++d) dst[d * TW] = to_compute<A>(kr[d]);
@@ -410,9 +430,9 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     if (packed) {
       const A* kt = pre.kt ? pre.kt + (j0 / NB) * Dk * NB : ws.kt.data();
       if (!pre.kt)
-        pack_kt<A, 2 * W>(rows, j0, std::min(nb, kmax + 1 - j0), ncols, Dk, ws.kt.data());
+        pack_kt<A, Arch, 2 * W>(rows, j0, std::min(nb, kmax + 1 - j0), ncols, Dk, ws.kt.data());
       // Row tiles outer: the tile's Q rows stay in L1 while K^T streams sequentially.
-      simd::dispatch_rows(M, 6, [&](auto mr, index_t r0) {
+      simd::dispatch_rows<softmax_tiling::qk_rows<W>()>(M, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < ncols; c += 2 * W)
           qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt + c * Dk, 2 * W,
                                                 S + r0 * NB + c, NB, Dk);
@@ -423,7 +443,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       const auto k_of = [](const Rows& hr, index_t key) { return hr.k_row(key); };
       for_each_key_group(head_rows, it.nh, j0, std::min(nb, kmax + 1 - j0), sw_prefetch ? sq.tk : 0,
                          Dk, k_of, [&](auto ku, const auto* k, index_t j, index_t hh) {
-                           simd::dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+                           simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
                              constexpr int MR = decltype(mr)::value;
                              r0 += hh * Mh;
                              const A* Qr = ws.q.data() + r0 * Dkp;
@@ -462,7 +482,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
       if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
       // 4-row tiles measured faster than 6 here (Zen 3: 46 vs 70 GFLOP/s for the tile alone).
-      simd::dispatch_rows(M, 4, [&](auto mr, index_t r0) {
+      simd::dispatch_rows<softmax_tiling::pv_rows<W>()>(M, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < Dvp; c += 2 * W)
           pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
                                                 ws.acc.data() + r0 * Dvp + c, Dvp,
@@ -480,7 +500,7 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       const auto v_of = [](const Rows& hr, index_t key) { return hr.v_row(key); };
       for_each_key_group(head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
                          [&](auto ku, const auto* v, index_t j, index_t hh) {
-                           simd::dispatch_rows(Mh, 4, [&](auto mr, index_t r0) {
+                           simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
                              r0 += hh * Mh;
                              pv_rows_keys<decltype(mr)::value, decltype(ku)::value, A, Arch>(
                                  S + r0 * NB + j, NB, v, Dv, ws.acc.data() + r0 * Dvp, Dvp);
@@ -624,8 +644,27 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
       }
     }
   }
-  const simd::aligned_buffer<A> packed_store(pack_total);  // freed on return, nothing kept
-  A* const store = packed_store.data();
+  // The packing store is kept per calling thread for the next call when it is at most
+  // kRetainPackBytes (a fresh buffer costs a page fault per 4 KiB: 8192 for T = 4096, Hkv = 8,
+  // about 7% of that prefill); larger stores, and calls nested in another call's tasks on the
+  // same thread (a caller's work-stealing executor), get their own buffer, freed on return.
+  static thread_local simd::aligned_buffer<A> retained_store;
+  static thread_local bool retained_in_use = false;
+  simd::aligned_buffer<A> call_store;
+  const bool retain =
+      pack_total * sizeof(A) <= softmax_tiling::kRetainPackBytes && !retained_in_use;
+  if (!retain)
+    call_store = simd::aligned_buffer<A>(pack_total);
+  else if (retained_store.size() < pack_total)
+    retained_store = simd::aligned_buffer<A>(pack_total);
+  struct in_use_guard {  // released on return or exception
+    bool* flag;
+    ~in_use_guard() {
+      if (flag) *flag = false;
+    }
+  } guard{retain ? &retained_in_use : nullptr};
+  if (retain) retained_in_use = true;
+  A* const store = retain ? retained_store.data() : call_store.data();
   auto packed_of = [&](std::size_t n, index_t hk) {
     packed_kv<A> pk;
     const std::size_t off = pack_off[n * std::size_t(sh.Hkv) + std::size_t(hk)];
@@ -646,7 +685,7 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     A* v = kt + nblocks * kt_block;
     for (index_t b = b0; b < std::min(nblocks, b0 + 16); ++b) {
       const index_t nb = std::min(NB, sq.tk - b * NB);
-      pack_kt<A, 2 * W>(rows, b * NB, nb, NB, sh.Dk, kt + b * kt_block);
+      pack_kt<A, Arch, 2 * W>(rows, b * NB, nb, NB, sh.Dk, kt + b * kt_block);
       pack_v<A, Arch, 2 * W>(rows, b * NB, nb, sh.Dv, Dvp, v + b * v_block);
     }
   });
