@@ -136,6 +136,34 @@ TEST_CASE("core: SIMD transpose of any block size stays inside the destination",
   check(0.0);
 }
 
+TEST_CASE("core: SIMD horizontal sums keep their order", "[core][simd]") {
+  // reduce_add_n<N>: out[a] = sum of the lanes of b[a], for the 4-at-a-time path and (with 16
+  // float lanes) the transposing add tree. Lane values are distinct powers-of-two-scaled integers,
+  // so any swapped lane or source shows up exactly.
+  auto check = [](auto zero, auto n) {
+    using T = decltype(zero);
+    constexpr int N = decltype(n)::value;
+    using B = simd::batch<T>;
+    constexpr std::size_t W = B::size;
+    B b[N];
+    T expect[N];
+    for (int a = 0; a < N; ++a) {
+      alignas(64) T lanes[W];
+      expect[a] = 0;
+      for (std::size_t l = 0; l < W; ++l) expect[a] += lanes[l] = T(1000 * a + int(l) * (a + 1));
+      b[a] = B::load_aligned(lanes);
+    }
+    T out[N];
+    simd::reduce_add_n<N>(b, out);
+    for (int a = 0; a < N; ++a) CHECK(out[a] == expect[a]);
+  };
+  check(0.0f, std::integral_constant<int, 4>{});
+  check(0.0f, std::integral_constant<int, 8>{});
+  check(0.0f, std::integral_constant<int, 16>{});
+  check(0.0, std::integral_constant<int, 8>{});
+  check(0.0, std::integral_constant<int, 16>{});
+}
+
 TEST_CASE("core: executors run every item once and rethrow errors", "[core][executor]") {
   thread_pool pool(3);
   serial_executor serial;

@@ -109,6 +109,37 @@ ATTNKIT_ALWAYS_INLINE void reduce_add4(const xsimd::batch<T, Arch>& b0,
   out[3] = reduce_add(b3);
 }
 
+/// Horizontal sums of N batches: out[a] = sum of the lanes of b[a] (N a multiple of 4). With 16
+/// float lanes and N = 16, one transposing add tree (45 shuffles and adds instead of 80; xsimd
+/// 8.1's haddp returns the sums in the wrong lane order on AVX-512).
+template <int N, class T, class Arch>
+ATTNKIT_ALWAYS_INLINE void reduce_add_n(const xsimd::batch<T, Arch> (&b)[N], T* out) {
+  static_assert(N % 4 == 0, "attnkit::simd::reduce_add_n: N must be a multiple of 4");
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 16 && N == 16) {
+    // 128-bit lane view: after each level a lane holds partial sums of more sources.
+    __m512 w[8], z[4];
+    for (int i = 0; i < 8; ++i) {  // [a0+a2, b0+b2, a1+a3, b1+b3] per lane
+      const __m512 a = b[2 * i], c = b[2 * i + 1];
+      w[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, c), _mm512_unpackhi_ps(a, c));
+    }
+    for (int j = 0; j < 4; ++j) {  // sources 4j..4j+3 at positions 0..3 of every lane
+      const __m512d x = _mm512_castps_pd(w[2 * j]), y = _mm512_castps_pd(w[2 * j + 1]);
+      z[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                           _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    const __m512 y01 = _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 y23 = _mm512_add_ps(_mm512_shuffle_f32x4(z[2], z[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(z[2], z[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_f32x4(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                        _mm512_shuffle_f32x4(y01, y23, _MM_SHUFFLE(3, 1, 3, 1))));
+    return;
+  }
+#endif
+  for (int a = 0; a < N; a += 4) reduce_add4(b[a], b[a + 1], b[a + 2], b[a + 3], out + a);
+}
+
 /// exp with exp(-inf) = 0 (xsimd: |error| <= 1.6 ulp on the softmax domain, see the style study).
 template <class T, class Arch>
 ATTNKIT_ALWAYS_INLINE xsimd::batch<T, Arch> exp(const xsimd::batch<T, Arch>& x) {

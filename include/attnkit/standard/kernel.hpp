@@ -142,10 +142,11 @@ inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) s[i * lds] = simd::reduce_add(acc0[i] + acc1[i]);
 }
 
-// s[i * lds + u] = Q[i, :] . k_u[:] for MR rows and KU keys (MR * KU <= 8 accumulators): several
-// keys in flight hide the FMA latency, each K element is loaded (and converted) once, and the
-// horizontal sums are done four at a time. With fewer than 8 (row, key) pairs, even and odd
-// column steps use separate accumulators (8 independent FMA chains keep both FMA pipes busy).
+// s[i * lds + u] = Q[i, :] . k_u[:] for MR rows and KU keys (MR * KU <= 8 accumulators, 16 with
+// AVX-512's 32 registers): several keys in flight hide the FMA latency, each K element is loaded
+// (and converted) once, and the horizontal sums are done together (simd::reduce_add_n). With fewer
+// than 8 (row, key) pairs, even and odd column steps use separate accumulators (8 independent FMA
+// chains keep both FMA pipes busy).
 template <int MR, int KU, class A, class Arch, class KV>
 inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* const* k, index_t dk,
                           A* s, index_t lds) {
@@ -181,15 +182,15 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
   }
   if constexpr (NS == 2) ATTNKIT_UNROLL for (int a = 0; a < N; ++a) acc[0][a] += acc[1][a];
   alignas(64) A sums[N];
-  ATTNKIT_UNROLL for (int a = 0; a < N; a += 4)
-      simd::reduce_add4(acc[0][a], acc[0][a + 1], acc[0][a + 2], acc[0][a + 3], sums + a);
+  simd::reduce_add_n<N>(acc[0], sums);
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) ATTNKIT_UNROLL for (int u = 0; u < KU; ++u)
       s[i * lds + u] = sums[i * KU + u];
 }
 
-// One column step of pv_rows_keys: O[i, c:c+W] += sum_u p[i][u] * vb[u] for MR rows.
-template <int MR, int KU, class A, class Arch>
-ATTNKIT_ALWAYS_INLINE void pv_column_step(const A (&p)[MR][KU],
+// One column step of pv_rows_keys: O[i, c:c+W] += sum_u p[i][u] * vb[u] for MR rows (p: scalars
+// or batches already broadcast).
+template <int MR, int KU, class A, class Arch, class PB>
+ATTNKIT_ALWAYS_INLINE void pv_column_step(const PB (&p)[MR][KU],
                                           const xsimd::batch<A, Arch> (&vb)[KU],
                                           A* ATTNKIT_RESTRICT O, index_t ldo, index_t c) {
   using B = xsimd::batch<A, Arch>;
@@ -200,6 +201,13 @@ ATTNKIT_ALWAYS_INLINE void pv_column_step(const A (&p)[MR][KU],
   }
 }
 
+// Whether MR x KU broadcast P values fit in registers beside the KU value rows and one O row:
+// AVX-512's 32 registers take 4 x 4; AVX2's 16 do not (there P is broadcast at each use).
+template <int MR, int KU, class A, class Arch>
+constexpr bool pv_broadcast_in_registers() {
+  return xsimd::batch<A, Arch>::size >= 16 && MR * KU + KU + 2 <= 32;
+}
+
 // O[i, 0:dv] += sum_u P[i, u] * v_u[0:dv] for MR rows and KU value rows read in place (converted
 // on load): decode's P.V, streaming the cache in token order. O rows are padded to a multiple of W.
 template <int MR, int KU, class A, class Arch, class KV>
@@ -207,9 +215,11 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
                          A* ATTNKIT_RESTRICT O, index_t ldo) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  A p[MR][KU];  // scalars: broadcast at each use (MR * KU can exceed the vector registers)
+  // P broadcast once (wide register files) or at each use (scalars).
+  using PB = std::conditional_t<pv_broadcast_in_registers<MR, KU, A, Arch>(), B, A>;
+  PB p[MR][KU];
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) p[i][u] =
-      P[i * ldp + u];
+      PB(P[i * ldp + u]);
   const KV* vr[KU];  // row pointers in registers, not reloaded from the caller's array
   ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vr[u] = v[u];
   index_t c = 0;
@@ -452,6 +462,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
                                dot_rows<MR, A, Arch>(Qr, Dkp, k[0], Dk, Sr, NB);
                              } else if constexpr (MR == 1 || MR == 2) {
                                dot_rows_keys<MR, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+                             } else if constexpr (MR == 4 && W >= 16) {  // 16 accumulators
+                               dot_rows_keys<4, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
                              } else if constexpr (MR == 4) {
                                dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
                                dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k + 2, Dk, Sr + 2, NB);
