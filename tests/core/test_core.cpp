@@ -138,8 +138,8 @@ TEST_CASE("core: SIMD transpose of any block size stays inside the destination",
 
 TEST_CASE("core: SIMD horizontal sums keep their order", "[core][simd]") {
   // reduce_add_n<N>: out[a] = sum of the lanes of b[a], for the 4-at-a-time path and (with 16
-  // float lanes) the transposing add tree. Lane values are distinct powers-of-two-scaled integers,
-  // so any swapped lane or source shows up exactly.
+  // float lanes) the transposing add tree. Every batch has a different lane sum (small integers,
+  // exact in float), so any swapped lane or source shows up exactly.
   auto check = [](auto zero, auto n) {
     using T = decltype(zero);
     constexpr int N = decltype(n)::value;

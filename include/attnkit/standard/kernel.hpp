@@ -493,7 +493,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     if (packed) {
       const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
       if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
-      // 4-row tiles measured faster than 6 here (Zen 3: 46 vs 70 GFLOP/s for the tile alone).
+      // Tile height: softmax_tiling::pv_rows (on Zen 3 4 rows beat 6: 70 vs 46 GFLOP/s for the
+      // tile alone; with AVX-512's 32 registers 8 rows).
       simd::dispatch_rows<softmax_tiling::pv_rows<W>()>(M, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < Dvp; c += 2 * W)
           pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
@@ -657,9 +658,10 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     }
   }
   // The packing store is kept per calling thread for the next call when it is at most
-  // kRetainPackBytes (a fresh buffer costs a page fault per 4 KiB: 8192 for T = 4096, Hkv = 8,
-  // about 7% of that prefill); larger stores, and calls nested in another call's tasks on the
-  // same thread (a caller's work-stealing executor), get their own buffer, freed on return.
+  // kRetainPackBytes (a fresh buffer costs a page fault per 4 KiB: 8192 for T = 4096, Hkv = 8;
+  // keeping it cut the packing phase from 72-84 to 53 of ~860 Mcycles per call); larger stores, and
+  // calls nested in another call's tasks on the same thread (a caller's work-stealing executor),
+  // get their own buffer, freed on return.
   static thread_local simd::aligned_buffer<A> retained_store;
   static thread_local bool retained_in_use = false;
   simd::aligned_buffer<A> call_store;
