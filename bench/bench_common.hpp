@@ -20,7 +20,19 @@
 //   pct_read_bw  = 100 * (bytes / s) / read_bw(threads)
 // All rates are per wall-clock second: register benchmarks with ->UseRealTime() (Google Benchmark
 // divides rate counters by the time it reports; CPU time of the calling thread would overstate
-// multi-threaded rates).
+// multi-threaded rates), or ->UseManualTime() with paired_loop below.
+//
+// Paired ceilings (pct_fma_paired, pct_read_paired). The machines this project is measured on are
+// shared VMs whose FMA throughput and memory bandwidth drift within seconds (one of them: the same
+// 2-thread streaming read gave 37 to 55 GB/s over 8 consecutive runs), so a kernel's median
+// against a once-measured best is off by that drift. paired_loop times the kernel (manual time)
+// and, after every call, runs the ceiling for about as long as the call took, timed apart and
+// excluded from the reported time:
+//   pct_fma_paired  = 100 * (kernel FLOP / kernel s) / (FMA-loop FLOP / FMA-loop s)
+//   pct_read_paired = 100 * (kernel bytes / kernel s) / (read bytes / read s)
+// both summed over the same iterations. The paired read streams 2 MiB chunks of the read buffer
+// (at least two per thread) from a position that rotates through all 512 MiB, so it always reads
+// from DRAM; it also displaces cached data between kernel calls (as other layers would).
 //
 // The ceilings are also benchmarks of their own: call register_ceiling_benchmarks() once (e.g.
 // from a static initializer) to get BM_ceiling_fma/threads:N, BM_ceiling_gemm/threads:N and
@@ -323,12 +335,71 @@ inline double cached(const char* what, int threads, double (*run)(int)) {
   return v;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Paired ceilings (see the header comment)
+
+/// Units and seconds of a ceiling run next to a kernel.
+struct paired_ceiling {
+  double units = 0, seconds = 0;
+  double rate() const { return seconds > 0 ? units / seconds : 0; }
+};
+
+/// The benchmark loop of a paired measurement (register with ->UseManualTime()): each iteration
+/// times kernel() as the iteration time, then runs ceiling(seconds the call took) untimed.
+template <class Kernel, class Ceiling>
+paired_ceiling paired_loop(benchmark::State& st, Kernel&& kernel, Ceiling&& ceiling) {
+  paired_ceiling c;
+  ceiling(0.0);  // warm-up outside the sums: first use calibrates the cached ceiling it sizes by
+  for (auto _ : st) {
+    const double t0 = now_seconds();
+    kernel();
+    benchmark::ClobberMemory();
+    const double t1 = now_seconds();
+    st.SetIterationTime(t1 - t0);
+    c.units += ceiling(t1 - t0);
+    c.seconds += now_seconds() - t1;
+  }
+  return c;
+}
+
 /// In-binary FMA peak, GFLOP/s on `threads` threads.
 inline double fma_peak_gflops(int threads) { return cached("fma", threads, run_fma); }
 /// In-binary Eigen GEMM (1024^3 float), GFLOP/s on `threads` threads.
 inline double gemm_gflops(int threads) { return cached("gemm", threads, run_gemm); }
 /// In-binary streaming read bandwidth, GB/s (1e9 bytes/s) on `threads` threads.
 inline double read_bw_gbps(int threads) { return cached("read", threads, run_read); }
+
+/// Runs the FMA loop on `threads` threads for about `seconds` (sized by the cached peak); returns
+/// the FLOP executed.
+inline double run_fma_for(int threads, double seconds) {
+  const double per_step = 2.0 * double(kLanes) * kFmaAcc;  // FLOP per step and thread
+  const double flop = seconds * fma_peak_gflops(threads) * 1e9;
+  const index_t steps = std::max<index_t>(index_t(1) << 12, index_t(flop / per_step / threads));
+  pool(threads).parallel_for(threads, [&](index_t) { fma_item(steps); });
+  return per_step * double(steps) * threads;
+}
+
+constexpr std::size_t kPairedChunkBytes = std::size_t(2) << 20;
+
+/// Streams about `seconds` worth of 2 MiB chunks of the read buffer on `threads` threads, from a
+/// rotating position; returns the bytes read.
+inline double run_read_for(int threads, double seconds) {
+  static std::size_t next = 0;  // rotating chunk position: never reads what is still cached
+  auto& b = read_buffer();
+  const std::size_t nchunks = kReadBytes / kPairedChunkBytes,
+                    per = kPairedChunkBytes / sizeof(float);
+  const double want = seconds * read_bw_gbps(threads) * 1e9;
+  const index_t n = std::max<index_t>(2 * threads, index_t(want / double(kPairedChunkBytes)));
+  std::vector<float> sums(static_cast<std::size_t>(n));
+  const std::size_t first = next;
+  pool(threads).parallel_for(n, [&](index_t c) {
+    const std::size_t chunk = (first + std::size_t(c)) % nchunks;
+    sums[std::size_t(c)] = read_sum(b.data() + chunk * per, per);
+  });
+  next = (first + std::size_t(n)) % nchunks;
+  escape(sums.data());
+  return double(n) * double(kPairedChunkBytes);
+}
 
 // ------------------------------------------------------------------------------------------------
 // Counters
@@ -344,6 +415,15 @@ inline void report_flops(benchmark::State& st, double flop, int threads, bool wi
   st.counters["GFLOPS"] = rate(flop / 1e9);
   st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
   if (with_gemm) st.counters["pct_gemm"] = rate(100.0 * flop / 1e9 / gemm_gflops(threads));
+}
+
+/// pct_fma_paired: `flop` per iteration against the FMA loop run beside it (paired_loop).
+inline void report_fma_paired(benchmark::State& st, double flop, const paired_ceiling& c) {
+  if (c.rate() > 0) st.counters["pct_fma_paired"] = rate(100.0 * flop / c.rate());
+}
+/// pct_read_paired: `bytes` per iteration against the streaming read run beside it (paired_loop).
+inline void report_read_paired(benchmark::State& st, double bytes, const paired_ceiling& c) {
+  if (c.rate() > 0) st.counters["pct_read_paired"] = rate(100.0 * bytes / c.rate());
 }
 
 /// Sets GBps and pct_read_bw for `bytes` bytes per iteration.

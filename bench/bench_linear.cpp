@@ -18,13 +18,18 @@
 //                             dot products of length K and V per chunk); gate exponentials and
 //                             element-wise decays not counted
 //       pct_fma_peak        = 100 * GFLOPS / in-binary FMA peak at the same thread count
+//       pct_fma_paired      = 100 * GFLOPS / the FMA loop run after every call for as long as
+//                             the call (bench_common.hpp, "Paired ceilings")
 //   BM_<variant>_decode/batch:B/threads:N   one token (T=1) per sequence for B sequences,
 //                                recurrent algorithm, state [B,16,128,128] float updated in place
 //                                (ht == h0)
 //       GBps        = 2 * B*H*K*V*4 bytes per call (one read + one write of the state) / seconds
 //       pct_read_bw = 100 * GBps / in-binary streaming read bandwidth (DRAM, 512 MiB buffer)
+//       pct_read_paired = 100 * GBps / the streaming read run after every call for as long as the
+//                     call (DRAM; it also displaces cached data between calls)
 //       tokens_per_s, GFLOPS as above (recurrent formula)
-// All times are wall-clock (UseRealTime); kernels run on an attnkit::thread_pool of `threads`.
+// All times are wall-clock: the kernel calls only (UseManualTime; the paired ceiling runs are
+// excluded); kernels run on an attnkit::thread_pool of `threads`.
 //
 // Running:
 //   bench_linear --benchmark_repetitions=3 --benchmark_report_aggregates_only=true  (quote medians)
@@ -108,14 +113,14 @@ void BM_prefill(benchmark::State& st, variant var, linear_algo algo) {
   linear_params p;
   p.algo = algo;
   p.exec = &pool(threads);
-  for (auto _ : st) {
-    call(var, p, d, 1, t, d.ht.data());
-    benchmark::ClobberMemory();
-  }
-  const double tokens = double(t);
+  const paired_ceiling fma = paired_loop(
+      st, [&] { call(var, p, d, 1, t, d.ht.data()); },
+      [&](double seconds) { return run_fma_for(threads, seconds); });
+  const double tokens = double(t), flop = tokens * kH * exec_flop_per_token_head(var, algo);
   st.counters["tokens_per_s"] = rate(tokens);
   st.counters["GFLOPS_nominal_4KV"] = rate(tokens * kH * 4.0 * kK * kV / 1e9);
-  report_flops(st, tokens * kH * exec_flop_per_token_head(var, algo), threads);
+  report_flops(st, flop, threads);
+  report_fma_paired(st, flop, fma);
 }
 
 void BM_decode(benchmark::State& st, variant var) {
@@ -125,14 +130,14 @@ void BM_decode(benchmark::State& st, variant var) {
   linear_params p;
   p.algo = linear_algo::recurrent;
   p.exec = &pool(threads);
-  for (auto _ : st) {
-    call(var, p, d, b, 1, d.h0.data());  // in place: ht == h0
-    benchmark::ClobberMemory();
-  }
-  const double tokens = double(b);
+  const paired_ceiling read = paired_loop(
+      st, [&] { call(var, p, d, b, 1, d.h0.data()); },  // in place: ht == h0
+      [&](double seconds) { return run_read_for(threads, seconds); });
+  const double tokens = double(b), bytes = 2.0 * double(b) * kH * kK * kV * sizeof(float);
   st.counters["tokens_per_s"] = rate(tokens);
   report_flops(st, tokens * kH * exec_flop_per_token_head(var, linear_algo::recurrent), threads);
-  report_bytes(st, 2.0 * double(b) * kH * kK * kV * sizeof(float), threads);
+  report_bytes(st, bytes, threads);
+  report_read_paired(st, bytes, read);
 }
 
 const bool registered = [] {
@@ -149,14 +154,14 @@ const bool registered = [] {
       benchmark::RegisterBenchmark(name.c_str(), BM_prefill, v.var, algo)
           ->ArgNames({"seq", "threads"})
           ->ArgsProduct({{1024, 4096, 16384}, thread_counts()})
-          ->UseRealTime()
+          ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
     }
     benchmark::RegisterBenchmark((std::string("BM_") + v.name + "_decode").c_str(), BM_decode,
                                  v.var)
         ->ArgNames({"batch", "threads"})
         ->ArgsProduct({{1, 64}, thread_counts()})
-        ->UseRealTime()
+        ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
   }
   return true;

@@ -8,20 +8,26 @@
 //       GFLOPS       = 2*Tq*Tk*(Dk+Dv)/2 * B*Hq per call / wall seconds / 1e9 (causal: half area)
 //       pct_fma_peak = 100 * GFLOPS / in-binary FMA peak at the same thread count
 //       pct_gemm     = 100 * GFLOPS / in-binary Eigen GEMM at the same thread count
+//       pct_fma_paired = 100 * GFLOPS / the FMA loop run after every call for as long as the call
+//                      (bench_common.hpp, "Paired ceilings"; same drift, same seconds)
 //       x_vs_ref     = reference seconds / kernel seconds (T = 256 only)
 //   BM_decode_f32|bf16/Hkv/cache/threads   Tq=1, Hq=32, Hkv in {32,8}, D=128, float q/o,
 //                                contiguous attnkit::kv_cache of float or bf16 with
 //                                cache_seqlens = cache, cache in {4096, 32768} (+131072 with FULL)
 //       GBps         = B*Tk*Hkv*(Dk+Dv)*sizeof(elem) per call / wall seconds / 1e9 (K and V read)
 //       pct_read_bw  = 100 * GBps / in-binary streaming read at the same thread count
+//       pct_read_paired = 100 * GBps / the streaming read run after every call for as long as
+//                      the call (DRAM; it also displaces cached data between calls)
 //       GFLOPS       = 2*Tk*(Dk+Dv) * Hq per call / wall seconds / 1e9
 //       x_vs_ref     = reference seconds / kernel seconds (cache = 4096 only)
 //   BM_prefill_ref/Hkv/T:256, BM_decode_ref_f32|bf16/Hkv/cache:4096   attnkit::reference (plain
 //                                loops, double accumulation, single-threaded), same counters.
-// All times are wall-clock (UseRealTime); the kernel runs on an attnkit::thread_pool of `threads`.
+// All times are wall-clock: BM_prefill and BM_decode time the kernel calls only (UseManualTime,
+// the paired ceiling runs are excluded), the rest UseRealTime; the kernel runs on an
+// attnkit::thread_pool of `threads`.
 //
 // Running:
-//   bench_standard                                   default set (about 1-2 minutes)
+//   bench_standard                                   default set (about 2-4 minutes)
 //   ATTNKIT_BENCH_FULL=1 bench_standard              adds prefill T=16384 (seconds per call;
 //                                                    forced to 1 iteration per run) and the
 //                                                    131072-token decode (up to 6 GiB of caches)
@@ -180,12 +186,16 @@ void BM_prefill(benchmark::State& st) {
   const double ref_s = t == kRefT ? ref_prefill_seconds(hkv) : 0;
   auto& d = prefill_data(hkv, t);
   auto& ex = pool(threads);
-  for (auto _ : st) {
-    run_prefill(fast_prefill{}, d, &ex);
-    benchmark::DoNotOptimize(d.o.data());
-    benchmark::ClobberMemory();
-  }
-  report_flops(st, attention_flops(1, kHqPrefill, t, t, kD, kD, true), threads, true);
+  const paired_ceiling fma = paired_loop(
+      st,
+      [&] {
+        run_prefill(fast_prefill{}, d, &ex);
+        benchmark::DoNotOptimize(d.o.data());
+      },
+      [&](double seconds) { return run_fma_for(threads, seconds); });
+  const double flop = attention_flops(1, kHqPrefill, t, t, kD, kD, true);
+  report_flops(st, flop, threads, true);
+  report_fma_paired(st, flop, fma);
   if (ref_s > 0) report_speedup(st, ref_s);
 }
 
@@ -207,11 +217,12 @@ void BM_decode(benchmark::State& st) {
   const double ref_s = cache == kRefCache ? ref_decode_seconds<KV>(hkv) : 0;
   auto& ex = pool(threads);
   run_decode<KV>(fast_decode{}, hkv, cache, &ex);  // fill + warm
-  for (auto _ : st) {
-    run_decode<KV>(fast_decode{}, hkv, cache, &ex);
-    benchmark::ClobberMemory();
-  }
-  report_bytes(st, kv_bytes(1, cache, hkv, kD, kD, sizeof(KV)), threads);
+  const paired_ceiling read = paired_loop(
+      st, [&] { run_decode<KV>(fast_decode{}, hkv, cache, &ex); },
+      [&](double seconds) { return run_read_for(threads, seconds); });
+  const double bytes = kv_bytes(1, cache, hkv, kD, kD, sizeof(KV));
+  report_bytes(st, bytes, threads);
+  report_read_paired(st, bytes, read);
   st.counters["GFLOPS"] = rate(attention_flops(1, kHqDecode, 1, cache, kD, kD, false) / 1e9);
   if (ref_s > 0) report_speedup(st, ref_s);
 }
@@ -233,11 +244,11 @@ bool register_all() {
   const bool full = full_mode();
 
   auto* pf = benchmark::RegisterBenchmark("BM_prefill", BM_prefill);
-  pf->ArgNames({"Hkv", "T", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+  pf->ArgNames({"Hkv", "T", "threads"})->UseManualTime()->Unit(benchmark::kMillisecond);
   pf->ArgsProduct({{8, 2}, {kRefT, 1024, 4096}, thread_counts()});
   if (full) {
     auto* big = benchmark::RegisterBenchmark("BM_prefill", BM_prefill);
-    big->ArgNames({"Hkv", "T", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+    big->ArgNames({"Hkv", "T", "threads"})->UseManualTime()->Unit(benchmark::kMillisecond);
     big->ArgsProduct({{8, 2}, {16384}, thread_counts()})->Iterations(1);
   }
 
@@ -245,7 +256,7 @@ bool register_all() {
       full ? std::vector<int64_t>{4096, 32768, 131072} : std::vector<int64_t>{4096, 32768};
   for (auto* b : {benchmark::RegisterBenchmark("BM_decode_f32", BM_decode<float>),
                   benchmark::RegisterBenchmark("BM_decode_bf16", BM_decode<bf16>)}) {
-    b->ArgNames({"Hkv", "cache", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+    b->ArgNames({"Hkv", "cache", "threads"})->UseManualTime()->Unit(benchmark::kMicrosecond);
     b->ArgsProduct({{32, 8}, caches, thread_counts()});
   }
 
