@@ -30,33 +30,6 @@ void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool 
   test::copy_golden_inputs(src, dst, f32, !i32, {"o", "ht", "zt"});
 }
 
-void check_output(const std::string& out, const std::string& golden, const std::string& name,
-                  bool f32) {
-  const auto got = io::load_npy(out + "/" + name + ".npy");
-  const auto want = io::load_npy(golden + "/" + name + ".npy");
-  INFO("output " << name);
-  CHECK(got.dtype == (f32 ? "<f4" : "<f8"));
-  REQUIRE(got.shape == want.shape);
-  const auto g = got.as<double>(), w = want.as<double>();
-  double max_err = 0, max_ref = 0, num = 0, den = 0;
-  bool finite = true;
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    finite &= std::isfinite(g[i]);
-    max_err = std::max(max_err, std::abs(g[i] - w[i]));
-    max_ref = std::max(max_ref, std::abs(w[i]));
-    num += (g[i] - w[i]) * (g[i] - w[i]);
-    den += w[i] * w[i];
-  }
-  const double rel_rms = std::sqrt(num / den);
-  INFO("max_err=" << max_err << " max_ref=" << max_ref << " rel_rms=" << rel_rms);
-  CHECK(finite);
-  CHECK(max_ref > 0);
-  if (f32)
-    CHECK(rel_rms <= 1e-5);
-  else
-    CHECK(max_err <= 1e-10 * max_ref);
-}
-
 void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts, bool has_zt) {
   const std::string golden = kData + name;
@@ -80,9 +53,9 @@ void replay(const std::string& variant, const std::string& name,
       INFO("stderr: " << r.err);
       REQUIRE(r.status == 0);
       CHECK(r.err.empty());
-      check_output(out, golden, "o", f32);
-      check_output(out, golden, "ht", f32);
-      if (has_zt) check_output(out, golden, "zt", f32);
+      test::check_npy_output(out, golden, "o", f32);
+      test::check_npy_output(out, golden, "ht", f32);
+      if (has_zt) test::check_npy_output(out, golden, "zt", f32);
       CHECK(fs::exists(out + "/zt.npy") == has_zt);
     }
   }

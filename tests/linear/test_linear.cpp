@@ -7,6 +7,7 @@
 #include <attnkit/linear.hpp>
 #include <cstring>
 #include <string>
+#include <support/golden.hpp>
 #include <support/test_util.hpp>
 
 using namespace attnkit;
@@ -171,17 +172,6 @@ void run_range(const problem<T>& pr, const linear_params& p, index_t b, index_t 
   }
 }
 
-/// Every element of the buffer outside the logical view is still NaN (nothing written outside).
-template <class T, std::size_t R>
-bool padding_untouched(const owned_tensor<T, R>& t) {
-  std::vector<char> logical(t.buf.size(), 0);
-  test::for_each_index<R>(t.view.extents(),
-                          [&](const auto& i) { logical[std::size_t(t.view.offset(i))] = 1; });
-  for (std::size_t i = 0; i < t.buf.size(); ++i)
-    if (!logical[i] && !std::isnan(to_compute<double>(t.buf[i]))) return false;
-  return true;
-}
-
 /// Fast kernel vs reference on the same inputs: o, ht (and zt with normalize).
 template <class T>
 void check_against_reference(problem<T>& pr, linear_params p, bool with_h0, index_t pad = 0,
@@ -212,8 +202,8 @@ void check_against_reference(problem<T>& pr, linear_params p, bool with_h0, inde
   ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), test::tolerance<T>());
   ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), test::tolerance<A>());
   if (p.normalize) ATTNKIT_CHECK_CLOSE(zt.cv(), zt_ref.cv(), test::tolerance<A>());
-  CHECK(padding_untouched(o));
-  CHECK(padding_untouched(ht));
+  CHECK(test::padding_untouched(o));
+  CHECK(test::padding_untouched(ht));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -225,17 +215,7 @@ std::string golden_path(const std::string& c, const std::string& name) {
 
 template <class T, std::size_t R>
 owned_tensor<T, R> load(const std::string& c, const std::string& name) {
-  const auto a = io::load_npy(golden_path(c, name));
-  REQUIRE(a.rank() == index_t(R));
-  std::array<index_t, R> ext{};
-  for (std::size_t r = 0; r < R; ++r) ext[r] = a.shape[r];
-  owned_tensor<T, R> t(ext);
-  const auto vals = a.as<double>();
-  index_t i = 0;
-  test::for_each_index<R>(ext, [&](const auto& idx) {
-    test::at(t.view, idx) = from_compute<T>(vals[std::size_t(i++)]);
-  });
-  return t;
+  return test::load_npy_tensor<T, R>(golden_path(c, name));
 }
 
 /// Replays one golden case in precision T with the fast kernel (algo) or the reference; returns
@@ -509,7 +489,7 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
   ATTNKIT_CHECK_CLOSE(state.cv(), h_full.cv(), test::tolerance<TestType>());
   if (normalize) ATTNKIT_CHECK_CLOSE(z.cv(), z_full.cv(), test::tolerance<TestType>());
-  CHECK(padding_untouched(state));
+  CHECK(test::padding_untouched(state));
 }
 
 TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)", "[linear]",
@@ -645,7 +625,7 @@ TEST_CASE("linear: empty inputs", "[linear]") {
     auto zeros = pr.make_state();
     std::fill(zeros.buf.begin(), zeros.buf.end(), 0.0f);
     ATTNKIT_CHECK_CLOSE(ht.cv(), zeros.cv(), 0.0);
-    CHECK(padding_untouched(o));  // o has no elements: its buffer is untouched
+    CHECK(test::padding_untouched(o));  // o has no elements: its buffer is untouched
   }
 }
 

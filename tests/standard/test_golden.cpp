@@ -4,6 +4,7 @@
 // the non-varlen cases through a contiguous and a paged KV cache (loaded, and loaded + appended).
 #include <attnkit/io/npy.hpp>
 #include <string>
+#include <support/golden.hpp>
 #include <support/test_util.hpp>
 
 using namespace attnkit;
@@ -34,14 +35,7 @@ std::string case_file(const golden_case& c, const char* name) {
 /// Loads an .npy file of rank R into an owned dense tensor of T.
 template <class T, std::size_t R>
 owned_tensor<T, R> load(const std::string& path) {
-  const auto a = io::load_npy(path);
-  REQUIRE(a.rank() == index_t(R));
-  std::array<index_t, R> ext{};
-  for (std::size_t r = 0; r < R; ++r) ext[r] = a.shape[r];
-  owned_tensor<T, R> t(ext);
-  const auto vals = a.as<T>();
-  std::copy(vals.begin(), vals.end(), t.buf.begin());
-  return t;
+  return test::load_npy_tensor<T, R>(path);
 }
 
 /// Max |a - b| must be <= tol * max|b|, and b's infinities must appear identically in a.

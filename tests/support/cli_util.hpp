@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <attnkit/io/npy.hpp>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -80,6 +81,35 @@ inline void copy_golden_inputs(const std::string& src, const std::string& dst, b
     else
       io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
   }
+}
+
+/// Compares OUT/<name>.npy with GOLDEN/<name>.npy: dtype <f4 (f32) or <f8, same shape, finite,
+/// relative RMS <= 1e-5 (f32) or max error <= 1e-10 of the largest reference value (f64).
+inline void check_npy_output(const std::string& out, const std::string& golden,
+                             const std::string& name, bool f32) {
+  const auto got = io::load_npy(out + "/" + name + ".npy");
+  const auto want = io::load_npy(golden + "/" + name + ".npy");
+  INFO("output " << name);
+  CHECK(got.dtype == (f32 ? "<f4" : "<f8"));
+  REQUIRE(got.shape == want.shape);
+  const auto g = got.as<double>(), w = want.as<double>();
+  double max_err = 0, max_ref = 0, num = 0, den = 0;
+  bool finite = true;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    finite &= std::isfinite(g[i]);
+    max_err = std::max(max_err, std::abs(g[i] - w[i]));
+    max_ref = std::max(max_ref, std::abs(w[i]));
+    num += (g[i] - w[i]) * (g[i] - w[i]);
+    den += w[i] * w[i];
+  }
+  const double rel_rms = std::sqrt(num / den);
+  INFO("max_err=" << max_err << " max_ref=" << max_ref << " rel_rms=" << rel_rms);
+  CHECK(finite);
+  CHECK(max_ref > 0);
+  if (f32)
+    CHECK(rel_rms <= 1e-5);
+  else
+    CHECK(max_err <= 1e-10 * max_ref);
 }
 
 /// The error contract: exit status 2, exactly one line on stderr containing every string of

@@ -101,6 +101,17 @@ void copy(const tensor_view<S, R>& src, const tensor_view<D, R>& dst) {
   });
 }
 
+/// Every element of the buffer outside the logical view is still NaN (nothing written outside).
+template <class T, std::size_t R>
+bool padding_untouched(const owned_tensor<T, R>& t) {
+  std::vector<char> logical(t.buf.size(), 0);
+  for_each_index<R>(t.view.extents(),
+                    [&](const auto& i) { logical[std::size_t(t.view.offset(i))] = 1; });
+  for (std::size_t i = 0; i < t.buf.size(); ++i)
+    if (!logical[i] && !std::isnan(to_compute<double>(t.buf[i]))) return false;
+  return true;
+}
+
 /// Error metrics over logical elements: max |a-b|, max |b|, relative RMS ||a-b|| / ||b||.
 struct error_stats {
   double max_abs = 0, max_ref = 0, rel_rms = 0;

@@ -108,14 +108,48 @@ void check_in_place(const char* fn, const char* in_name, const tensor_view<const
        ": same data and strides)");
 }
 
-inline void check_linear_params(const char* fn, const linear_params& p, linear_gate gate) {
-  if (!(p.scale == 0 || std::isfinite(p.scale)))
-    fail(fn, ": option 'scale' must be finite, got ", p.scale);
-  if (p.algo != linear_algo::chunk && p.algo != linear_algo::recurrent)
+/// The sequences of a call: one per batch row, or (varlen, B must be 1) one per cu_seqlens range.
+inline std::vector<linear_seq> sequences_of(const char* fn,
+                                            const cview<std::int32_t, 1>& cu_seqlens, index_t B,
+                                            index_t T) {
+  std::vector<linear_seq> seqs;
+  if (cu_seqlens.present()) {
+    if (B != 1)
+      fail(fn, ": tensor 'q' [B,T,H,K] dim 0 (B): varlen (cu_seqlens) needs B = 1, got ", B);
+    const auto cu = read_cu_seqlens(fn, "cu_seqlens", cu_seqlens, T);
+    for (std::size_t n = 0; n + 1 < cu.size(); ++n) seqs.push_back({0, cu[n], cu[n + 1] - cu[n]});
+  } else {
+    for (index_t b = 0; b < B; ++b) seqs.push_back({b, 0, T});
+  }
+  return seqs;
+}
+
+/// A state tensor (h0 / ht): [N, heads, d2, d3] in `axes`, one row per sequence.
+template <class T>
+void check_state_rows(const char* fn, const char* name, const tensor_view<T, 4>& t,
+                      const char* axes, bool varlen, index_t N, index_t heads, index_t d2,
+                      index_t d3) {
+  if (!t.present()) return;
+  if (t.extent(0) != N && varlen)
+    fail(fn, ": tensor '", name, "' [", axes, "] dim 0 (N): expected ", N,
+         " (one state per sequence of cu_seqlens), got ", t.extent(0));
+  check_tensor({fn, name, axes}, t, {N, heads, d2, d3});
+}
+
+/// The options every linear-family call has: scale (0 = default), algorithm, chunk size.
+inline void check_scale_algo_chunk(const char* fn, double scale, linear_algo algo,
+                                   index_t chunk_size) {
+  if (!(scale == 0 || std::isfinite(scale)))
+    fail(fn, ": option 'scale' must be finite, got ", scale);
+  if (algo != linear_algo::chunk && algo != linear_algo::recurrent)
     fail(fn, ": option 'algo' must be linear_algo::chunk or linear_algo::recurrent, got ",
-         int(p.algo));
-  if (p.chunk_size < 1 || p.chunk_size > 4096)
-    fail(fn, ": option 'chunk_size' must be in [1, 4096], got ", p.chunk_size);
+         int(algo));
+  if (chunk_size < 1 || chunk_size > 4096)
+    fail(fn, ": option 'chunk_size' must be in [1, 4096], got ", chunk_size);
+}
+
+inline void check_linear_params(const char* fn, const linear_params& p, linear_gate gate) {
+  check_scale_algo_chunk(fn, p.scale, p.algo, p.chunk_size);
   if (p.normalize && gate != linear_gate::none)
     fail(fn, ": option 'normalize' is only supported by linear_attn");
 }
@@ -145,26 +179,14 @@ linear_shape check_linear(const char* fn, const linear_params& p, linear_gate ga
   check_no_self_overlap({fn, "o", "B,T,H,V"}, o);
   sh.scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(double(sh.K));
 
-  if (s.cu_seqlens.present()) {
-    if (sh.B != 1)
-      fail(fn, ": tensor 'q' [B,T,H,K] dim 0 (B): varlen (cu_seqlens) needs B = 1, got ", sh.B);
-    const auto cu = read_cu_seqlens(fn, "cu_seqlens", s.cu_seqlens, sh.T);
-    for (std::size_t n = 0; n + 1 < cu.size(); ++n)
-      sh.seqs.push_back({0, cu[n], cu[n + 1] - cu[n]});
-  } else {
-    for (index_t b = 0; b < sh.B; ++b) sh.seqs.push_back({b, 0, sh.T});
-  }
+  sh.seqs = sequences_of(fn, s.cu_seqlens, sh.B, sh.T);
   sh.N = index_t(sh.seqs.size());
 
   // States: one row per sequence, in the layout chosen by state_v_first.
   const char* axes = state_axes(p);
   const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
   auto check_state = [&](const char* name, const auto& t) {
-    if (!t.present()) return;
-    if (t.extent(0) != sh.N && s.cu_seqlens.present())
-      fail(fn, ": tensor '", name, "' [", axes, "] dim 0 (N): expected ", sh.N,
-           " (one state per sequence of cu_seqlens), got ", t.extent(0));
-    check_tensor({fn, name, axes}, t, {sh.N, sh.H, d2, d3});
+    check_state_rows(fn, name, t, axes, s.cu_seqlens.present(), sh.N, sh.H, d2, d3);
   };
   auto check_z = [&](const char* name, const auto& t) {
     if (!t.present()) return;
