@@ -11,6 +11,7 @@
 #include "core/tensor_view.hpp"
 #include "core/types.hpp"
 #include "core/varlen.hpp"
+#include "delta.hpp"
 #include "linear.hpp"
 #include "standard/kernel.hpp"
 #include "standard/params.hpp"

@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+// attnkit delta-rule family: delta_rule (DeltaNet), gated_delta_rule (Gated DeltaNet), kda (Kimi
+// Delta Attention) - fast kernels and references.
+#pragma once
+
+#include "delta/kernel.hpp"
+#include "delta/params.hpp"
+#include "delta/reference.hpp"

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0
+// Delta-rule family (flash-linear-attention conventions): DeltaNet (delta_rule), Gated DeltaNet
+// (gated_delta_rule) and Kimi Delta Attention (kda). Parameters, optional tensors, the gate and
+// beta parametrisations, and the input validation shared by the fast kernels (kernel.hpp) and the
+// naive references (reference.hpp).
+//
+// Per (sequence, value head j), with query/key head h = j / (HV / H) (GVA), q~_t = scale * q_t and
+// the state S in R^{K x V} (S[k, v]):
+//   S'_t = D_t S_{t-1}          D_t = 1 (delta_rule), exp(g_t) (gated_delta_rule, g [B,T,HV]),
+//                               diag(exp(g_t)) (kda, g [B,T,HV,K]: decays row k of S)
+//   u_t  = beta_t (v_t - S'_t^T k_t)                 (the delta correction, on the decayed state)
+//   S_t  = S'_t + k_t u_t^T
+//   o_t  = S_t^T q~_t                                (inclusive: the state after token t's update)
+// Layouts: q, k [B,T,H,K]; v, o [B,T,HV,V]; beta [B,T,HV]; state [N,HV,K,V] ("K-first"), or
+// [N,HV,V,K] with state_v_first. HV is a multiple of H. N = B, or the number of sequences with
+// varlen (cu_seqlens [N+1], B = 1, one state row per sequence).
+//
+// Optional in-kernel transforms (fla's use_qk_l2norm_in_kernel, use_beta_sigmoid_in_kernel,
+// allow_neg_eigval, use_gate_in_kernel / lower_bound):
+//   qk_l2norm      q, k <- x / sqrt(sum x^2 + 1e-6)
+//   beta_sigmoid   beta holds logits: beta <- sigmoid(beta) (2 sigmoid(beta) with allow_neg_eigval)
+//   gate softplus  g holds the raw projection a: g = -exp(A_log[j]) softplus(a + dt_bias)
+//   gate lower_bound  g = L sigmoid(exp(A_log[j]) (a + dt_bias)), or L sigmoid(a + dt_bias) without
+//                  A_log (L = lower_bound < 0)
+// softplus(x) = log(1 + e^x), x above 20 taken as is (PyTorch's threshold). dt_bias is [HV] for
+// gated_delta_rule and [HV*K] (channel-major per head: dt_bias[j*K + k]) for kda; it is optional.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/executor.hpp"
+#include "../core/tensor_view.hpp"
+#include "../core/types.hpp"
+#include "../core/varlen.hpp"
+#include "../linear/params.hpp"
+
+namespace attnkit {
+
+/// How the g tensor is turned into the log decay (fla's in-kernel gate options).
+enum class delta_gate_fn {
+  none,         ///< g already holds the log decays (<= 0)
+  softplus,     ///< g = -exp(A_log[j]) * softplus(g + dt_bias)
+  lower_bound,  ///< g = lower_bound * sigmoid(exp(A_log[j]) * (g + dt_bias)) (A_log optional)
+};
+
+/// Runtime options of the delta-rule family (fla names and defaults).
+struct delta_params {
+  double scale = 0;                             ///< applied to q; 0 means K^-0.5
+  linear_algo algo = linear_algo::recurrent;    ///< recurrent (token by token; decode in place)
+  index_t chunk_size = 64;                      ///< tokens per chunk of the chunk algorithm
+  bool state_v_first = false;                   ///< states are [N,HV,V,K] instead of [N,HV,K,V]
+  bool qk_l2norm = false;                       ///< L2-normalise q and k in the kernel (eps 1e-6)
+  bool beta_sigmoid = false;                    ///< beta holds logits (kernel applies sigmoid)
+  bool allow_neg_eigval = false;                ///< with beta_sigmoid: beta = 2 sigmoid(logit)
+  delta_gate_fn gate_fn = delta_gate_fn::none;  ///< how g becomes the log decay
+  double lower_bound = -5;                      ///< L of delta_gate_fn::lower_bound (< 0)
+  executor* exec = nullptr;                     ///< where work runs; nullptr = default_executor()
+};
+
+/// Gate parameters of the in-kernel gate (delta_gate_fn::softplus / lower_bound); P is float
+/// (as fla's parameters) or double.
+template <class P = float>
+struct delta_gate_params {
+  cview<P, 1> A_log;    ///< [HV]; required by softplus, optional for lower_bound
+  cview<P, 1> dt_bias;  ///< [HV] (gated_delta_rule) or [HV*K] (kda); optional
+};
+
+namespace detail {
+
+/// The decay of a delta-family variant (chosen by the entry point).
+enum class delta_decay { none, scalar, channel };
+
+struct delta_shape {
+  index_t B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
+  double scale = 1;
+  delta_decay decay = delta_decay::none;
+  std::vector<linear_seq> seqs;
+};
+
+inline const char* delta_state_axes(const delta_params& p) {
+  return p.state_v_first ? "N,HV,V,K" : "N,HV,K,V";
+}
+
+/// softplus with PyTorch's threshold (linear above 20).
+inline double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
+inline double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
+
+/// The log decay from the raw gate value `a` of value head j (channel c for kda), per
+/// p.gate_fn. a_log, dt: the head's A_log and the dt_bias entry (0 when absent).
+inline double delta_log_decay(const delta_params& p, double a, bool has_a_log, double a_log,
+                              double dt) {
+  switch (p.gate_fn) {
+    case delta_gate_fn::softplus:
+      return -std::exp(a_log) * softplus(a + dt);
+    case delta_gate_fn::lower_bound:
+      return p.lower_bound * sigmoid(has_a_log ? std::exp(a_log) * (a + dt) : a + dt);
+    case delta_gate_fn::none:
+      break;
+  }
+  return a;
+}
+
+/// beta from the stored value per p.beta_sigmoid / allow_neg_eigval.
+inline double delta_beta(const delta_params& p, double b) {
+  if (!p.beta_sigmoid) return b;
+  return p.allow_neg_eigval ? 2 * sigmoid(b) : sigmoid(b);
+}
+
+inline void check_delta_params(const char* fn, const delta_params& p, delta_decay decay) {
+  check_scale_algo_chunk(fn, p.scale, p.algo, p.chunk_size);
+  if (p.allow_neg_eigval && !p.beta_sigmoid)
+    fail(fn, ": option 'allow_neg_eigval' needs 'beta_sigmoid' (beta = 2 sigmoid(logit))");
+  if (p.gate_fn != delta_gate_fn::none && p.gate_fn != delta_gate_fn::softplus &&
+      p.gate_fn != delta_gate_fn::lower_bound)
+    fail(fn, ": option 'gate_fn' must be none, softplus or lower_bound, got ", int(p.gate_fn));
+  if (decay == delta_decay::none && p.gate_fn != delta_gate_fn::none)
+    fail(fn, ": option 'gate_fn' needs a gate (delta_rule has none)");
+  if (p.gate_fn == delta_gate_fn::lower_bound &&
+      !(p.lower_bound < 0 && std::isfinite(p.lower_bound)))
+    fail(fn, ": option 'lower_bound' must be finite and < 0, got ", p.lower_bound);
+}
+
+/// Validates q, k, v, beta, o, the states and cu_seqlens; returns the problem description. The
+/// gate tensor and its parameters are checked by check_delta_gate.
+template <class Q, class K, class V, class Bt, class O, class A>
+delta_shape check_delta(const char* fn, const delta_params& p, delta_decay decay,
+                        const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k,
+                        const tensor_view<V, 4>& v, const tensor_view<Bt, 3>& beta,
+                        const tensor_view<O, 4>& o, const linear_state<A>& s) {
+  check_delta_params(fn, p, decay);
+  check_tensor({fn, "q", "B,T,H,K"}, q, {-1, -1, -1, -1});
+  delta_shape sh;
+  sh.B = q.extent(0);
+  sh.T = q.extent(1);
+  sh.H = q.extent(2);
+  sh.K = q.extent(3);
+  sh.decay = decay;
+  check_tensor({fn, "k", "B,T,H,K"}, k, {sh.B, sh.T, sh.H, sh.K});
+  check_tensor({fn, "v", "B,T,HV,V"}, v, {sh.B, sh.T, -1, -1});
+  sh.HV = v.extent(2);
+  sh.V = v.extent(3);
+  if (sh.H < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 2 (H): must be >= 1, got ", sh.H);
+  if (sh.K < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 3 (K): must be >= 1, got ", sh.K);
+  if (sh.V < 1) fail(fn, ": tensor 'v' [B,T,HV,V] dim 3 (V): must be >= 1, got ", sh.V);
+  if (sh.HV < sh.H || sh.HV % sh.H != 0)
+    fail(fn, ": tensor 'v' [B,T,HV,V] dim 2 (HV): must be a multiple of H = ", sh.H,
+         " (GVA: value head j reads q/k head j / (HV/H)), got ", sh.HV);
+  check_tensor({fn, "beta", "B,T,HV"}, beta, {sh.B, sh.T, sh.HV});
+  check_tensor({fn, "o", "B,T,HV,V"}, o, {sh.B, sh.T, sh.HV, sh.V});
+  check_no_self_overlap({fn, "o", "B,T,HV,V"}, o);
+  sh.scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(double(sh.K));
+
+  sh.seqs = sequences_of(fn, s.cu_seqlens, sh.B, sh.T);
+  sh.N = index_t(sh.seqs.size());
+
+  const char* axes = delta_state_axes(p);
+  const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
+  const bool varlen = s.cu_seqlens.present();
+  check_state_rows(fn, "h0", s.h0, axes, varlen, sh.N, sh.HV, d2, d3);
+  check_state_rows(fn, "ht", s.ht, axes, varlen, sh.N, sh.HV, d2, d3);
+  if (s.z0.present() || s.zt.present())
+    fail(fn, ": tensors 'z0'/'zt' (key-sum state) belong to linear_attn's normaliser, not to ",
+         "the delta rule");
+  if (s.ht.present()) check_no_self_overlap({fn, "ht", axes}, s.ht);
+  check_in_place(fn, "h0", s.h0, "ht", s.ht);
+  return sh;
+}
+
+/// The gate tensor g ([B,T,HV] scalar, [B,T,HV,K] channel) and the in-kernel gate parameters.
+template <class G, std::size_t R, class P>
+void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& sh,
+                      const tensor_view<G, R>& g, const delta_gate_params<P>& gp) {
+  static_assert(std::is_same_v<P, float> || std::is_same_v<P, double>,
+                "attnkit: gate parameters (A_log, dt_bias) must be float or double");
+  if constexpr (R == 3)
+    check_tensor({fn, "g", "B,T,HV"}, g, {sh.B, sh.T, sh.HV});
+  else
+    check_tensor({fn, "g", "B,T,HV,K"}, g, {sh.B, sh.T, sh.HV, sh.K});
+  if (p.gate_fn == delta_gate_fn::none) {
+    if (gp.A_log.present() || gp.dt_bias.present())
+      fail(fn, ": tensors 'A_log'/'dt_bias' are only used with an in-kernel gate (option ",
+           "'gate_fn' softplus or lower_bound)");
+    return;
+  }
+  if (p.gate_fn == delta_gate_fn::softplus && !gp.A_log.present())
+    fail(fn, ": option 'gate_fn' softplus needs tensor 'A_log' [HV]");
+  if (gp.A_log.present()) check_tensor({fn, "A_log", "HV"}, gp.A_log, {sh.HV});
+  if (gp.dt_bias.present()) {
+    if (sh.decay == delta_decay::channel)
+      check_tensor({fn, "dt_bias", "HV*K"}, gp.dt_bias, {sh.HV * sh.K});
+    else
+      check_tensor({fn, "dt_bias", "HV"}, gp.dt_bias, {sh.HV});
+  }
+}
+
+}  // namespace detail
+}  // namespace attnkit

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// Naive references of the delta-rule family: the per-token recurrence of params.hpp in double,
+// plain loops, any strides (what fla's naive_recurrent_* compute, with the in-kernel transforms
+// of the fused kernels). Same signatures as kernel.hpp; the tests check the fast kernels against
+// these functions and these against fla's float64 golden data.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "params.hpp"
+
+namespace attnkit::reference {
+
+namespace detail_delta {
+
+/// Runs the recurrence for every (sequence, value head). log_decay(b, t, j, c) is the log decay
+/// of row c of value head j's state at token t (not called without decay).
+template <class Q, class K, class V, class Bt, class O, class A, class Decay>
+void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& q,
+         const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<Bt, 3>& beta,
+         const tensor_view<O, 4>& o, const linear_state<A>& s, Decay log_decay) {
+  const index_t K_ = sh.K, V_ = sh.V, group = sh.HV / sh.H;
+  std::vector<double> S(std::size_t(K_ * V_)), qs(static_cast<std::size_t>(K_)),
+      ks(static_cast<std::size_t>(K_)), u(static_cast<std::size_t>(V_));
+  auto st = [&](const auto& t, index_t n, index_t j, index_t c, index_t e) -> auto& {
+    return p.state_v_first ? t(n, j, e, c) : t(n, j, c, e);
+  };
+  // x / sqrt(sum x^2 + 1e-6) (qk_l2norm), else x.
+  auto load_normalised = [&](const auto& x, index_t b, index_t t, index_t h, double* out) {
+    double ss = 0;
+    for (index_t c = 0; c < K_; ++c) {
+      out[c] = to_compute<double>(x(b, t, h, c));
+      ss += out[c] * out[c];
+    }
+    if (p.qk_l2norm)
+      for (index_t c = 0; c < K_; ++c) out[c] /= std::sqrt(ss + 1e-6);
+  };
+  for (index_t n = 0; n < sh.N; ++n) {
+    const auto& sq = sh.seqs[std::size_t(n)];
+    for (index_t j = 0; j < sh.HV; ++j) {
+      const index_t h = j / group;
+      for (index_t c = 0; c < K_; ++c)
+        for (index_t e = 0; e < V_; ++e)
+          S[std::size_t(c * V_ + e)] = s.h0.present() ? double(st(s.h0, n, j, c, e)) : 0.0;
+      for (index_t i = 0; i < sq.len; ++i) {
+        const index_t t = sq.t0 + i;
+        load_normalised(q, sq.b, t, h, qs.data());
+        load_normalised(k, sq.b, t, h, ks.data());
+        // S' = D_t S
+        if (sh.decay != attnkit::detail::delta_decay::none)
+          for (index_t c = 0; c < K_; ++c) {
+            const double a = std::exp(log_decay(sq.b, t, j, c));
+            for (index_t e = 0; e < V_; ++e) S[std::size_t(c * V_ + e)] *= a;
+          }
+        // u = beta (v - S'^T k);  S = S' + k u^T
+        const double bt = attnkit::detail::delta_beta(p, to_compute<double>(beta(sq.b, t, j)));
+        for (index_t e = 0; e < V_; ++e) {
+          double w = 0;
+          for (index_t c = 0; c < K_; ++c) w += S[std::size_t(c * V_ + e)] * ks[std::size_t(c)];
+          u[std::size_t(e)] = bt * (to_compute<double>(v(sq.b, t, j, e)) - w);
+        }
+        for (index_t c = 0; c < K_; ++c)
+          for (index_t e = 0; e < V_; ++e)
+            S[std::size_t(c * V_ + e)] += ks[std::size_t(c)] * u[std::size_t(e)];
+        // o_t = S^T (scale q_t)
+        for (index_t e = 0; e < V_; ++e) {
+          double acc = 0;
+          for (index_t c = 0; c < K_; ++c) acc += qs[std::size_t(c)] * S[std::size_t(c * V_ + e)];
+          o(sq.b, t, j, e) = from_compute<std::remove_const_t<O>>(sh.scale * acc);
+        }
+      }
+      if (s.ht.present())
+        for (index_t c = 0; c < K_; ++c)
+          for (index_t e = 0; e < V_; ++e) st(s.ht, n, j, c, e) = A(S[std::size_t(c * V_ + e)]);
+    }
+  }
+}
+
+/// log decay of value head j, row c, from the stored gate value (in-kernel gate per p.gate_fn).
+template <class P>
+double gate_value(const delta_params& p, const attnkit::detail::delta_shape& sh,
+                  const delta_gate_params<P>& gp, double a, index_t j, index_t c) {
+  const bool has_a = gp.A_log.present();
+  const double a_log = has_a ? double(gp.A_log(j)) : 0.0;
+  double dt = 0;
+  if (gp.dt_bias.present())
+    dt = double(gp.dt_bias(sh.decay == attnkit::detail::delta_decay::channel ? j * sh.K + c : j));
+  return attnkit::detail::delta_log_decay(p, a, has_a, a_log, dt);
+}
+
+}  // namespace detail_delta
+
+/// Reference of attnkit::delta_rule (DeltaNet; see delta/params.hpp).
+template <class Q, class K, class V, class Bt, class O>
+void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
+                const linear_state<accum_t<Q>>& s = {}) {
+  const auto sh = attnkit::detail::check_delta(
+      "reference::delta_rule", p, attnkit::detail::delta_decay::none, q, k, v, beta, o, s);
+  detail_delta::run(sh, p, q, k, v, beta, o, s,
+                    [](index_t, index_t, index_t, index_t) { return 0.0; });
+}
+
+/// Reference of attnkit::gated_delta_rule (Gated DeltaNet; scalar gate g [B,T,HV]).
+template <class Q, class K, class V, class G, class Bt, class O, class P = float>
+void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                      tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
+                      tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {},
+                      const delta_gate_params<P>& gp = {}) {
+  const char* fn = "reference::gated_delta_rule";
+  const auto sh = attnkit::detail::check_delta(fn, p, attnkit::detail::delta_decay::scalar, q, k, v,
+                                               beta, o, s);
+  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
+  detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t) {
+    return detail_delta::gate_value(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
+  });
+}
+
+/// Reference of attnkit::kda (Kimi Delta Attention; per-key-channel gate g [B,T,HV,K]).
+template <class Q, class K, class V, class G, class Bt, class O, class P = float>
+void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
+         tensor_view<G, 4> g, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
+         const linear_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
+  const char* fn = "reference::kda";
+  const auto sh = attnkit::detail::check_delta(fn, p, attnkit::detail::delta_decay::channel, q, k,
+                                               v, beta, o, s);
+  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
+  detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t c) {
+    return detail_delta::gate_value(p, sh, gp, to_compute<double>(g(b, t, j, c)), j, c);
+  });
+}
+
+}  // namespace attnkit::reference

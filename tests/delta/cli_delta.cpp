@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+// attnkit-run delta_rule / gated_delta_rule / kda end to end (shared/spec/cli.md): replays the
+// golden delta cases (tests/data/delta) through the built program in float64 (<= 1e-10 relative)
+// and float32 (relative RMS <= 1e-5), both --mode values, --reference and --threads 2, the
+// layer-style cases through --l2norm --beta-sigmoid --gate softplus; and the error contract.
+// Built from tests/delta/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
+#include <attnkit/io/npy.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <support/cli_util.hpp>
+
+using namespace attnkit;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/delta/";
+
+using test::run_cli;
+using test::temp_dir;
+
+/// Inputs of a golden case copied to dst (float inputs as float32 when f32; cu_seqlens as int32
+/// when i32, else int64 as shipped). Outputs (o, ht) are not copied; the layer-style raw inputs
+/// (q_raw, ...) take the plain names (q, ...).
+void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool i32) {
+  test::copy_golden_inputs(src, dst, f32, !i32, {"o", "ht"});
+  for (const char* n : {"q", "k", "g", "beta"}) {
+    const std::string raw = dst + "/" + n + "_raw.npy";
+    if (fs::exists(raw)) fs::rename(raw, dst + "/" + n + ".npy");
+  }
+}
+
+void replay(const std::string& variant, const std::string& name,
+            const std::vector<std::string>& case_opts) {
+  const std::string golden = kData + name;
+  const std::vector<std::vector<std::string>> modes = {
+      {}, {"--mode", "recurrent"}, {"--chunk-size", "16"}, {"--reference"}, {"--threads", "2"}};
+  for (const bool f32 : {false, true}) {
+    temp_dir tmp("attnkit_delta_cli_");
+    const std::string in = tmp / "in";
+    fs::create_directories(in);
+    copy_inputs(golden, in, f32, /*i32=*/f32);
+    for (const auto& mode : modes) {
+      const std::string out = tmp / "out";
+      fs::remove_all(out);
+      std::vector<std::string> args = {variant, in, out};
+      args.insert(args.end(), case_opts.begin(), case_opts.end());
+      args.insert(args.end(), mode.begin(), mode.end());
+      std::string desc;
+      for (const auto& a : args) desc += a + " ";
+      INFO("attnkit-run " << desc);
+      const auto r = run_cli(args, tmp);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.status == 0);
+      CHECK(r.err.empty());
+      test::check_npy_output(out, golden, "o", f32);
+      test::check_npy_output(out, golden, "ht", f32);
+    }
+  }
+}
+
+/// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
+void expect_error(const std::vector<std::string>& args, const std::string& what,
+                  const temp_dir& tmp) {
+  test::expect_cli_error(args, tmp, {what}, args.at(2));
+}
+
+}  // namespace
+
+TEST_CASE("delta cli: golden delta_rule cases (dense and varlen)", "[delta][cli]") {
+  replay("delta_rule", "delta_rule/T37_h0", {});
+  replay("delta_rule", "delta_rule/varlen", {});
+}
+
+TEST_CASE("delta cli: golden gated_delta_rule cases (log gate and layer-style gate)",
+          "[delta][cli]") {
+  replay("gated_delta_rule", "gated_delta_rule/T37_h0", {});
+  replay("gated_delta_rule", "gated_delta_rule/T130_gate",
+         {"--l2norm", "--beta-sigmoid", "--gate", "softplus"});
+}
+
+TEST_CASE("delta cli: golden kda cases (log gate and layer-style gate)", "[delta][cli]") {
+  replay("kda", "kda/T37_h0", {});
+  replay("kda", "kda/T130_gate", {"--l2norm", "--beta-sigmoid", "--gate", "softplus"});
+}
+
+TEST_CASE("delta cli: bad inputs exit 2 naming the file or option", "[delta][cli]") {
+  temp_dir tmp;
+  const std::string dr = kData + "delta_rule/T37_h0", gdn = kData + "gated_delta_rule/T37_h0",
+                    kd = kData + "kda/T37_h0", out = tmp / "out";
+  expect_error({"kda", gdn, out}, "g.npy': expected rank 4 [B,T,HV,K], got rank 3", tmp);
+  expect_error({"gated_delta_rule", kd, out}, "g.npy': expected rank 3 [B,T,HV], got rank 4", tmp);
+  expect_error({"gated_delta_rule", dr, out}, "g.npy", tmp);  // no gate file
+  expect_error({"delta_rule", dr, out, "--gate", "softplus"},
+               "option '--gate' is not an option of variant 'delta_rule'", tmp);
+  expect_error({"kda", kd, out, "--gate", "softplus"}, "A_log.npy", tmp);
+  expect_error({"kda", kd, out, "--gate", "sigmoid"},
+               "option '--gate': expected softplus|lowerbound, got 'sigmoid'", tmp);
+  expect_error({"kda", kd, out, "--lower-bound", "-3"},
+               "option --lower-bound needs --gate lowerbound", tmp);
+  expect_error({"delta_rule", dr, out, "--mode", "fast"},
+               "option '--mode': expected chunk|recurrent, got 'fast'", tmp);
+}
