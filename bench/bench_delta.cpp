@@ -3,13 +3,18 @@
 // ceilings measured in the same binary (bench_common.hpp).
 //
 //   BM_ceiling_fma|gemm|read/threads:N   FMA-only peak, Eigen 1024^3 float GEMM, 512 MiB read
-//   BM_<variant>_recurrent/seq:T/threads:N   B=1, H=HV=16, K=V=128, float q/k/v/o/beta/g, float
-//                                state, h0 given and ht written, q/k unit-norm, T in {1024, 4096}
+//   BM_<variant>_<algo>/seq:T/threads:N   algo in {chunk (delta_rule, gated_delta_rule; chunk
+//                                size 64), recurrent}; B=1, H=HV=16, K=V=128, float
+//                                q/k/v/o/beta/g, float state, h0 given and ht written, q/k
+//                                unit-norm, T in {1024, 4096}
 //       tokens_per_s   = B*T per call / wall seconds
 //       GFLOPS         = FLOP per token per value head * B*T*HV / seconds / 1e9, with
 //                        FLOP = 6*K*V (w = S^T k: K*V FMAs; S += k u^T and o = S^T q~: 2*K*V FMAs;
 //                        an FMA = 2 FLOP) + K*V for the decay multiply (gated_delta_rule, kda);
 //                        normalisation, beta and gate exponentials not counted
+//                        (the same count for both algorithms: it compares them)
+//       GFLOPS_chunk_executed = FLOP the chunk algorithm executes: 4*C*K + C*(K+V) + 6*K*V +
+//                        2*C*V per token and value head (C = 64); chunk rows only
 //       pct_fma_peak   = 100 * GFLOPS / in-binary FMA peak at the same thread count
 //       pct_fma_paired = 100 * GFLOPS / the FMA loop run after every call for as long as the call
 //   BM_<variant>_decode/batch:B/threads:N   one token (T=1) per sequence for B sequences, state
@@ -107,11 +112,20 @@ double flop_per_token_head(variant var) {
   return 6 * kv + (var == variant::delta ? 0 : kv);
 }
 
-void BM_recurrent(benchmark::State& st, variant var) {
+/// FLOP the chunk algorithm executes per token and value head (C = 64, products as GEMMs):
+/// K K^T and Q K^T 2*C*K each, the two triangular solves C*(V+K), W S0, Q S0 and the state
+/// update 2*K*V each, P u 2*C*V.
+double chunk_flop_per_token_head() {
+  const double C = 64;
+  return 4 * C * kK + C * (kK + kV) + 6.0 * kK * kV + 2 * C * kV;
+}
+
+void BM_prefill(benchmark::State& st, variant var, attnkit::linear_algo algo) {
   const index_t t = st.range(0);
   const int threads = int(st.range(1));
   inputs& d = data(1, t);
   delta_params p;
+  p.algo = algo;
   p.exec = &pool(threads);
   const paired_ceiling fma = paired_loop(
       st, [&] { call(var, p, d, 1, t, d.ht.data()); },
@@ -120,6 +134,8 @@ void BM_recurrent(benchmark::State& st, variant var) {
   st.counters["tokens_per_s"] = rate(tokens);
   report_flops(st, flop, threads);
   report_fma_paired(st, flop, fma);
+  if (algo == attnkit::linear_algo::chunk)
+    st.counters["GFLOPS_chunk_executed"] = rate(tokens * kH * chunk_flop_per_token_head() / 1e9);
 }
 
 void BM_decode(benchmark::State& st, variant var) {
@@ -146,12 +162,16 @@ const bool registered = [] {
   } vars[] = {
       {"delta_rule", variant::delta}, {"gated_delta_rule", variant::gated}, {"kda", variant::kda}};
   for (const auto& v : vars) {
-    benchmark::RegisterBenchmark((std::string("BM_") + v.name + "_recurrent").c_str(), BM_recurrent,
-                                 v.var)
-        ->ArgNames({"seq", "threads"})
-        ->ArgsProduct({{1024, 4096}, thread_counts()})
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond);
+    for (const auto algo : {attnkit::linear_algo::chunk, attnkit::linear_algo::recurrent}) {
+      if (algo == attnkit::linear_algo::chunk && v.var == variant::kda) continue;  // not yet
+      const std::string name = std::string("BM_") + v.name +
+                               (algo == attnkit::linear_algo::chunk ? "_chunk" : "_recurrent");
+      benchmark::RegisterBenchmark(name.c_str(), BM_prefill, v.var, algo)
+          ->ArgNames({"seq", "threads"})
+          ->ArgsProduct({{1024, 4096}, thread_counts()})
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
     benchmark::RegisterBenchmark((std::string("BM_") + v.name + "_decode").c_str(), BM_decode,
                                  v.var)
         ->ArgNames({"batch", "threads"})

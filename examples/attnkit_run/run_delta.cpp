@@ -6,8 +6,8 @@
 // K^-0.5), --mode chunk|recurrent, --chunk-size C, --l2norm (q, k normalised in the kernel),
 // --beta-sigmoid (beta holds logits), --gate softplus|lowerbound (g holds the raw gate; A_log [HV]
 // (required for softplus) and dt_bias ([HV] gated_delta_rule, [HV*K] kda; optional) are read),
-// --lower-bound L (default -5; needs --gate lowerbound). The delta-rule family has only the
-// recurrent kernel so far: --mode chunk runs it too (same math; the variant's usage line says so).
+// --lower-bound L (default -5; needs --gate lowerbound). kda has only the recurrent kernel so
+// far: its --mode chunk runs it too (same math; the variant's usage line says so).
 #include <attnkit/delta.hpp>
 
 #include "common.hpp"
@@ -29,8 +29,10 @@ delta_options read_delta_options(context& ctx, delta_variant var) {
   // attnkit reads scale 0 as "default"; an explicit 0 is reproduced by zeroed q with scale 1.
   s.zero_scale = o.has("scale") && scale == 0.0;
   s.p.scale = s.zero_scale ? 1.0 : scale;
-  o.get_choice("mode", {"chunk", "recurrent"}, "chunk");  // both run the recurrent kernel for now
-  s.p.algo = attnkit::linear_algo::recurrent;
+  // kda has no chunked kernel yet: both modes run its recurrent kernel (same math)
+  const bool chunk = o.get_choice("mode", {"chunk", "recurrent"}, "chunk") == "chunk";
+  s.p.algo = chunk && var != delta_variant::kda ? attnkit::linear_algo::chunk
+                                                : attnkit::linear_algo::recurrent;
   s.p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
   s.p.qk_l2norm = o.flag("l2norm");
   s.p.beta_sigmoid = o.flag("beta-sigmoid");
@@ -155,8 +157,7 @@ void run_gated_delta_rule(context& ctx) { run_variant(ctx, delta_variant::gated)
 void run_kda(context& ctx) { run_variant(ctx, delta_variant::kda); }
 
 const char* const kOptions =
-    "options --scale X, --mode chunk|recurrent (both run the recurrent kernel for now), "
-    "--chunk-size C, --l2norm, --beta-sigmoid";
+    "options --scale X, --mode chunk|recurrent, --chunk-size C, --l2norm, --beta-sigmoid";
 const variant_registrar reg_delta_rule(
     "delta_rule", &run_delta_rule,
     (std::string("q,k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV], optional h0 [N,HV,K,V], "
@@ -175,7 +176,9 @@ const variant_registrar reg_kda(
     (std::string("q,k [B,T,H,K], v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV], optional h0 "
                  "[N,HV,K,V], cu_seqlens [N+1], A_log [HV], dt_bias [HV*K] (--gate) -> o "
                  "[B,T,HV,V], ht [N,HV,K,V]; ") +
-     kOptions + ", --gate softplus|lowerbound, --lower-bound L")
+     kOptions +
+     ", --gate softplus|lowerbound, --lower-bound L (--mode chunk runs the recurrent "
+     "kernel: kda has no chunked kernel yet)")
         .c_str());
 
 }  // namespace

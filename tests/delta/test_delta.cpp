@@ -177,8 +177,8 @@ std::vector<A> load_params(const std::string& c, const std::string& name) {
 /// Replays one golden case in precision T with the fast kernel or the reference. Gate cases
 /// ("_gate") feed the raw inputs through the in-kernel transforms.
 template <class T>
-void replay(const std::string& c, variant var, bool use_ref, bool v_first, double tol,
-            bool rel_rms) {
+void replay(const std::string& c, variant var, bool use_ref, bool v_first, double tol, bool rel_rms,
+            linear_algo algo = linear_algo::recurrent, index_t chunk = 64) {
   using A = accum_t<T>;
   const bool gate_case = c.find("_gate") != std::string::npos;
   problem<T> pr;
@@ -191,6 +191,8 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
   if (var == variant::kda) pr.gc = load<A, 4>(c, gate_case ? "g_raw" : "g");
   delta_params p;
   p.state_v_first = v_first;
+  p.algo = algo;
+  p.chunk_size = chunk;
   if (gate_case) {
     p.qk_l2norm = true;
     p.beta_sigmoid = true;
@@ -228,7 +230,11 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
   else
     run<false>(pr, p, o.v(), s);
   const cview<A, 4> ht_k = v_first ? cview<A, 4>(transpose(ht.cv(), 2, 3)) : ht.cv();
-  INFO("case " << c << (use_ref ? " reference" : " recurrent") << " v_first=" << v_first);
+  INFO("case " << c
+               << (use_ref                      ? " reference"
+                   : algo == linear_algo::chunk ? " chunk"
+                                                : " recurrent")
+               << " chunk_size=" << chunk << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
     const auto e = test::compare(out, ref);
     INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms);
@@ -266,6 +272,45 @@ TEST_CASE("delta: golden replay in float64 (<= 1e-10 relative)", "[delta][golden
 
 TEST_CASE("delta: golden replay in float32 (relative RMS <= 1e-5)", "[delta][golden]") {
   for (const auto& gc : kGolden) replay<float>(gc.dir, gc.var, false, false, 1e-5, true);
+}
+
+TEST_CASE("delta: golden replay with the chunk algorithm (delta_rule, gated_delta_rule)",
+          "[delta][golden]") {
+  for (const auto& gc : kGolden) {
+    if (gc.var == variant::kda) continue;
+    for (index_t chunk : {64, 16, 7})
+      for (bool v_first : {false, true})
+        replay<double>(gc.dir, gc.var, false, v_first, 1e-10, false, linear_algo::chunk, chunk);
+    replay<float>(gc.dir, gc.var, false, false, 1e-5, true, linear_algo::chunk, 64);
+  }
+}
+
+TEMPLATE_TEST_CASE("delta: chunk equals recurrent (delta_rule, gated_delta_rule)", "[delta]",
+                   double, float) {
+  using A = accum_t<TestType>;
+  for (variant var : {variant::delta, variant::gated})
+    for (index_t T : {1, 63, 64, 65, 130})
+      for (index_t chunk : {1, 16, 64, 100}) {
+        problem<TestType> pr(var, 2, T, 2, 4, 20, 37, 71 + std::uint64_t(T));
+        if (T == 130)  // strong gates: a few full resets (-1000)
+          for (index_t t = 5; t < T; t += 37) pr.gs.view(1, t, 2) = A(-1000);
+        pr.make_h0(4);
+        delta_params pc, prec;
+        pc.algo = linear_algo::chunk;
+        pc.chunk_size = chunk;
+        auto o = pr.make_o(), o_ref = pr.make_o();
+        auto ht = pr.make_state(), ht_ref = pr.make_state();
+        linear_state<A> s, s_ref;
+        s.h0 = s_ref.h0 = pr.h0.cv();
+        s.ht = ht.v();
+        s_ref.ht = ht_ref.v();
+        run<false>(pr, pc, o.v(), s);
+        run<false>(pr, prec, o_ref.v(), s_ref);
+        INFO(name_of(var) << " T=" << T << " chunk=" << chunk);
+        ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), 5 * test::tolerance<TestType>());
+        ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), 5 * test::tolerance<TestType>());
+        CHECK(test::padding_untouched(o));
+      }
 }
 
 TEMPLATE_TEST_CASE("delta: fast recurrent kernel matches the reference on awkward shapes",
@@ -540,6 +585,7 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
     p.algo = linear_algo::chunk;
     REQUIRE_THROWS_WITH(kda(p, q, k, v, gc, beta, o),
                         Contains("kda: option 'algo' linear_algo::chunk is not implemented yet"));
+    REQUIRE_NOTHROW(delta_rule(p, q, k, v, beta, o));
     p = {};
     p.gate_fn = delta_gate_fn::softplus;
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o),

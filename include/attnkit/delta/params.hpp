@@ -50,7 +50,8 @@ enum class delta_gate_fn {
 /// Runtime options of the delta-rule family (fla names and defaults).
 struct delta_params {
   double scale = 0;                             ///< applied to q; 0 means K^-0.5
-  linear_algo algo = linear_algo::recurrent;    ///< recurrent (token by token; decode in place)
+  linear_algo algo = linear_algo::recurrent;    ///< recurrent (token by token; decode in place),
+                                                ///< or chunk (delta_rule, gated_delta_rule)
   index_t chunk_size = 64;                      ///< tokens per chunk of the chunk algorithm
   bool state_v_first = false;                   ///< states are [N,HV,V,K] instead of [N,HV,K,V]
   bool qk_l2norm = false;                       ///< L2-normalise q and k in the kernel (eps 1e-6)
