@@ -4,13 +4,14 @@
 // recurrent (params.algo = recurrent). The update of one token decomposes by value column: for
 // column e, w[e] = sum_c S'[c,e] k[c], u[e] = beta (v[e] - w[e]), S[c,e] = S'[c,e] + k[c] u[e],
 // o[e] = sum_c q~[c] S[c,e], so columns never mix. Work item = (sequence, value head); its state
-// lives in a K x Vp float (double) buffer (K-first rows, Vp = V padded to the batch width W).
-// Tokens are taken in blocks of kTokenBlock: the block's normalised q~, k, beta and decays are
-// prepared once, then each W-wide column slice of the state (K x W, 8 KB for K = 128 and 16
-// float lanes: it stays in L1) runs through all tokens of the block:
+// lives in the worker's buffer as column strips of 4W columns (then 2W, W; W = batch width), each
+// [K, width] contiguous (a strip of 4W floats x K = 128 is 32 KB: it stays in L1 without set
+// conflicts). Tokens are taken in blocks of kTokenBlock: the block's normalised q~, k, beta and
+// decays are prepared once, then each strip runs through all tokens of the block:
 //   pass 1: S'[c] = a_c S[c] (decay), w += k_c S'[c]       (K FMAs per token and slice)
 //   u = beta (v - w)
 //   pass 2: S[c] = S'[c] + k_c u, o += q~_c S[c]            (2K FMAs)
+// with separate accumulators for even and odd rows (8 independent FMA chains per strip).
 // Results do not depend on the thread count (one thread per item, fixed order).
 //
 // chunk (params.algo = chunk): delta_rule and gated_delta_rule, the WY form over chunks of
@@ -49,7 +50,7 @@ inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 
 template <class A>
 struct workspace {
-  avec<A> S;      // [K, Vp] state, K-first rows
+  avec<A> S;      // the state as column strips (run_recurrent), K * Vp elements
   avec<A> q, k;   // [kTokenBlock, K] normalised (q scaled)
   avec<A> decay;  // [kTokenBlock] (scalar) or [kTokenBlock, K] (channel): exp(g)
   avec<A> beta;   // [kTokenBlock]
