@@ -421,37 +421,42 @@ TEMPLATE_TEST_CASE("delta: running 0..t then t..T from the first final state equ
 TEMPLATE_TEST_CASE("delta: decode steps update a caller-owned state in place", "[delta]", double,
                    float) {
   using A = accum_t<TestType>;
-  for (variant var : {variant::delta, variant::gated, variant::kda}) {
-    const index_t T = 6;
-    problem<TestType> pr(var, 2, T, 1, 2, 12, 20, 31);
-    pr.make_h0(8);
-    auto o_full = pr.make_o();
-    auto ht_full = pr.make_state();
-    linear_state<A> s;
-    s.h0 = pr.h0.cv();
-    s.ht = ht_full.v();
-    run<true>(pr, delta_params{}, o_full.v(), s);
-    auto state = pr.make_state();
-    test::copy(pr.h0.cv(), state.v());
-    auto o = pr.make_o();
-    for (index_t t = 0; t < T; ++t) {
-      problem<TestType> step = pr;
-      step.T = 1;
-      step.q.view = slice(pr.q.view, 1, t, t + 1);
-      step.k.view = slice(pr.k.view, 1, t, t + 1);
-      step.v.view = slice(pr.v.view, 1, t, t + 1);
-      step.beta.view = slice(pr.beta.view, 1, t, t + 1);
-      step.gs.view = slice(pr.gs.view, 1, t, t + 1);
-      step.gc.view = slice(pr.gc.view, 1, t, t + 1);
-      linear_state<A> sp;
-      sp.h0 = state.cv();
-      sp.ht = state.v();  // in place
-      run<false>(step, delta_params{}, slice(o.view, 1, t, t + 1), sp);
-    }
-    INFO(name_of(var));
-    ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
-    ATTNKIT_CHECK_CLOSE(state.cv(), ht_full.cv(), test::tolerance<TestType>());
-  }
+  // V = 48 (a multiple of every batch width) takes the single-token path on the caller's rows;
+  // V = 20 the strip buffer. Both in place (ht == h0) and into a separate ht.
+  for (variant var : {variant::delta, variant::gated, variant::kda})
+    for (index_t V : {20, 48})
+      for (bool in_place : {true, false}) {
+        const index_t T = 6;
+        problem<TestType> pr(var, 2, T, 1, 2, 12, V, 31);
+        pr.make_h0(8);
+        auto o_full = pr.make_o();
+        auto ht_full = pr.make_state();
+        linear_state<A> s;
+        s.h0 = pr.h0.cv();
+        s.ht = ht_full.v();
+        run<true>(pr, delta_params{}, o_full.v(), s);
+        auto state = pr.make_state(), next = pr.make_state();
+        test::copy(pr.h0.cv(), state.v());
+        auto o = pr.make_o();
+        for (index_t t = 0; t < T; ++t) {
+          problem<TestType> step = pr;
+          step.T = 1;
+          step.q.view = slice(pr.q.view, 1, t, t + 1);
+          step.k.view = slice(pr.k.view, 1, t, t + 1);
+          step.v.view = slice(pr.v.view, 1, t, t + 1);
+          step.beta.view = slice(pr.beta.view, 1, t, t + 1);
+          step.gs.view = slice(pr.gs.view, 1, t, t + 1);
+          step.gc.view = slice(pr.gc.view, 1, t, t + 1);
+          linear_state<A> sp;
+          sp.h0 = state.cv();
+          sp.ht = in_place ? state.v() : next.v();
+          run<false>(step, delta_params{}, slice(o.view, 1, t, t + 1), sp);
+          if (!in_place) test::copy(next.cv(), state.v());
+        }
+        INFO(name_of(var) << " V=" << V << " in_place=" << in_place);
+        ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
+        ATTNKIT_CHECK_CLOSE(state.cv(), ht_full.cv(), test::tolerance<TestType>());
+      }
 }
 
 TEMPLATE_TEST_CASE("delta: varlen equals separate runs (with an empty sequence)", "[delta]", double,

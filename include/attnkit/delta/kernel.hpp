@@ -93,18 +93,18 @@ void load_row(const T* src, index_t K, bool l2norm, A scale, A* dst) {
 
 // NS adjacent W-wide column slices [e0, e0 + NS W) of item (n, j)'s state through the tokens
 // [t0, t0 + nt) of its sequence, whose normalised rows, betas and decays are in ws (params.hpp:
-// S' = D S; w = S'^T k; u = beta (v - w); S = S' + k u^T; o = S^T q~).
+// S' = D S; w = S'^T k; u = beta (v - w); S = S' + k u^T; o = S^T q~). The slices' state rows
+// are read at src (row stride lds) and written at dst (row stride ldd): a strip of the worker's
+// buffer (src == dst), or for a single token the caller's h0 and ht rows (one read, one write).
 template <int NS, class A, class Arch, class Ctx>
 void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, index_t t0,
-                          index_t nt, index_t e0) {
+                          index_t nt, index_t e0, const A* src, index_t lds, A* dst, index_t ldd) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   const delta_shape& sh = c.sh;
   const index_t K = sh.K, V = sh.V;
   const linear_seq& sq = sh.seqs[std::size_t(n)];
   const bool channel = sh.decay == delta_decay::channel, decayed = sh.decay != delta_decay::none;
-  A* const S = ws.S.data() + e0 * K;  // this strip: [K, NS W], contiguous
-  constexpr index_t ld = NS * W;
   for (index_t i = 0; i < nt; ++i) {
     const index_t t = sq.t0 + t0 + i;
     const A* qi = ws.q.data() + i * K;
@@ -115,15 +115,16 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
     ATTNKIT_UNROLL for (int h = 0; h < 2; ++h) ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) w[h][u] =
         B(A(0));
     auto pass1_row = [&](index_t r, B(&wa)[NS]) {
-      A* row = S + r * ld;
+      const A* in = src + r * lds;
+      A* out = dst + r * ldd;
       const B kr(ki[r]);
       B x[NS];
-      ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) x[u] = B::load_aligned(row + u * W);
+      ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) x[u] = B::load_unaligned(in + u * W);
       if (decayed) {
         const B a(ai[channel ? r : 0]);
         ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) {
           x[u] *= a;
-          x[u].store_aligned(row + u * W);
+          x[u].store_unaligned(out + u * W);
         }
       }
       ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) wa[u] = xsimd::fma(x[u], kr, wa[u]);
@@ -149,11 +150,12 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
     ATTNKIT_UNROLL for (int h = 0; h < 2; ++h) ATTNKIT_UNROLL for (int u = 0; u < NS; ++u)
         acc[h][u] = B(A(0));
     auto pass2_row = [&](index_t r, B(&aa)[NS]) {
-      A* row = S + r * ld;
+      const A* in = decayed ? dst + r * ldd : src + r * lds;  // S' (decayed) or S
+      A* out = dst + r * ldd;
       const B kr(ki[r]), qr(qi[r]);
       ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) {
-        const B x = xsimd::fma(kr, upd[u], B::load_aligned(row + u * W));
-        x.store_aligned(row + u * W);
+        const B x = xsimd::fma(kr, upd[u], B::load_unaligned(in + u * W));
+        x.store_unaligned(out + u * W);
         aa[u] = xsimd::fma(x, qr, aa[u]);
       }
     };
@@ -181,7 +183,12 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   const index_t K = sh.K, V = sh.V, Vp = round_up(V, W), h = j / (sh.HV / sh.H);
   const linear_seq& sq = sh.seqs[std::size_t(n)];
   const bool channel = sh.decay == delta_decay::channel, decayed = sh.decay != delta_decay::none;
-  ws.S.assign(std::size_t(K * Vp), A(0));  // zero padding columns stay zero
+  // A single token (the decode step) with K-first h0 and ht rows of stride 1 and V a multiple of
+  // W runs on the caller's rows directly: the state is read once and written once (in place if
+  // ht == h0), no copies into the strips and back.
+  const bool direct = sq.len == 1 && !p.state_v_first && V % W == 0 && c.s.h0.present() &&
+                      c.s.ht.present() && c.s.h0.stride(3) == 1 && c.s.ht.stride(3) == 1;
+  if (!direct) ws.S.assign(std::size_t(K * Vp), A(0));  // zero padding columns stay zero
   ws.q.resize(std::size_t(kTokenBlock * K));
   ws.k.resize(std::size_t(kTokenBlock * K));
   ws.decay.resize(std::size_t(kTokenBlock * (channel ? K : 1)));
@@ -205,7 +212,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   const auto state_at = [&](const auto& view, index_t r, index_t e) -> auto& {
     return p.state_v_first ? view(n, j, e, r) : view(n, j, r, e);
   };
-  if (c.s.h0.present()) {
+  if (c.s.h0.present() && !direct) {
     const bool rows = !p.state_v_first && c.s.h0.stride(3) == 1;
     for_each_strip_row([&](A* x, index_t r, index_t e0, index_t ne) {
       if (rows) {
@@ -235,12 +242,24 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
     }
     // Each strip through the block (4W columns: 32 KB of state for K = 128 and 16 float lanes,
     // in L1), two accumulators per slice (even and odd rows): 8 independent FMA chains.
+    const auto strips = [&](auto ns, index_t e0) {
+      constexpr int NS = decltype(ns)::value;
+      if (direct) {
+        const A* src = &c.s.h0(n, j, 0, e0);
+        A* dst = &c.s.ht(n, j, 0, e0);
+        slices_through_block<NS, A, Arch>(c, ws, n, j, t0, nt, e0, src, c.s.h0.stride(2), dst,
+                                          c.s.ht.stride(2));
+      } else {
+        A* strip = ws.S.data() + e0 * K;
+        slices_through_block<NS, A, Arch>(c, ws, n, j, t0, nt, e0, strip, NS * W, strip, NS * W);
+      }
+    };
     index_t e0 = 0;
-    for (; e0 < full4; e0 += 4 * W) slices_through_block<4, A, Arch>(c, ws, n, j, t0, nt, e0);
-    for (; e0 < full2; e0 += 2 * W) slices_through_block<2, A, Arch>(c, ws, n, j, t0, nt, e0);
-    for (; e0 < Vp; e0 += W) slices_through_block<1, A, Arch>(c, ws, n, j, t0, nt, e0);
+    for (; e0 < full4; e0 += 4 * W) strips(std::integral_constant<int, 4>{}, e0);
+    for (; e0 < full2; e0 += 2 * W) strips(std::integral_constant<int, 2>{}, e0);
+    for (; e0 < Vp; e0 += W) strips(std::integral_constant<int, 1>{}, e0);
   }
-  if (c.s.ht.present()) {
+  if (c.s.ht.present() && !direct) {
     const bool rows = !p.state_v_first && c.s.ht.stride(3) == 1;
     for_each_strip_row([&](const A* x, index_t r, index_t e0, index_t ne) {
       if (rows)
