@@ -18,6 +18,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <vector>
 #include <xsimd/xsimd.hpp>
 
 #if defined(__linux__)
@@ -30,6 +31,17 @@
 
 #include "config.hpp"
 #include "types.hpp"
+
+namespace attnkit::detail {
+
+/// x rounded up to a multiple of m (padded row lengths of the kernels' buffers).
+inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+
+/// A std::vector whose storage is 64-byte aligned (kernel workspaces: aligned batch loads).
+template <class A>
+using aligned_vector = std::vector<A, xsimd::aligned_allocator<A, 64>>;
+
+}  // namespace attnkit::detail
 
 namespace attnkit::simd {
 

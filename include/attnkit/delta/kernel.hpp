@@ -41,19 +41,14 @@ namespace attnkit {
 namespace detail {
 namespace delta_impl {
 
-template <class A>
-using avec = std::vector<A, xsimd::aligned_allocator<A, 64>>;
-
 constexpr index_t kTokenBlock = 32;
-
-inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 
 template <class A>
 struct workspace {
-  avec<A> S;      // the state as column strips (run_recurrent), K * Vp elements
-  avec<A> q, k;   // [kTokenBlock, K] normalised (q scaled)
-  avec<A> decay;  // [kTokenBlock] (scalar) or [kTokenBlock, K] (channel): exp(g)
-  avec<A> beta;   // [kTokenBlock]
+  aligned_vector<A> S;      // the state as column strips (run_recurrent), K * Vp elements
+  aligned_vector<A> q, k;   // [kTokenBlock, K] normalised (q scaled)
+  aligned_vector<A> decay;  // [kTokenBlock] (scalar) or [kTokenBlock, K] (channel): exp(g)
+  aligned_vector<A> beta;   // [kTokenBlock]
 };
 
 /// Everything an item needs: shape, options, views and the gate reader.
@@ -414,15 +409,10 @@ struct gate_reader {
   const tensor_view<G, R>& g;
   const delta_gate_params<P>& gp;
   double operator()(index_t b, index_t t, index_t j, index_t c) const {
-    double a;
     if constexpr (R == 3)
-      a = to_compute<double>(g(b, t, j));
+      return delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, c);
     else
-      a = to_compute<double>(g(b, t, j, c));
-    if (p.gate_fn == delta_gate_fn::none) return a;
-    const bool has_a = gp.A_log.present();
-    const double dt = gp.dt_bias.present() ? double(gp.dt_bias(R == 4 ? j * sh.K + c : j)) : 0.0;
-    return delta_log_decay(p, a, has_a, has_a ? double(gp.A_log(j)) : 0.0, dt);
+      return delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j, c);
   }
 };
 

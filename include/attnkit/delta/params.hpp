@@ -105,6 +105,19 @@ inline double delta_log_decay(const delta_params& p, double a, bool has_a_log, d
   return a;
 }
 
+/// The log decay of value head j (row c for kda) from the stored gate value `a`: `a` itself, or
+/// the in-kernel gate of p.gate_fn with gp's A_log[j] and dt_bias ([HV] or [HV*K]: j*K + c).
+template <class P>
+double delta_gate_log_decay(const delta_params& p, const delta_shape& sh,
+                            const delta_gate_params<P>& gp, double a, index_t j, index_t c) {
+  if (p.gate_fn == delta_gate_fn::none) return a;
+  const bool has_a = gp.A_log.present();
+  double dt = 0;
+  if (gp.dt_bias.present())
+    dt = double(gp.dt_bias(sh.decay == delta_decay::channel ? j * sh.K + c : j));
+  return delta_log_decay(p, a, has_a, has_a ? double(gp.A_log(j)) : 0.0, dt);
+}
+
 /// beta from the stored value per p.beta_sigmoid / allow_neg_eigval.
 inline double delta_beta(const delta_params& p, double b) {
   if (!p.beta_sigmoid) return b;

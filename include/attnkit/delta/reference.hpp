@@ -78,18 +78,6 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
   }
 }
 
-/// log decay of value head j, row c, from the stored gate value (in-kernel gate per p.gate_fn).
-template <class P>
-double gate_value(const delta_params& p, const attnkit::detail::delta_shape& sh,
-                  const delta_gate_params<P>& gp, double a, index_t j, index_t c) {
-  const bool has_a = gp.A_log.present();
-  const double a_log = has_a ? double(gp.A_log(j)) : 0.0;
-  double dt = 0;
-  if (gp.dt_bias.present())
-    dt = double(gp.dt_bias(sh.decay == attnkit::detail::delta_decay::channel ? j * sh.K + c : j));
-  return attnkit::detail::delta_log_decay(p, a, has_a, a_log, dt);
-}
-
 }  // namespace detail_delta
 
 /// Reference of attnkit::delta_rule (DeltaNet; see delta/params.hpp).
@@ -114,7 +102,7 @@ void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K,
                                                beta, o, s);
   attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
   detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t) {
-    return detail_delta::gate_value(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
+    return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
   });
 }
 
@@ -128,7 +116,8 @@ void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor
                                                v, beta, o, s);
   attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
   detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t c) {
-    return detail_delta::gate_value(p, sh, gp, to_compute<double>(g(b, t, j, c)), j, c);
+    return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j,
+                                                 c);
   });
 }
 

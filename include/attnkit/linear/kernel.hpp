@@ -49,12 +49,7 @@ namespace detail {
 namespace linear_impl {
 
 template <class A>
-using avec = std::vector<A, xsimd::aligned_allocator<A, 64>>;
-
-inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
-
-template <class A>
-void ensure(avec<A>& v, index_t n) {
+void ensure(aligned_vector<A>& v, index_t n) {
   if (index_t(v.size()) < n) v.assign(std::size_t(n), A(0));
 }
 
@@ -432,7 +427,7 @@ ATTNKIT_ALWAYS_INLINE void diag_rows(const A* qs, const A* e, index_t Kp, index_
 
 template <class A>
 struct workspace {
-  avec<A> S, q, k, kt, kh, qg, v, am, ob, g, e, pre, suf, tmp, cs, z, a;
+  aligned_vector<A> S, q, k, kt, kh, qg, v, am, ob, g, e, pre, suf, tmp, cs, z, a;
   prefetch_queue pf;  // chunk algorithm: the next unit's rows
 };
 

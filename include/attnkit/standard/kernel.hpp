@@ -51,11 +51,6 @@ struct softmax_tiling {
   }
 };
 
-inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
-
-template <class A>
-using aligned_vector = std::vector<A, xsimd::aligned_allocator<A, 64>>;
-
 template <class A>
 struct softmax_workspace {
   aligned_vector<A> q, kt, vp, s, acc, alpha;
