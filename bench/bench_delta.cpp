@@ -38,7 +38,7 @@ namespace {
 
 using namespace attnkit_bench;
 using attnkit::delta_params;
-using attnkit::linear_state;
+using attnkit::recurrent_state;
 
 constexpr index_t kH = 16, kK = 128, kV = 128;
 
@@ -90,7 +90,7 @@ void call(variant var, const delta_params& p, inputs& d, index_t b, index_t t, f
   const auto v = make_view<const float>(d.v.data(), b, t, kH, kV);
   const auto beta = make_view<const float>(d.beta.data(), b, t, kH);
   const auto o = make_view(d.o.data(), b, t, kH, kV);
-  linear_state<float> s;
+  recurrent_state<float> s;
   s.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, kH, kK, kV);
   s.ht = make_view(ht, b, kH, kK, kV);
   switch (var) {
@@ -120,7 +120,7 @@ double chunk_flop_per_token_head() {
   return 4 * C * kK + C * (kK + kV) + 6.0 * kK * kV + 2 * C * kV;
 }
 
-void BM_prefill(benchmark::State& st, variant var, attnkit::linear_algo algo) {
+void BM_prefill(benchmark::State& st, variant var, attnkit::algorithm algo) {
   const index_t t = st.range(0);
   const int threads = int(st.range(1));
   inputs& d = data(1, t);
@@ -134,7 +134,7 @@ void BM_prefill(benchmark::State& st, variant var, attnkit::linear_algo algo) {
   st.counters["tokens_per_s"] = rate(tokens);
   report_flops(st, flop, threads);
   report_fma_paired(st, flop, fma);
-  if (algo == attnkit::linear_algo::chunk)
+  if (algo == attnkit::algorithm::chunk)
     st.counters["GFLOPS_chunk_executed"] = rate(tokens * kH * chunk_flop_per_token_head() / 1e9);
 }
 
@@ -162,10 +162,10 @@ const bool registered = [] {
   } vars[] = {
       {"delta_rule", variant::delta}, {"gated_delta_rule", variant::gated}, {"kda", variant::kda}};
   for (const auto& v : vars) {
-    for (const auto algo : {attnkit::linear_algo::chunk, attnkit::linear_algo::recurrent}) {
-      if (algo == attnkit::linear_algo::chunk && v.var == variant::kda) continue;  // not yet
+    for (const auto algo : {attnkit::algorithm::chunk, attnkit::algorithm::recurrent}) {
+      if (algo == attnkit::algorithm::chunk && v.var == variant::kda) continue;  // not yet
       const std::string name = std::string("BM_") + v.name +
-                               (algo == attnkit::linear_algo::chunk ? "_chunk" : "_recurrent");
+                               (algo == attnkit::algorithm::chunk ? "_chunk" : "_recurrent");
       benchmark::RegisterBenchmark(name.c_str(), BM_prefill, v.var, algo)
           ->ArgNames({"seq", "threads"})
           ->ArgsProduct({{1024, 4096}, thread_counts()})

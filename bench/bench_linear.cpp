@@ -43,9 +43,9 @@ namespace {
 
 using namespace attnkit_bench;
 using attnkit::cview;
-using attnkit::linear_algo;
+using attnkit::algorithm;
 using attnkit::linear_params;
-using attnkit::linear_state;
+using attnkit::recurrent_state;
 using attnkit::tensor_view;
 
 constexpr index_t kH = 16, kK = 128, kV = 128, kC = 64;
@@ -84,7 +84,7 @@ void call(variant var, const linear_params& p, inputs& d, index_t b, index_t t, 
   const auto k = make_view<const float>(d.k.data(), b, t, kH, kK);
   const auto v = make_view<const float>(d.v.data(), b, t, kH, kV);
   const auto o = make_view(d.o.data(), b, t, kH, kV);
-  linear_state<float> s;
+  recurrent_state<float> s;
   s.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, kH, kK, kV);
   s.ht = make_view(ht, b, kH, kK, kV);
   switch (var) {
@@ -100,13 +100,13 @@ void call(variant var, const linear_params& p, inputs& d, index_t b, index_t t, 
   }
 }
 
-double exec_flop_per_token_head(variant var, linear_algo algo) {
+double exec_flop_per_token_head(variant var, algorithm algo) {
   const double kv = double(kK) * double(kV);
-  if (algo == linear_algo::recurrent) return 4 * kv + (var == variant::linear ? 0 : kv);
+  if (algo == algorithm::recurrent) return 4 * kv + (var == variant::linear ? 0 : kv);
   return 4 * kv + double(kC + 1) * double(kK + kV);
 }
 
-void BM_prefill(benchmark::State& st, variant var, linear_algo algo) {
+void BM_prefill(benchmark::State& st, variant var, algorithm algo) {
   const index_t t = st.range(0);
   const int threads = int(st.range(1));
   inputs& d = data(1, t);
@@ -128,14 +128,14 @@ void BM_decode(benchmark::State& st, variant var) {
   const int threads = int(st.range(1));
   inputs& d = data(b, 1);
   linear_params p;
-  p.algo = linear_algo::recurrent;
+  p.algo = algorithm::recurrent;
   p.exec = &pool(threads);
   const paired_ceiling read = paired_loop(
       st, [&] { call(var, p, d, b, 1, d.h0.data()); },  // in place: ht == h0
       [&](double seconds) { return run_read_for(threads, seconds); });
   const double tokens = double(b), bytes = 2.0 * double(b) * kH * kK * kV * sizeof(float);
   st.counters["tokens_per_s"] = rate(tokens);
-  report_flops(st, tokens * kH * exec_flop_per_token_head(var, linear_algo::recurrent), threads);
+  report_flops(st, tokens * kH * exec_flop_per_token_head(var, algorithm::recurrent), threads);
   report_bytes(st, bytes, threads);
   report_read_paired(st, bytes, read);
 }
@@ -148,9 +148,9 @@ const bool registered = [] {
   } vars[] = {
       {"linear_attn", variant::linear}, {"simple_gla", variant::simple}, {"gla", variant::gla}};
   for (const auto& v : vars) {
-    for (const auto algo : {linear_algo::chunk, linear_algo::recurrent}) {
+    for (const auto algo : {algorithm::chunk, algorithm::recurrent}) {
       const std::string name =
-          std::string("BM_") + v.name + (algo == linear_algo::chunk ? "_chunk" : "_recurrent");
+          std::string("BM_") + v.name + (algo == algorithm::chunk ? "_chunk" : "_recurrent");
       benchmark::RegisterBenchmark(name.c_str(), BM_prefill, v.var, algo)
           ->ArgNames({"seq", "threads"})
           ->ArgsProduct({{1024, 4096, 16384}, thread_counts()})

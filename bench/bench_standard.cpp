@@ -34,8 +34,8 @@
 //   bench_standard --benchmark_min_time=0.01         smoke pass (CI), well under a minute
 //   figures: --benchmark_repetitions=3 --benchmark_report_aggregates_only=true, quote medians;
 //   select with --benchmark_filter='BM_decode_bf16/Hkv:8/cache:32768'.
-#include <attnkit/standard/kernel.hpp>
-#include <attnkit/standard/reference.hpp>
+#include <attnkit/softmax/kernel.hpp>
+#include <attnkit/softmax/reference.hpp>
 #include <cstdint>
 #include <map>
 #include <string>

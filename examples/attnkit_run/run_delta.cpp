@@ -31,8 +31,8 @@ delta_options read_delta_options(context& ctx, delta_variant var) {
   s.p.scale = s.zero_scale ? 1.0 : scale;
   // kda has no chunked kernel yet: both modes run its recurrent kernel (same math)
   const bool chunk = o.get_choice("mode", {"chunk", "recurrent"}, "chunk") == "chunk";
-  s.p.algo = chunk && var != delta_variant::kda ? attnkit::linear_algo::chunk
-                                                : attnkit::linear_algo::recurrent;
+  s.p.algo = chunk && var != delta_variant::kda ? attnkit::algorithm::chunk
+                                                : attnkit::algorithm::recurrent;
   s.p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
   s.p.qk_l2norm = o.flag("l2norm");
   s.p.beta_sigmoid = o.flag("beta-sigmoid");
@@ -105,7 +105,7 @@ void run_typed(context& ctx, delta_variant var, const delta_options& so) {
 
   std::vector<T> o(std::size_t(B * T_ * HV * V), T(0)), ht(std::size_t(N * HV * K * V), T(0));
   const auto ov = attnkit::make_view(o.data(), B, T_, HV, V);
-  attnkit::linear_state<T> s;
+  attnkit::recurrent_state<T> s;
   if (h0.present()) s.h0 = h0.template cview<4>();
   s.ht = attnkit::make_view(ht.data(), N, HV, K, V);
   if (varlen) s.cu_seqlens = cu.template cview<1>();

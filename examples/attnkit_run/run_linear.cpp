@@ -28,8 +28,8 @@ lin_options read_lin_options(context& ctx, lin_variant var) {
   s.zero_scale = o.has("scale") && scale == 0.0;
   s.p.scale = s.zero_scale ? 1.0 : scale;
   s.p.algo = o.get_choice("mode", {"chunk", "recurrent"}, "chunk") == "chunk"
-                 ? attnkit::linear_algo::chunk
-                 : attnkit::linear_algo::recurrent;
+                 ? attnkit::algorithm::chunk
+                 : attnkit::algorithm::recurrent;
   s.p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
   if (var == lin_variant::linear) s.p.normalize = o.flag("normalize");
   s.p.exec = ctx.exec();
@@ -105,12 +105,13 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
   std::vector<T> o(std::size_t(B * T_ * H * V), T(0)), ht(std::size_t(N * H * K * V), T(0)),
       zt(std::size_t(N * H * K), T(0));
   const auto ov = attnkit::make_view(o.data(), B, T_, H, V);
-  attnkit::linear_state<T> s;
+  attnkit::recurrent_state<T> s;
+  attnkit::linear_extras<T> x;
   if (h0.present()) s.h0 = h0.template cview<4>();
   s.ht = attnkit::make_view(ht.data(), N, H, K, V);
   if (normalize) {
-    if (z0.present()) s.z0 = z0.template cview<4>();
-    s.zt = attnkit::make_view(zt.data(), N, index_t(1), H, K);
+    if (z0.present()) x.z0 = z0.template cview<4>();
+    x.zt = attnkit::make_view(zt.data(), N, index_t(1), H, K);
   }
   if (varlen) s.cu_seqlens = cu.template cview<1>();
   const auto qv = q.template cview<4>(), kv = k.template cview<4>(), vv = v.template cview<4>();
@@ -118,9 +119,9 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
   switch (var) {
     case lin_variant::linear:
       if (ref)
-        attnkit::reference::linear_attn(so.p, qv, kv, vv, ov, s);
+        attnkit::reference::linear_attn(so.p, qv, kv, vv, ov, s, x);
       else
-        attnkit::linear_attn(so.p, qv, kv, vv, ov, s);
+        attnkit::linear_attn(so.p, qv, kv, vv, ov, s, x);
       break;
     case lin_variant::simple:
       if (g.present()) {

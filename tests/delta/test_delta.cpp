@@ -108,7 +108,7 @@ struct problem {
 /// Runs the fast kernel (Ref = false) or the reference on a problem.
 template <bool Ref, class E, class O>
 void run(const problem<E>& pr, const delta_params& p, const tensor_view<O, 4>& o,
-         const linear_state<accum_t<E>>& s) {
+         const recurrent_state<accum_t<E>>& s) {
   const auto q = pr.q.cv(), k = pr.k.cv(), v = pr.v.cv();
   const auto beta = pr.beta.cv();
   switch (pr.var) {
@@ -141,7 +141,7 @@ void check_against_reference(problem<T>& pr, const delta_params& p, bool with_h0
   if (with_h0) pr.make_h0(99, pad);
   auto o = pr.make_o(pad, head_first), o_ref = pr.make_o();
   auto ht = pr.make_state(pad), ht_ref = pr.make_state();
-  linear_state<A> s, s_ref;
+  recurrent_state<A> s, s_ref;
   if (with_h0) s.h0 = s_ref.h0 = pr.h0.cv();
   s.ht = ht.v();
   s_ref.ht = ht_ref.v();
@@ -178,7 +178,7 @@ std::vector<A> load_params(const std::string& c, const std::string& name) {
 /// ("_gate") feed the raw inputs through the in-kernel transforms.
 template <class T>
 void replay(const std::string& c, variant var, bool use_ref, bool v_first, double tol, bool rel_rms,
-            linear_algo algo = linear_algo::recurrent, index_t chunk = 64) {
+            algorithm algo = algorithm::recurrent, index_t chunk = 64) {
   using A = accum_t<T>;
   const bool gate_case = c.find("_gate") != std::string::npos;
   problem<T> pr;
@@ -213,7 +213,7 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
   pr.V = pr.v.view.extent(3);
   pr.N = h0.view.extent(0);
   pr.v_first = v_first;
-  linear_state<A> s;
+  recurrent_state<A> s;
   auto h0_in = pr.make_state();
   test::copy(v_first ? cview<A, 4>(transpose(h0.cv(), 2, 3)) : h0.cv(), h0_in.v());
   s.h0 = h0_in.cv();
@@ -232,7 +232,7 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
   const cview<A, 4> ht_k = v_first ? cview<A, 4>(transpose(ht.cv(), 2, 3)) : ht.cv();
   INFO("case " << c
                << (use_ref                      ? " reference"
-                   : algo == linear_algo::chunk ? " chunk"
+                   : algo == algorithm::chunk ? " chunk"
                                                 : " recurrent")
                << " chunk_size=" << chunk << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
@@ -280,8 +280,8 @@ TEST_CASE("delta: golden replay with the chunk algorithm (delta_rule, gated_delt
     if (gc.var == variant::kda) continue;
     for (index_t chunk : {64, 16, 7})
       for (bool v_first : {false, true})
-        replay<double>(gc.dir, gc.var, false, v_first, 1e-10, false, linear_algo::chunk, chunk);
-    replay<float>(gc.dir, gc.var, false, false, 1e-5, true, linear_algo::chunk, 64);
+        replay<double>(gc.dir, gc.var, false, v_first, 1e-10, false, algorithm::chunk, chunk);
+    replay<float>(gc.dir, gc.var, false, false, 1e-5, true, algorithm::chunk, 64);
   }
 }
 
@@ -296,11 +296,11 @@ TEMPLATE_TEST_CASE("delta: chunk equals recurrent (delta_rule, gated_delta_rule)
           for (index_t t = 5; t < T; t += 37) pr.gs.view(1, t, 2) = A(-1000);
         pr.make_h0(4);
         delta_params pc, prec;
-        pc.algo = linear_algo::chunk;
+        pc.algo = algorithm::chunk;
         pc.chunk_size = chunk;
         auto o = pr.make_o(), o_ref = pr.make_o();
         auto ht = pr.make_state(), ht_ref = pr.make_state();
-        linear_state<A> s, s_ref;
+        recurrent_state<A> s, s_ref;
         s.h0 = s_ref.h0 = pr.h0.cv();
         s.ht = ht.v();
         s_ref.ht = ht_ref.v();
@@ -389,7 +389,7 @@ TEMPLATE_TEST_CASE("delta: running 0..t then t..T from the first final state equ
     pr.make_h0(5);
     auto o_full = pr.make_o();
     auto ht_full = pr.make_state();
-    linear_state<A> s;
+    recurrent_state<A> s;
     s.h0 = pr.h0.cv();
     s.ht = ht_full.v();
     run<false>(pr, delta_params{}, o_full.v(), s);
@@ -407,7 +407,7 @@ TEMPLATE_TEST_CASE("delta: running 0..t then t..T from the first final state equ
       sub.beta.view = slice(pr.beta.view, 1, t0, t1);
       sub.gs.view = slice(pr.gs.view, 1, t0, t1);
       sub.gc.view = slice(pr.gc.view, 1, t0, t1);
-      linear_state<A> sp;
+      recurrent_state<A> sp;
       sp.h0 = part == 0 ? pr.h0.cv() : mid.cv();
       sp.ht = part == 0 ? mid.v() : ht2.v();
       run<false>(sub, delta_params{}, slice(o2.view, 1, t0, t1), sp);
@@ -431,7 +431,7 @@ TEMPLATE_TEST_CASE("delta: decode steps update a caller-owned state in place", "
         pr.make_h0(8);
         auto o_full = pr.make_o();
         auto ht_full = pr.make_state();
-        linear_state<A> s;
+        recurrent_state<A> s;
         s.h0 = pr.h0.cv();
         s.ht = ht_full.v();
         run<true>(pr, delta_params{}, o_full.v(), s);
@@ -447,7 +447,7 @@ TEMPLATE_TEST_CASE("delta: decode steps update a caller-owned state in place", "
           step.beta.view = slice(pr.beta.view, 1, t, t + 1);
           step.gs.view = slice(pr.gs.view, 1, t, t + 1);
           step.gc.view = slice(pr.gc.view, 1, t, t + 1);
-          linear_state<A> sp;
+          recurrent_state<A> sp;
           sp.h0 = state.cv();
           sp.ht = in_place ? state.v() : next.v();
           run<false>(step, delta_params{}, slice(o.view, 1, t, t + 1), sp);
@@ -470,7 +470,7 @@ TEMPLATE_TEST_CASE("delta: varlen equals separate runs (with an empty sequence)"
     pr.make_h0(3);
     auto o = pr.make_o();
     auto ht = pr.make_state();
-    linear_state<A> s;
+    recurrent_state<A> s;
     s.h0 = pr.h0.cv();
     s.ht = ht.v();
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {index_t(cu.size())});
@@ -488,7 +488,7 @@ TEMPLATE_TEST_CASE("delta: varlen equals separate runs (with an empty sequence)"
       sub.gc.view = slice(pr.gc.view, 1, t0, t1);
       auto o1 = sub.make_o();
       auto ht1 = sub.make_state();
-      linear_state<A> s1;
+      recurrent_state<A> s1;
       s1.h0 = slice(pr.h0.cv(), 0, n, n + 1);
       s1.ht = ht1.v();
       run<true>(sub, delta_params{}, o1.v(), s1);
@@ -519,7 +519,7 @@ TEST_CASE("delta: results do not depend on the thread count", "[delta]") {
     p.exec = &pool;
     auto o = pr.make_o();
     auto ht = pr.make_state();
-    linear_state<float> s;
+    recurrent_state<float> s;
     s.h0 = pr.h0.cv();
     s.ht = ht.v();
     run<false>(pr, p, o.v(), s);
@@ -543,7 +543,7 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
   auto gc = make_view<const float>(buf.data(), B, T, HV, K);
   auto o = make_view(out.data(), B, T, HV, V);
   delta_params p;
-  linear_state<float> s;
+  recurrent_state<float> s;
 
   SECTION("value heads not a multiple of the q/k heads") {
     auto v3 = make_view<const float>(buf.data(), B, T, 3, V);
@@ -578,18 +578,15 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
     s.h0 = make_view<const float>(st.data(), B, HV, V, K);  // V-first data without the option
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o, s),
                         Contains("tensor 'h0' [N,HV,K,V] dim 2 (K): expected 8, got 6"));
-    s.h0 = {};
-    s.z0 = make_view<const float>(st.data(), B, 1, H, K);
-    REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o, s), Contains("'z0'/'zt'"));
   }
   SECTION("options") {
     p.allow_neg_eigval = true;
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o),
                         Contains("option 'allow_neg_eigval' needs 'beta_sigmoid'"));
     p = {};
-    p.algo = linear_algo::chunk;
+    p.algo = algorithm::chunk;
     REQUIRE_THROWS_WITH(kda(p, q, k, v, gc, beta, o),
-                        Contains("kda: option 'algo' linear_algo::chunk is not implemented yet"));
+                        Contains("kda: option 'algo' algorithm::chunk is not available"));
     REQUIRE_NOTHROW(delta_rule(p, q, k, v, beta, o));
     p = {};
     p.gate_fn = delta_gate_fn::softplus;

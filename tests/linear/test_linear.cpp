@@ -32,6 +32,19 @@ const char* name_of(variant v) {
 }
 
 using arr4 = std::array<std::size_t, 4>;
+
+/// Every state view of one call in one struct; call() splits it into the public
+/// recurrent_state and linear_extras.
+template <class A>
+using state_views = attnkit::detail::linear_states<A>;
+template <class A>
+recurrent_state<A> rs_of(const state_views<A>& s) {
+  return {s.h0, s.ht, s.cu_seqlens};
+}
+template <class A>
+linear_extras<A> lx_of(const state_views<A>& s) {
+  return {s.z0, s.zt};
+}
 constexpr arr4 kSeqFirst{0, 1, 2, 3}, kHeadFirst{0, 2, 1, 3};
 
 /// Inputs of one call: q, k [B,T,H,K], v [B,T,H,V], gates, states; E is the storage type.
@@ -105,39 +118,41 @@ struct problem {
 /// Runs one variant (fast kernel or reference) on views.
 template <bool Ref, class T, class Q, class O>
 void call(const problem<T>& pr, const linear_params& p, tensor_view<Q, 4> q, tensor_view<Q, 4> k,
-          tensor_view<Q, 4> v, tensor_view<O, 4> o, const linear_state<accum_t<T>>& s) {
+          tensor_view<Q, 4> v, tensor_view<O, 4> o, const state_views<accum_t<T>>& s) {
   using A = accum_t<T>;
+  const recurrent_state<A> rs{s.h0, s.ht, s.cu_seqlens};
+  const linear_extras<A> lx{s.z0, s.zt};
   const cview<A, 3> gs = pr.gs.cv();
   const cview<A, 1> gm = pr.gamma.cv();
   const cview<A, 4> gc = pr.gc.cv();
   if constexpr (Ref) {
     switch (pr.var) {
       case variant::linear:
-        reference::linear_attn(p, q, k, v, o, s);
+        reference::linear_attn(p, q, k, v, o, rs, lx);
         break;
       case variant::simple:
-        reference::simple_gla(p, q, k, v, gs, o, s);
+        reference::simple_gla(p, q, k, v, gs, o, rs);
         break;
       case variant::gamma:
-        reference::simple_gla(p, q, k, v, gm, o, s);
+        reference::simple_gla(p, q, k, v, gm, o, rs);
         break;
       case variant::gla:
-        reference::gla(p, q, k, v, gc, o, s);
+        reference::gla(p, q, k, v, gc, o, rs);
         break;
     }
   } else {
     switch (pr.var) {
       case variant::linear:
-        linear_attn(p, q, k, v, o, s);
+        linear_attn(p, q, k, v, o, rs, lx);
         break;
       case variant::simple:
-        simple_gla(p, q, k, v, gs, o, s);
+        simple_gla(p, q, k, v, gs, o, rs);
         break;
       case variant::gamma:
-        simple_gla(p, q, k, v, gm, o, s);
+        simple_gla(p, q, k, v, gm, o, rs);
         break;
       case variant::gla:
-        gla(p, q, k, v, gc, o, s);
+        gla(p, q, k, v, gc, o, rs);
         break;
     }
   }
@@ -145,29 +160,29 @@ void call(const problem<T>& pr, const linear_params& p, tensor_view<Q, 4> q, ten
 
 template <bool Ref, class T>
 void run(const problem<T>& pr, const linear_params& p, const tensor_view<T, 4>& o,
-         const linear_state<accum_t<T>>& s) {
+         const state_views<accum_t<T>>& s) {
   call<Ref, T>(pr, p, pr.q.cv(), pr.k.cv(), pr.v.cv(), o, s);
 }
 
 /// Runs the fast kernel on tokens [b, e) of every batch row (q, k, v, gates and o sliced on T).
 template <class T>
 void run_range(const problem<T>& pr, const linear_params& p, index_t b, index_t e,
-               const tensor_view<T, 4>& o, const linear_state<accum_t<T>>& s) {
+               const tensor_view<T, 4>& o, const state_views<accum_t<T>>& s) {
   const auto q = slice(pr.q.cv(), 1, b, e), k = slice(pr.k.cv(), 1, b, e),
              v = slice(pr.v.cv(), 1, b, e);
   const auto ov = slice(o, 1, b, e);
   switch (pr.var) {
     case variant::linear:
-      linear_attn(p, q, k, v, ov, s);
+      linear_attn(p, q, k, v, ov, rs_of(s), lx_of(s));
       break;
     case variant::simple:
-      simple_gla(p, q, k, v, slice(pr.gs.cv(), 1, b, e), ov, s);
+      simple_gla(p, q, k, v, slice(pr.gs.cv(), 1, b, e), ov, rs_of(s));
       break;
     case variant::gamma:
-      simple_gla(p, q, k, v, pr.gamma.cv(), ov, s);
+      simple_gla(p, q, k, v, pr.gamma.cv(), ov, rs_of(s));
       break;
     case variant::gla:
-      gla(p, q, k, v, slice(pr.gc.cv(), 1, b, e), ov, s);
+      gla(p, q, k, v, slice(pr.gc.cv(), 1, b, e), ov, rs_of(s));
       break;
   }
 }
@@ -181,7 +196,7 @@ void check_against_reference(problem<T>& pr, linear_params p, bool with_h0, inde
   auto o = pr.make_o(pad, head_first), o_ref = pr.make_o();
   auto ht = pr.make_state(pad), ht_ref = pr.make_state();
   auto zt = pr.make_z(), zt_ref = pr.make_z();
-  linear_state<A> s, s_ref;
+  state_views<A> s, s_ref;
   if (with_h0) {
     s.h0 = s_ref.h0 = pr.h0.cv();
     if (p.normalize) s.z0 = s_ref.z0 = pr.z0.cv();
@@ -194,7 +209,7 @@ void check_against_reference(problem<T>& pr, linear_params p, bool with_h0, inde
   }
   run<false>(pr, p, o.v(), s);
   run<true>(pr, p, o_ref.v(), s_ref);
-  INFO(name_of(pr.var) << " algo=" << (p.algo == linear_algo::chunk ? "chunk" : "recurrent")
+  INFO(name_of(pr.var) << " algo=" << (p.algo == algorithm::chunk ? "chunk" : "recurrent")
                        << " B=" << pr.B << " T=" << pr.T << " H=" << pr.H << " K=" << pr.K
                        << " V=" << pr.V << " h0=" << with_h0 << " pad=" << pad
                        << " head_first=" << head_first << " v_first=" << p.state_v_first
@@ -221,7 +236,7 @@ owned_tensor<T, R> load(const std::string& c, const std::string& name) {
 /// Replays one golden case in precision T with the fast kernel (algo) or the reference; returns
 /// error stats of o and ht (and zt).
 template <class T>
-void replay(const std::string& c, variant var, bool normalize, linear_algo algo, bool use_ref,
+void replay(const std::string& c, variant var, bool normalize, algorithm algo, bool use_ref,
             bool v_first, double tol_rel, bool rel_rms) {
   using A = accum_t<T>;
   problem<T> pr;
@@ -245,7 +260,7 @@ void replay(const std::string& c, variant var, bool normalize, linear_algo algo,
   p.algo = algo;
   p.normalize = normalize;
   p.state_v_first = v_first;
-  linear_state<A> s;
+  state_views<A> s;
   // state_v_first: the same state stored as [N,H,V,K] (a transposed copy)
   auto h0_in = pr.make_state();
   test::copy(v_first ? cview<A, 4>(transpose(h0.cv(), 2, 3)) : h0.cv(), h0_in.v());
@@ -274,7 +289,7 @@ void replay(const std::string& c, variant var, bool normalize, linear_algo algo,
   const cview<A, 4> ht_k = v_first ? cview<A, 4>(transpose(ht.cv(), 2, 3)) : ht.cv();
   INFO("case " << c << " "
                << (use_ref                      ? "reference"
-                   : algo == linear_algo::chunk ? "chunk"
+                   : algo == algorithm::chunk ? "chunk"
                                                 : "recurrent")
                << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
@@ -309,19 +324,19 @@ const golden_case kGolden[] = {
 TEST_CASE("linear: golden replay in float64 (<= 1e-10 relative)", "[linear][golden]") {
   for (const auto& gc : kGolden)
     for (bool v_first : {false, true}) {
-      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, false, v_first, 1e-10,
+      replay<double>(gc.dir, gc.var, gc.normalize, algorithm::chunk, false, v_first, 1e-10,
                      false);
-      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::recurrent, false, v_first, 1e-10,
+      replay<double>(gc.dir, gc.var, gc.normalize, algorithm::recurrent, false, v_first, 1e-10,
                      false);
-      replay<double>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, true, v_first, 1e-12, false);
+      replay<double>(gc.dir, gc.var, gc.normalize, algorithm::chunk, true, v_first, 1e-12, false);
     }
 }
 
 TEST_CASE("linear: golden replay in float32 (relative RMS <= 1e-5)", "[linear][golden]") {
   for (const auto& gc : kGolden)
     for (bool v_first : {false, true}) {
-      replay<float>(gc.dir, gc.var, gc.normalize, linear_algo::chunk, false, v_first, 1e-5, true);
-      replay<float>(gc.dir, gc.var, gc.normalize, linear_algo::recurrent, false, v_first, 1e-5,
+      replay<float>(gc.dir, gc.var, gc.normalize, algorithm::chunk, false, v_first, 1e-5, true);
+      replay<float>(gc.dir, gc.var, gc.normalize, algorithm::recurrent, false, v_first, 1e-5,
                     true);
     }
 }
@@ -331,7 +346,7 @@ TEMPLATE_TEST_CASE("linear: fast kernels match the reference on awkward shapes",
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
   const index_t T = GENERATE(1, 63, 64, 65, 130);
   const auto dims = GENERATE(std::make_pair(20, 37), std::make_pair(33, 17), std::make_pair(8, 8));
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   const bool with_h0 = GENERATE(false, true);
   problem<TestType> pr(var, 2, T, 3, dims.first, dims.second, 7 + std::uint64_t(T));
   linear_params p;
@@ -342,7 +357,7 @@ TEMPLATE_TEST_CASE("linear: fast kernels match the reference on awkward shapes",
 TEMPLATE_TEST_CASE("linear: strided and permuted views and V-first states and other chunk sizes",
                    "[linear]", double, float) {
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   const bool v_first = GENERATE(false, true);
   const index_t pad = GENERATE(0, 3);
   const bool head_first = GENERATE(false, true);
@@ -352,7 +367,7 @@ TEMPLATE_TEST_CASE("linear: strided and permuted views and V-first states and ot
   p.algo = algo;
   p.state_v_first = v_first;
   check_against_reference(pr, p, true, pad, head_first);
-  if (algo == linear_algo::chunk)
+  if (algo == algorithm::chunk)
     for (index_t cs : {1, 7, 16, 32, 100}) {
       p.chunk_size = cs;
       check_against_reference(pr, p, true, pad, head_first);
@@ -361,7 +376,7 @@ TEMPLATE_TEST_CASE("linear: strided and permuted views and V-first states and ot
 
 TEMPLATE_TEST_CASE("linear: normalize with the key-sum state z and the additive 1e-10", "[linear]",
                    double, float) {
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   const bool with_h0 = GENERATE(false, true);
   const bool v_first = GENERATE(false, true);
   const index_t T = GENERATE(1, 64, 130);
@@ -382,12 +397,12 @@ TEMPLATE_TEST_CASE("linear: chunk equals recurrent", "[linear]", double, float) 
   auto o1 = pr.make_o(), o2 = pr.make_o();
   auto h1 = pr.make_state(), h2 = pr.make_state();
   linear_params p;
-  linear_state<A> s1, s2;
+  state_views<A> s1, s2;
   s1.h0 = s2.h0 = pr.h0.cv();
   s1.ht = h1.v();
   s2.ht = h2.v();
   run<false>(pr, p, o1.v(), s1);
-  p.algo = linear_algo::recurrent;
+  p.algo = algorithm::recurrent;
   run<false>(pr, p, o2.v(), s2);
   INFO(name_of(var));
   ATTNKIT_CHECK_CLOSE(o1.cv(), o2.cv(), test::tolerance<TestType>());
@@ -398,7 +413,7 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
                    "[linear]", double, float) {
   using A = accum_t<TestType>;
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   const bool normalize = var == variant::linear && GENERATE(false, true);
   const index_t T = 130;
   problem<TestType> pr(var, 2, T, 2, 24, 20, 21, 0, false, 1.0, 0.0, normalize);
@@ -409,7 +424,7 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
   auto o_full = pr.make_o();
   auto h_full = pr.make_state();
   auto z_full = pr.make_z();
-  linear_state<A> s;
+  state_views<A> s;
   s.h0 = pr.h0.cv();
   s.ht = h_full.v();
   if (normalize) {
@@ -423,7 +438,7 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
     auto z_mid = pr.make_z(), z_end = pr.make_z();
     auto run_part = [&](index_t b, index_t e, const cview<A, 4>& h0, const tensor_view<A, 4>& ht,
                         const cview<A, 4>& z0, const tensor_view<A, 4>& zt) {
-      linear_state<A> sp;
+      state_views<A> sp;
       sp.h0 = h0;
       sp.ht = ht;
       if (normalize) {
@@ -446,7 +461,7 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   using A = accum_t<TestType>;
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
   const bool v_first = GENERATE(false, true);
-  const linear_algo algo = GENERATE(linear_algo::recurrent, linear_algo::chunk);
+  const algorithm algo = GENERATE(algorithm::recurrent, algorithm::chunk);
   const bool normalize = var == variant::linear;
   const index_t T = 40, prefill = 30;
   problem<TestType> pr(var, 2, T, 3, 20, 28, 31, 0, false, 1.0, 0.0, normalize);
@@ -459,7 +474,7 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   auto o_full = pr.make_o();
   auto h_full = pr.make_state();
   auto z_full = pr.make_z();
-  linear_state<A> s;
+  state_views<A> s;
   s.h0 = pr.h0.cv();
   s.ht = h_full.v();
   if (normalize) {
@@ -471,7 +486,7 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   auto state = pr.make_state(2);  // padded rows: the state is a strided view
   auto z = pr.make_z();
   auto o = pr.make_o();
-  linear_state<A> sd;
+  state_views<A> sd;
   sd.h0 = pr.h0.cv();
   sd.ht = state.v();
   if (normalize) {
@@ -496,7 +511,7 @@ TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)
                    double, float) {
   using A = accum_t<TestType>;
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   const bool v_first = GENERATE(false, true);
   const std::vector<std::int32_t> cu{0, 37, 37, 101, 102, 230};
   const index_t N = index_t(cu.size()) - 1, T = cu.back();
@@ -509,13 +524,13 @@ TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)
   p.state_v_first = v_first;
   auto o = pr.make_o(), o_sep = pr.make_o();
   auto ht = pr.make_state(), ht_sep = pr.make_state();
-  linear_state<A> s;
+  state_views<A> s;
   s.h0 = pr.h0.cv();
   s.ht = ht.v();
   s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {N + 1});
   run<false>(pr, p, o.v(), s);
   for (index_t n = 0; n < N; ++n) {
-    linear_state<A> sn;
+    state_views<A> sn;
     sn.h0 = slice(pr.h0.cv(), 0, n, n + 1);
     sn.ht = slice(ht_sep.v(), 0, n, n + 1);
     run_range(pr, p, cu[std::size_t(n)], cu[std::size_t(n) + 1], o_sep.v(), sn);
@@ -530,7 +545,7 @@ TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)
   // and the reference agrees
   auto o_ref = pr.make_o();
   auto ht_ref = pr.make_state();
-  linear_state<A> sr = s;
+  state_views<A> sr = s;
   sr.ht = ht_ref.v();
   run<true>(pr, p, o_ref.v(), sr);
   ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), test::tolerance<TestType>());
@@ -540,7 +555,7 @@ TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)
 TEMPLATE_TEST_CASE("linear: strong gates (-1000 resets) and long sequences stay finite", "[linear]",
                    double, float) {
   const variant var = GENERATE(variant::simple, variant::gla);
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   SECTION("10 * logsigmoid with 10% of the gates at -1000") {
     problem<TestType> pr(var, 2, 200, 2, 32, 24, 51, 0, false, 10.0, 0.1);
     linear_params p;
@@ -563,7 +578,7 @@ TEMPLATE_TEST_CASE("linear: strong gates (-1000 resets) and long sequences stay 
 
 TEST_CASE("linear: bf16 and fp16 storage (float compute and state) within tolerance", "[linear]") {
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   {
     problem<bf16> pr(var, 2, 130, 2, 24, 40, 61);
     linear_params p;
@@ -580,7 +595,7 @@ TEST_CASE("linear: bf16 and fp16 storage (float compute and state) within tolera
 
 TEST_CASE("linear: results do not depend on the thread count", "[linear]") {
   const variant var = GENERATE(variant::linear, variant::simple, variant::gamma, variant::gla);
-  const linear_algo algo = GENERATE(linear_algo::chunk, linear_algo::recurrent);
+  const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   problem<float> pr(var, 2, 150, 5, 40, 24, 71);
   pr.make_h0(72);
   thread_pool one(1), two(2);
@@ -588,7 +603,7 @@ TEST_CASE("linear: results do not depend on the thread count", "[linear]") {
   auto h1 = pr.make_state(), h2 = pr.make_state();
   linear_params p;
   p.algo = algo;
-  linear_state<float> s1, s2;
+  state_views<float> s1, s2;
   s1.h0 = s2.h0 = pr.h0.cv();
   s1.ht = h1.v();
   s2.ht = h2.v();
@@ -610,12 +625,12 @@ TEST_CASE("linear: empty inputs", "[linear]") {
   // T = 0: final state = initial state, nothing else written
   problem<float> pr(variant::gla, 2, 0, 2, 8, 8, 81);
   pr.make_h0(82);
-  for (linear_algo algo : {linear_algo::chunk, linear_algo::recurrent}) {
+  for (algorithm algo : {algorithm::chunk, algorithm::recurrent}) {
     auto o = pr.make_o();
     auto ht = pr.make_state();
     linear_params p;
     p.algo = algo;
-    linear_state<float> s;
+    state_views<float> s;
     s.h0 = pr.h0.cv();
     s.ht = ht.v();
     run<false>(pr, p, o.v(), s);
@@ -643,7 +658,7 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
   auto gs = make_view<const float>(buf.data(), B, T, H);
   auto h0 = make_view<const float>(st.data(), B, H, K, V);
   linear_params p;
-  linear_state<float> s;
+  state_views<float> s;
 
   SECTION("gate with the wrong K") {
     auto g31 = make_view<const float>(buf.data(), B, T, H, K - 1);
@@ -676,47 +691,47 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
   }
   SECTION("state shapes and layouts") {
     s.h0 = make_view<const float>(st.data(), B, H, V, K);  // V-first data without the option
-    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o, s),
+    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o, rs_of(s)),
                         Contains("tensor 'h0' [N,H,K,V] dim 2 (K): expected 32, got 16"));
     p.state_v_first = true;
     s.h0 = h0;
-    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o, s),
+    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o, rs_of(s)),
                         Contains("tensor 'h0' [N,H,V,K] dim 2 (V): expected 16, got 32"));
     p.state_v_first = false;
     s.h0 = {};
     s.ht = make_view(st.data(), B + 1, H, K, V);
-    REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o, s),
+    REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o, rs_of(s)),
                         Contains("tensor 'ht' [N,H,K,V] dim 0 (N): expected 2, got 3"));
   }
   SECTION("ht overlapping h0 without being the same view") {
     s.h0 = h0;
     s.ht = tensor_view<float, 4>(st.data() + 1, {B, H, K, V}, h0.strides());
-    REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o, s), Contains("tensor 'ht' overlaps 'h0'"));
+    REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o, rs_of(s)), Contains("tensor 'ht' overlaps 'h0'"));
     s.ht = make_view(st.data(), B, H, K, V);  // the same view: in place, fine
-    REQUIRE_NOTHROW(gla(p, q, k, v, g, o, s));
+    REQUIRE_NOTHROW(gla(p, q, k, v, g, o, rs_of(s)));
   }
   SECTION("varlen: B = 1, cu_seqlens consistent, one state per sequence") {
     std::vector<std::int32_t> cu{0, 2, 5};
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {3});
-    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, s),
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, rs_of(s), lx_of(s)),
                         Contains("varlen (cu_seqlens) needs B = 1, got 2"));
     auto q1 = make_view<const float>(buf.data(), 1, 2 * T, H, K);
     auto v1 = make_view<const float>(buf.data(), 1, 2 * T, H, V);
     auto o1 = make_view(out.data(), 1, 2 * T, H, V);
-    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, s),
+    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, rs_of(s), lx_of(s)),
                         Contains("'cu_seqlens'[N] = 5 must equal the packed token count 10"));
     cu = {0, 7, 6, 10};
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {4});
-    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, s), Contains("must be non-decreasing"));
+    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, rs_of(s), lx_of(s)), Contains("must be non-decreasing"));
     cu = {0, 4, 10};
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {3});
     s.h0 = make_view<const float>(st.data(), 1, H, K, V);  // one state for two sequences
-    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, s),
+    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, rs_of(s), lx_of(s)),
                         Contains("tensor 'h0' [N,H,K,V] dim 0 (N): expected 2 (one state per "
                                  "sequence of cu_seqlens), got 1"));
     s.h0 = {};
     s.ht = make_view(st.data(), 1, H, K, V);
-    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, s),
+    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, rs_of(s), lx_of(s)),
                         Contains("tensor 'ht' [N,H,K,V] dim 0 (N): expected 2"));
   }
   SECTION("options") {
@@ -731,17 +746,17 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
     REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o),
                         Contains("option 'normalize' is only supported by linear_attn"));
     s.h0 = h0;
-    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, s),
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, rs_of(s), lx_of(s)),
                         Contains("needs both 'h0' and 'z0' (got only 'h0')"));
     p.normalize = false;
     s.h0 = {};
     s.z0 = make_view<const float>(st.data(), B, 1, H, K);
     REQUIRE_THROWS_WITH(
-        linear_attn(p, q, k, v, o, s),
+        linear_attn(p, q, k, v, o, rs_of(s), lx_of(s)),
         Contains("tensor 'z0' (key-sum state) is only used with option 'normalize'"));
     p.normalize = true;
     s.z0 = make_view<const float>(st.data(), B, 2, H, K);
-    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, s),
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, rs_of(s), lx_of(s)),
                         Contains("tensor 'z0' [N,1,H,K] dim 1 (1): expected 1, got 2"));
   }
   SECTION("strides: the fast kernels need a contiguous last dimension, the reference does not") {

@@ -24,13 +24,6 @@
 #define ATTNKIT_UNROLL
 #endif
 
-// GCC 12's AVX-512 intrinsic headers seed their "undefined" operands with `__m512 __Y = __Y;`,
-// which -Wmaybe-uninitialized / -Wuninitialized report wherever such an intrinsic is inlined (GCC
-// bug 105593, fixed in GCC 13): any AVX-512 -march with -Wall warns. The headers holding SIMD
-// code (simd.hpp, tensor_view.hpp with Eigen, the kernels) turn both off between a push and a
-// pop; GCC honours the pragma where the intrinsic is inlined, so this covers callers that
-// included <immintrin.h> first.
-
 #include <cstddef>
 #include <cstdint>
 

@@ -5,11 +5,7 @@
 // inline definition (ODR; see style_and_ecosystem.md 3.6).
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "warnings_push.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -378,6 +374,4 @@ inline void dispatch_rows(index_t m, F&& f) {
 
 }  // namespace attnkit::simd
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "warnings_pop.hpp"

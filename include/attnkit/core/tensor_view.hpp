@@ -3,11 +3,7 @@
 // layout_stride model), with slicing helpers, checks and Eigen interop.
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "warnings_push.hpp"
 
 #include <Eigen/Core>
 #include <array>
@@ -251,6 +247,4 @@ void require_inner_contiguous(const tensor_desc& d, const tensor_view<T, R>& v) 
 }  // namespace detail
 }  // namespace attnkit
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "warnings_pop.hpp"

@@ -19,11 +19,7 @@
 // need the sub-chunk scheme of spec 2.4): rejected with an error naming the option.
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "../core/warnings_push.hpp"
 
 #include <Eigen/Core>
 #include <Eigen/Dense>
@@ -61,7 +57,7 @@ struct item_ctx {
   const tensor_view<Vt, 4>& v;
   const tensor_view<Bt, 3>& beta;
   const tensor_view<O, 4>& o;
-  const linear_state<A>& s;
+  const recurrent_state<A>& s;
   const Gate& gate;  // gate(b, t, j, c): log decay (double)
 };
 
@@ -98,8 +94,8 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
   constexpr index_t W = index_t(B::size);
   const delta_shape& sh = c.sh;
   const index_t K = sh.K, V = sh.V;
-  const linear_seq& sq = sh.seqs[std::size_t(n)];
-  const bool channel = sh.decay == delta_decay::channel, decayed = sh.decay != delta_decay::none;
+  const token_seq& sq = sh.seqs[std::size_t(n)];
+  const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
   for (index_t i = 0; i < nt; ++i) {
     const index_t t = sq.t0 + t0 + i;
     const A* qi = ws.q.data() + i * K;
@@ -176,8 +172,8 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   const delta_shape& sh = c.sh;
   const delta_params& p = c.p;
   const index_t K = sh.K, V = sh.V, Vp = round_up(V, W), h = j / (sh.HV / sh.H);
-  const linear_seq& sq = sh.seqs[std::size_t(n)];
-  const bool channel = sh.decay == delta_decay::channel, decayed = sh.decay != delta_decay::none;
+  const token_seq& sq = sh.seqs[std::size_t(n)];
+  const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
   // A single token (the decode step) with K-first h0 and ht rows of stride 1 and V a multiple of
   // W runs on the caller's rows directly: the state is read once and written once (in place if
   // ht == h0), no copies into the strips and back.
@@ -286,8 +282,8 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   const delta_shape& sh = c.sh;
   const delta_params& p = c.p;
   const index_t K = sh.K, V = sh.V, C = p.chunk_size, h = j / (sh.HV / sh.H);
-  const linear_seq& sq = sh.seqs[std::size_t(n)];
-  const bool decayed = sh.decay != delta_decay::none;
+  const token_seq& sq = sh.seqs[std::size_t(n)];
+  const bool decayed = sh.decay != gate_kind::none;
   Mat& S = ws.S;
   S.resize(K, V);
   for (index_t r = 0; r < K; ++r)
@@ -360,9 +356,9 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
 template <class A, class Arch, class Q, class Kt, class Vt, class Bt, class O, class Gate>
 void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<Bt, 3>& beta,
-         const tensor_view<O, 4>& o, const linear_state<A>& s, const Gate& gate) {
+         const tensor_view<O, 4>& o, const recurrent_state<A>& s, const Gate& gate) {
   const item_ctx<A, Q, Kt, Vt, Bt, O, Gate> c{sh, p, q, k, v, beta, o, s, gate};
-  if (p.algo == linear_algo::chunk) {
+  if (resolve_algorithm(p) == algorithm::chunk) {
     resolve(p.exec).parallel_for(sh.N * sh.HV, [&](index_t item) {
       thread_local chunk_workspace<A> ws;
       run_chunked<A, Arch>(c, item / sh.HV, item % sh.HV, ws);
@@ -392,32 +388,26 @@ template <class Q, class K, class V, class O>
 void check_fast(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
                 const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<O, 4>& o,
                 bool has_chunk = true) {
-  if (p.algo == linear_algo::chunk && !has_chunk)
-    fail(fn, ": option 'algo' linear_algo::chunk is not implemented yet for kda (per-channel ",
-         "gates); use linear_algo::recurrent");
+  if (p.algo == algorithm::chunk && !has_chunk)
+    fail(fn, ": option 'algo' algorithm::chunk is not available for kda (per-channel ",
+         "gates); use algorithm::recurrent");
   require_inner_contiguous({fn, "q", "B,T,H,K"}, q);
   require_inner_contiguous({fn, "k", "B,T,H,K"}, k);
   require_inner_contiguous({fn, "v", "B,T,HV,V"}, v);
   require_inner_contiguous({fn, "o", "B,T,HV,V"}, o);
 }
 
-/// The log decay of value head j, row c at token t from a gate tensor and the in-kernel gate.
-template <class G, std::size_t R, class P>
-struct gate_reader {
+/// The log decay of value head j, row c at token t: the stored gate (read by core's
+/// gate_reader) through the in-kernel gate transform of p.gate_fn.
+template <class Raw, class P>
+struct transformed_gate {
   const delta_params& p;
   const delta_shape& sh;
-  const tensor_view<G, R>& g;
+  Raw raw;
   const delta_gate_params<P>& gp;
   double operator()(index_t b, index_t t, index_t j, index_t c) const {
-    if constexpr (R == 3)
-      return delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, c);
-    else
-      return delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j, c);
+    return delta_gate_log_decay(p, sh, gp, raw(b, t, j, c), j, c);
   }
-};
-
-struct no_gate {
-  double operator()(index_t, index_t, index_t, index_t) const { return 0; }
 };
 
 }  // namespace delta_impl
@@ -425,17 +415,17 @@ struct no_gate {
 
 /// DeltaNet: u_t = beta_t (v_t - S_{t-1}^T k_t), S_t = S_{t-1} + k_t u_t^T, o_t = S_t^T (scale
 /// q_t). q, k [B,T,H,K], v, o [B,T,HV,V], beta [B,T,HV]; states in s ([N,HV,K,V]). The last
-/// dimension of q, k, v, o needs stride 1. p.algo must be linear_algo::recurrent (the default).
+/// dimension of q, k, v, o needs stride 1. p.algo must be algorithm::recurrent (the default).
 template <class Q, class K, class V, class Bt, class O, class Arch = simd::default_arch>
 void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
-                const linear_state<accum_t<Q>>& s = {}) {
+                const recurrent_state<accum_t<Q>>& s = {}) {
   namespace di = detail::delta_impl;
   di::check_types<std::remove_const_t<Q>, K, V, Bt, std::remove_const_t<O>>();
   const char* fn = "delta_rule";
-  const auto sh = detail::check_delta(fn, p, detail::delta_decay::none, q, k, v, beta, o, s);
+  const auto sh = detail::check_delta(fn, p, gate_kind::none, q, k, v, beta, o, s);
   di::check_fast(fn, p, q, k, v, o);
-  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::no_gate{});
+  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, detail::gate_reader<accum_t<Q>, Arch, void>{});
 }
 
 /// Gated DeltaNet: the state is decayed by exp(g_t) (g [B,T,HV], log space, or the raw gate of
@@ -444,16 +434,17 @@ template <class Q, class K, class V, class G, class Bt, class O, class P = float
           class Arch = simd::default_arch>
 void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                       tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
-                      tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {},
+                      tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
                       const delta_gate_params<P>& gp = {}) {
   namespace di = detail::delta_impl;
   di::check_types<std::remove_const_t<Q>, K, V, Bt, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
   const char* fn = "gated_delta_rule";
-  const auto sh = detail::check_delta(fn, p, detail::delta_decay::scalar, q, k, v, beta, o, s);
+  const auto sh = detail::check_delta(fn, p, gate_kind::scalar, q, k, v, beta, o, s);
   detail::check_delta_gate(fn, p, sh, g, gp);
   di::check_fast(fn, p, q, k, v, o);
-  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::gate_reader<G, 3, P>{p, sh, g, gp});
+  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::transformed_gate<detail::gate_reader<accum_t<Q>, Arch, tensor_view<G, 3>>, P>{
+                                      p, sh, {g}, gp});
 }
 
 /// Kimi Delta Attention: row c of the state is decayed by exp(g_t[c]) (g [B,T,HV,K], log space,
@@ -462,19 +453,18 @@ template <class Q, class K, class V, class G, class Bt, class O, class P = float
           class Arch = simd::default_arch>
 void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
-         const linear_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
+         const recurrent_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
   namespace di = detail::delta_impl;
   di::check_types<std::remove_const_t<Q>, K, V, Bt, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
   const char* fn = "kda";
-  const auto sh = detail::check_delta(fn, p, detail::delta_decay::channel, q, k, v, beta, o, s);
+  const auto sh = detail::check_delta(fn, p, gate_kind::channel, q, k, v, beta, o, s);
   detail::check_delta_gate(fn, p, sh, g, gp);
   di::check_fast(fn, p, q, k, v, o, /*has_chunk=*/false);
-  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::gate_reader<G, 4, P>{p, sh, g, gp});
+  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::transformed_gate<detail::gate_reader<accum_t<Q>, Arch, tensor_view<G, 4>>, P>{
+                                      p, sh, {g}, gp});
 }
 
 }  // namespace attnkit
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../core/warnings_pop.hpp"

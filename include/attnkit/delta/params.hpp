@@ -33,10 +33,11 @@
 
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
+#include "../core/gating.hpp"
+#include "../core/recurrent_state.hpp"
 #include "../core/tensor_view.hpp"
 #include "../core/types.hpp"
 #include "../core/varlen.hpp"
-#include "../linear/params.hpp"
 
 namespace attnkit {
 
@@ -50,8 +51,9 @@ enum class delta_gate_fn {
 /// Runtime options of the delta-rule family (fla names and defaults).
 struct delta_params {
   double scale = 0;                             ///< applied to q; 0 means K^-0.5
-  linear_algo algo = linear_algo::recurrent;    ///< recurrent (token by token; decode in place),
-                                                ///< or chunk (delta_rule, gated_delta_rule)
+  algorithm algo = algorithm::automatic;        ///< automatic: recurrent (the faster one on
+                                                ///< every machine measured); chunk: delta_rule,
+                                                ///< gated_delta_rule
   index_t chunk_size = 64;                      ///< tokens per chunk of the chunk algorithm
   bool state_v_first = false;                   ///< states are [N,HV,V,K] instead of [N,HV,K,V]
   bool qk_l2norm = false;                       ///< L2-normalise q and k in the kernel (eps 1e-6)
@@ -72,14 +74,11 @@ struct delta_gate_params {
 
 namespace detail {
 
-/// The decay of a delta-family variant (chosen by the entry point).
-enum class delta_decay { none, scalar, channel };
-
 struct delta_shape {
   index_t B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
   double scale = 1;
-  delta_decay decay = delta_decay::none;
-  std::vector<linear_seq> seqs;
+  gate_kind decay = gate_kind::none;
+  std::vector<token_seq> seqs;
 };
 
 inline const char* delta_state_axes(const delta_params& p) {
@@ -114,7 +113,7 @@ double delta_gate_log_decay(const delta_params& p, const delta_shape& sh,
   const bool has_a = gp.A_log.present();
   double dt = 0;
   if (gp.dt_bias.present())
-    dt = double(gp.dt_bias(sh.decay == delta_decay::channel ? j * sh.K + c : j));
+    dt = double(gp.dt_bias(sh.decay == gate_kind::channel ? j * sh.K + c : j));
   return delta_log_decay(p, a, has_a, has_a ? double(gp.A_log(j)) : 0.0, dt);
 }
 
@@ -124,27 +123,33 @@ inline double delta_beta(const delta_params& p, double b) {
   return p.allow_neg_eigval ? 2 * sigmoid(b) : sigmoid(b);
 }
 
-inline void check_delta_params(const char* fn, const delta_params& p, delta_decay decay) {
+inline void check_delta_params(const char* fn, const delta_params& p, gate_kind decay) {
   check_scale_algo_chunk(fn, p.scale, p.algo, p.chunk_size);
   if (p.allow_neg_eigval && !p.beta_sigmoid)
     fail(fn, ": option 'allow_neg_eigval' needs 'beta_sigmoid' (beta = 2 sigmoid(logit))");
   if (p.gate_fn != delta_gate_fn::none && p.gate_fn != delta_gate_fn::softplus &&
       p.gate_fn != delta_gate_fn::lower_bound)
     fail(fn, ": option 'gate_fn' must be none, softplus or lower_bound, got ", int(p.gate_fn));
-  if (decay == delta_decay::none && p.gate_fn != delta_gate_fn::none)
+  if (decay == gate_kind::none && p.gate_fn != delta_gate_fn::none)
     fail(fn, ": option 'gate_fn' needs a gate (delta_rule has none)");
   if (p.gate_fn == delta_gate_fn::lower_bound &&
       !(p.lower_bound < 0 && std::isfinite(p.lower_bound)))
     fail(fn, ": option 'lower_bound' must be finite and < 0, got ", p.lower_bound);
 }
 
+/// algorithm::automatic: recurrent (token by token), the faster one for every shape measured so
+/// far; chunk is chosen explicitly.
+inline algorithm resolve_algorithm(const delta_params& p) {
+  return p.algo == algorithm::automatic ? algorithm::recurrent : p.algo;
+}
+
 /// Validates q, k, v, beta, o, the states and cu_seqlens; returns the problem description. The
 /// gate tensor and its parameters are checked by check_delta_gate.
 template <class Q, class K, class V, class Bt, class O, class A>
-delta_shape check_delta(const char* fn, const delta_params& p, delta_decay decay,
+delta_shape check_delta(const char* fn, const delta_params& p, gate_kind decay,
                         const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k,
                         const tensor_view<V, 4>& v, const tensor_view<Bt, 3>& beta,
-                        const tensor_view<O, 4>& o, const linear_state<A>& s) {
+                        const tensor_view<O, 4>& o, const recurrent_state<A>& s) {
   check_delta_params(fn, p, decay);
   check_tensor({fn, "q", "B,T,H,K"}, q, {-1, -1, -1, -1});
   delta_shape sh;
@@ -173,14 +178,7 @@ delta_shape check_delta(const char* fn, const delta_params& p, delta_decay decay
 
   const char* axes = delta_state_axes(p);
   const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
-  const bool varlen = s.cu_seqlens.present();
-  check_state_rows(fn, "h0", s.h0, axes, varlen, sh.N, sh.HV, d2, d3);
-  check_state_rows(fn, "ht", s.ht, axes, varlen, sh.N, sh.HV, d2, d3);
-  if (s.z0.present() || s.zt.present())
-    fail(fn, ": tensors 'z0'/'zt' (key-sum state) belong to linear_attn's normaliser, not to ",
-         "the delta rule");
-  if (s.ht.present()) check_no_self_overlap({fn, "ht", axes}, s.ht);
-  check_in_place(fn, "h0", s.h0, "ht", s.ht);
+  check_recurrent_state(fn, s, axes, sh.N, sh.HV, d2, d3);
   return sh;
 }
 
@@ -204,7 +202,7 @@ void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& 
     fail(fn, ": option 'gate_fn' softplus needs tensor 'A_log' [HV]");
   if (gp.A_log.present()) check_tensor({fn, "A_log", "HV"}, gp.A_log, {sh.HV});
   if (gp.dt_bias.present()) {
-    if (sh.decay == delta_decay::channel)
+    if (sh.decay == gate_kind::channel)
       check_tensor({fn, "dt_bias", "HV*K"}, gp.dt_bias, {sh.HV * sh.K});
     else
       check_tensor({fn, "dt_bias", "HV"}, gp.dt_bias, {sh.HV});

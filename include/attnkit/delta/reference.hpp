@@ -20,7 +20,7 @@ namespace detail_delta {
 template <class Q, class K, class V, class Bt, class O, class A, class Decay>
 void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<Bt, 3>& beta,
-         const tensor_view<O, 4>& o, const linear_state<A>& s, Decay log_decay) {
+         const tensor_view<O, 4>& o, const recurrent_state<A>& s, Decay log_decay) {
   const index_t K_ = sh.K, V_ = sh.V, group = sh.HV / sh.H;
   std::vector<double> S(std::size_t(K_ * V_)), qs(static_cast<std::size_t>(K_)),
       ks(static_cast<std::size_t>(K_)), u(static_cast<std::size_t>(V_));
@@ -49,7 +49,7 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
         load_normalised(q, sq.b, t, h, qs.data());
         load_normalised(k, sq.b, t, h, ks.data());
         // S' = D_t S
-        if (sh.decay != attnkit::detail::delta_decay::none)
+        if (sh.decay != gate_kind::none)
           for (index_t c = 0; c < K_; ++c) {
             const double a = std::exp(log_decay(sq.b, t, j, c));
             for (index_t e = 0; e < V_; ++e) S[std::size_t(c * V_ + e)] *= a;
@@ -84,9 +84,9 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
 template <class Q, class K, class V, class Bt, class O>
 void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
-                const linear_state<accum_t<Q>>& s = {}) {
+                const recurrent_state<accum_t<Q>>& s = {}) {
   const auto sh = attnkit::detail::check_delta(
-      "reference::delta_rule", p, attnkit::detail::delta_decay::none, q, k, v, beta, o, s);
+      "reference::delta_rule", p, gate_kind::none, q, k, v, beta, o, s);
   detail_delta::run(sh, p, q, k, v, beta, o, s,
                     [](index_t, index_t, index_t, index_t) { return 0.0; });
 }
@@ -95,10 +95,10 @@ void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
 template <class Q, class K, class V, class G, class Bt, class O, class P = float>
 void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                       tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
-                      tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {},
+                      tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
                       const delta_gate_params<P>& gp = {}) {
   const char* fn = "reference::gated_delta_rule";
-  const auto sh = attnkit::detail::check_delta(fn, p, attnkit::detail::delta_decay::scalar, q, k, v,
+  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::scalar, q, k, v,
                                                beta, o, s);
   attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
   detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t) {
@@ -110,9 +110,9 @@ void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K,
 template <class Q, class K, class V, class G, class Bt, class O, class P = float>
 void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
-         const linear_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
+         const recurrent_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
   const char* fn = "reference::kda";
-  const auto sh = attnkit::detail::check_delta(fn, p, attnkit::detail::delta_decay::channel, q, k,
+  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::channel, q, k,
                                                v, beta, o, s);
   attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
   detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t c) {

@@ -26,11 +26,7 @@
 //   exact 0). Never a whole-chunk factorisation exp(G_r) exp(-G_c) (it overflows, spec 2.4).
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "../core/warnings_push.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -431,38 +427,6 @@ struct workspace {
   prefetch_queue pf;  // chunk algorithm: the next unit's rows
 };
 
-/// Reads the gate of token t (absolute index in the batch row) into g[0:K) (scalar gates: g[0]).
-template <class A, class Arch, class GateT>
-struct gate_reader;
-
-template <class A, class Arch>
-struct gate_reader<A, Arch, void> {  // no gate
-  static constexpr linear_gate kind = linear_gate::none;
-  void read(index_t, index_t, index_t, A*, index_t) const {}
-};
-template <class A, class Arch, class G>
-struct gate_reader<A, Arch, tensor_view<G, 3>> {  // g [B,T,H]
-  static constexpr linear_gate kind = linear_gate::scalar;
-  tensor_view<G, 3> g;
-  void read(index_t b, index_t t, index_t h, A* dst, index_t) const {
-    dst[0] = to_compute<A>(g(b, t, h));
-  }
-};
-template <class A, class Arch, class G>
-struct gate_reader<A, Arch, tensor_view<G, 1>> {  // g_gamma [H]
-  static constexpr linear_gate kind = linear_gate::head_decay;
-  tensor_view<G, 1> g;
-  void read(index_t, index_t, index_t h, A* dst, index_t) const { dst[0] = to_compute<A>(g(h)); }
-};
-template <class A, class Arch, class G>
-struct gate_reader<A, Arch, tensor_view<G, 4>> {  // g [B,T,H,K]
-  static constexpr linear_gate kind = linear_gate::channel;
-  tensor_view<G, 4> g;
-  void read(index_t b, index_t t, index_t h, A* dst, index_t K) const {
-    simd::convert<A, Arch>(&g(b, t, h, 0), dst, K);
-  }
-};
-
 template <class A, class Q, class Kt, class Vt, class O, class Gr>
 struct item_ctx {
   const linear_shape& sh;
@@ -471,7 +435,7 @@ struct item_ctx {
   const tensor_view<Kt, 4>& k;
   const tensor_view<Vt, 4>& v;
   const tensor_view<O, 4>& o;
-  const linear_state<A>& s;
+  const linear_states<A>& s;
   const Gr& gate;
 };
 
@@ -483,7 +447,7 @@ ATTNKIT_ALWAYS_INLINE void prefetch_token(const Ctx& c, index_t b, index_t t, in
   simd::prefetch<2>(&c.k(b, t, h, 0), c.sh.K);
   simd::prefetch<2>(&c.v(b, t, h, 0), c.sh.V);
   simd::prefetch<2>(&c.o(b, t, h, 0), c.sh.V, true);
-  if constexpr (std::decay_t<decltype(c.gate)>::kind == linear_gate::channel)
+  if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
     simd::prefetch<2>(&c.gate.g(b, t, h, 0), c.sh.K);
 }
 
@@ -518,7 +482,7 @@ void store_z(const Ctx& c, index_t n, index_t h, const A* z) {
 template <class A, class Arch, class Ctx>
 void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   constexpr index_t W = simd::lanes<A, Arch>;
-  constexpr linear_gate kind = std::decay_t<decltype(c.gate)>::kind;
+  constexpr gate_kind kind = std::decay_t<decltype(c.gate)>::kind;
   const auto& sh = c.sh;
   const auto& sq = sh.seqs[std::size_t(n)];
   const index_t K = sh.K, V = sh.V, Kp = round_up(K, W), Vp = round_up(V, W);
@@ -552,8 +516,8 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   }
   if (sq.len > 1 || !ht) ensure(ws.S, rows * colsp);
   const A scale = A(sh.scale);
-  constexpr bool gated = kind != linear_gate::none;
-  const index_t as = kind == linear_gate::channel ? 1 : 0;  // decay stride over key channels
+  constexpr bool gated = kind != gate_kind::none;
+  const index_t as = kind == gate_kind::channel ? 1 : 0;  // decay stride over key channels
   // token i's rows (scaled q, k, v) into buffer slot 0 or 1, and its decay a = exp(g)
   auto prepare = [&](index_t i, index_t slot) {
     const index_t t = sq.t0 + i;
@@ -563,7 +527,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
     if constexpr (gated) {
       A* g = ws.g.data();  // decayed variants take single steps: always slot 0
       c.gate.read(sq.b, t, h, g, K);
-      if constexpr (kind == linear_gate::channel) {
+      if constexpr (kind == gate_kind::channel) {
         vexp<A, Arch>(g, a, Kp);
       } else {
         const A av = std::exp(g[0]);
@@ -608,7 +572,7 @@ template <class A, class Arch, class Ctx>
 void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& ws) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size), NR = 2 * W, BC = 16;
-  constexpr linear_gate kind = std::decay_t<decltype(c.gate)>::kind;
+  constexpr gate_kind kind = std::decay_t<decltype(c.gate)>::kind;
   const auto& sh = c.sh;
   const auto& sq = sh.seqs[std::size_t(n)];
   const index_t K = sh.K, V = sh.V, C = c.p.chunk_size;
@@ -634,15 +598,15 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
   A* Am = ws.am.data();       // [C, Cp] intra-chunk A
   A* Ob = ws.ob.data();       // [C, Vp] output rows
   A* Qg = Qs;                 // q~ * exp(P) (aliases Qs without gate)
-  if constexpr (kind != linear_gate::none) {
+  if constexpr (kind != gate_kind::none) {
     ensure(ws.qg, C * Kp);
     ensure(ws.cs, Kp);
     Qg = ws.qg.data();
   }
-  const index_t gw = kind == linear_gate::channel ? Kp : 1;  // gate values per token
-  if constexpr (kind != linear_gate::none) {
+  const index_t gw = kind == gate_kind::channel ? Kp : 1;  // gate values per token
+  if constexpr (kind != gate_kind::none) {
     ensure(ws.g, C * gw);
-    if (kind != linear_gate::channel) {
+    if (kind != gate_kind::channel) {
       ensure(ws.e, C);
       ensure(ws.pre, C);
       ensure(ws.suf, C);
@@ -676,7 +640,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
         pf->add(&c.k(sq.b, t, nhd, 0), K, false);
         pf->add(&c.v(sq.b, t, nhd, 0), V, false);
         pf->add(&c.o(sq.b, t, nhd, 0), V, true);
-        if constexpr (kind == linear_gate::channel) pf->add(&c.gate.g(sq.b, t, nhd, 0), K, false);
+        if constexpr (kind == gate_kind::channel) pf->add(&c.gate.g(sq.b, t, nhd, 0), K, false);
       }
       for (index_t r = 0; r < L; ++r) {
         const index_t t = sq.t0 + c0 + r;
@@ -686,18 +650,18 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
       }
       const A* cs = nullptr;  // row factors of S in the state update
       const A* Khp = Kc;
-      if constexpr (kind != linear_gate::none) {
+      if constexpr (kind != gate_kind::none) {
         A* g = ws.g.data();
-        A* e = kind == linear_gate::channel ? g : ws.e.data();  // (channel: exp in place)
+        A* e = kind == gate_kind::channel ? g : ws.e.data();  // (channel: exp in place)
         A* pre = ws.pre.data();
         A* suf = ws.suf.data();
         for (index_t r = 0; r < L; ++r) {
           c.gate.read(sq.b, sq.t0 + c0 + r, h, g + r * gw, K);
-          for (index_t d = (kind == linear_gate::channel ? K : 1); d < gw; ++d)
+          for (index_t d = (kind == gate_kind::channel ? K : 1); d < gw; ++d)
             g[r * gw + d] = A(0);
         }
         // scalar gate: P_r = sum_{s<=r} g_s ; U_r = sum_{r<s<L} g_s ; e_r = exp(g_r)
-        if constexpr (kind != linear_gate::channel) {
+        if constexpr (kind != gate_kind::channel) {
           for (index_t d = 0; d < gw; ++d) {
             A acc = 0;
             for (index_t r = 0; r < L; ++r) pre[r * gw + d] = acc += g[r * gw + d];
@@ -709,7 +673,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
           }
         }
         A* csb = ws.cs.data();
-        if constexpr (kind == linear_gate::channel) {
+        if constexpr (kind == gate_kind::channel) {
           // per channel, as running products of e_r = exp(g_r) in (0, 1] (only L*K exponentials):
           // exp(P_r) = prod_{s<=r} e_s ; exp(U_r) = prod_{r<s<L} e_s
           vexp<A, Arch>(g, e, L * Kp);
@@ -740,12 +704,12 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
       }
 
       // ---- intra-chunk A [L, L] (lower triangle incl. diagonal; zero above) ----
-      if constexpr (kind != linear_gate::channel) {
+      if constexpr (kind != gate_kind::channel) {
         simd::transpose<A, Arch>(Kc, Kp, Kt, Cp, L, K);
         gemm<A, Arch>(
             L, L, Qs, Kp, 1, Kt, Cp, Am, Cp, false, nullptr, [&](index_t) { return K; },
             [](index_t r1) { return r1; }, pf);
-        if constexpr (kind == linear_gate::none) {
+        if constexpr (kind == gate_kind::none) {
           for (index_t r = 0; r < L; ++r)
             for (index_t cc = r + 1; cc < Cp; ++cc) Am[r * Cp + cc] = A(0);
         } else {
@@ -847,10 +811,10 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
 template <class A, class Arch, class Q, class Kt, class Vt, class O, class Gr>
 void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<O, 4>& o,
-         const linear_state<A>& s, const Gr& gate) {
+         const linear_states<A>& s, const Gr& gate) {
   const item_ctx<A, Q, Kt, Vt, O, Gr> c{sh, p, q, k, v, o, s, gate};
   executor& ex = resolve(p.exec);
-  if (p.algo == linear_algo::recurrent) {
+  if (resolve_algorithm(p, sh) == algorithm::recurrent) {
     ex.parallel_for(sh.N * sh.H, [&](index_t item) {
       thread_local workspace<A> ws;
       run_recurrent<A, Arch>(c, item / sh.H, item % sh.H, ws);
@@ -886,7 +850,7 @@ constexpr void check_types() {
 template <class Q, class K, class V, class O, class A>
 void check_fast_layout(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
                        const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
-                       const tensor_view<O, 4>& o, const linear_state<A>& s) {
+                       const tensor_view<O, 4>& o, const linear_states<A>& s) {
   require_inner_contiguous({fn, "q", "B,T,H,K"}, q);
   require_inner_contiguous({fn, "k", "B,T,H,K"}, k);
   require_inner_contiguous({fn, "v", "B,T,H,V"}, v);
@@ -903,30 +867,33 @@ void check_fast_layout(const char* fn, const linear_params& p, const tensor_view
 /// The last dimension of q, k, v, o, h0, ht needs stride 1.
 template <class Q, class K, class V, class O, class Arch = simd::default_arch>
 void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                 tensor_view<V, 4> v, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
+                 tensor_view<V, 4> v, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {},
+                 const linear_extras<accum_t<Q>>& x = {}) {
   namespace li = detail::linear_impl;
   li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
   using A = accum_t<Q>;
   const char* fn = "linear_attn";
-  const auto sh = detail::check_linear(fn, p, linear_gate::none, q, k, v, o, s);
+  const auto s = detail::combine(state, x);
+  const auto sh = detail::check_linear(fn, p, gate_kind::none, q, k, v, o, s);
   li::check_fast_layout(fn, p, q, k, v, o, s);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, void>{});
+  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, void>{});
 }
 
 /// Scalar-gated linear attention: S_t = exp(g_t) S_{t-1} + k_t v_t^T with g [B,T,H] (log decay).
 template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<O, 4> o,
-                const linear_state<accum_t<Q>>& s = {}) {
+                const recurrent_state<accum_t<Q>>& state = {}) {
   namespace li = detail::linear_impl;
   li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
   using A = accum_t<Q>;
   const char* fn = "simple_gla";
-  const auto sh = detail::check_linear(fn, p, linear_gate::scalar, q, k, v, o, s);
+  const auto s = detail::combine(state);
+  const auto sh = detail::check_linear(fn, p, gate_kind::scalar, q, k, v, o, s);
   detail::check_gate(fn, sh, g);
   li::check_fast_layout(fn, p, q, k, v, o, s);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, tensor_view<G, 3>>{g});
+  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, tensor_view<G, 3>>{g});
 }
 
 /// Scalar-gated linear attention with a fixed per-head log decay g_gamma [H] (RetNet):
@@ -934,37 +901,37 @@ void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k
 template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<G, 1> g_gamma, tensor_view<O, 4> o,
-                const linear_state<accum_t<Q>>& s = {}) {
+                const recurrent_state<accum_t<Q>>& state = {}) {
   namespace li = detail::linear_impl;
   li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
   using A = accum_t<Q>;
   const char* fn = "simple_gla";
-  const auto sh = detail::check_linear(fn, p, linear_gate::head_decay, q, k, v, o, s);
+  const auto s = detail::combine(state);
+  const auto sh = detail::check_linear(fn, p, gate_kind::head_decay, q, k, v, o, s);
   detail::check_gate(fn, sh, g_gamma);
   li::check_fast_layout(fn, p, q, k, v, o, s);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, tensor_view<G, 1>>{g_gamma});
+  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, tensor_view<G, 1>>{g_gamma});
 }
 
 /// Gated linear attention with a per-key-channel log decay g [B,T,H,K]:
 /// S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T. The last dimension of g needs stride 1 too.
 template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
 void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
-         tensor_view<G, 4> g, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
+         tensor_view<G, 4> g, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {}) {
   namespace li = detail::linear_impl;
   li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
   using A = accum_t<Q>;
   const char* fn = "gla";
-  const auto sh = detail::check_linear(fn, p, linear_gate::channel, q, k, v, o, s);
+  const auto s = detail::combine(state);
+  const auto sh = detail::check_linear(fn, p, gate_kind::channel, q, k, v, o, s);
   detail::check_gate(fn, sh, g);
   li::check_fast_layout(fn, p, q, k, v, o, s);
   detail::require_inner_contiguous({fn, "g", "B,T,H,K"}, g);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, li::gate_reader<A, Arch, tensor_view<G, 4>>{g});
+  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, tensor_view<G, 4>>{g});
 }
 
 }  // namespace attnkit
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../core/warnings_pop.hpp"

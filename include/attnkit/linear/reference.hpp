@@ -19,7 +19,7 @@ namespace detail_lin {
 template <class Q, class K, class V, class O, class A, class Gate>
 void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
          const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
-         const tensor_view<O, 4>& o, const linear_state<A>& s, Gate log_gate) {
+         const tensor_view<O, 4>& o, const attnkit::detail::linear_states<A>& s, Gate log_gate) {
   const index_t K_ = sh.K, V_ = sh.V;
   std::vector<double> S(std::size_t(K_ * V_)), z(static_cast<std::size_t>(K_)),
       qs(static_cast<std::size_t>(K_)), out(static_cast<std::size_t>(V_));
@@ -39,7 +39,7 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
         const index_t t = sq.t0 + i;
         // S <- diag(exp(g_t)) S + k_t v_t^T ; z <- z + k_t
         for (index_t d = 0; d < K_; ++d) {
-          const double a = sh.gate == linear_gate::none ? 1.0 : std::exp(log_gate(sq.b, t, h, d));
+          const double a = sh.gate == gate_kind::none ? 1.0 : std::exp(log_gate(sq.b, t, h, d));
           const double kd = to_compute<double>(k(sq.b, t, h, d));
           for (index_t e = 0; e < V_; ++e) {
             double& x = S[std::size_t(d * V_ + e)];
@@ -75,9 +75,11 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
 /// Reference of attnkit::linear_attn (see params.hpp).
 template <class Q, class K, class V, class O>
 void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                 tensor_view<V, 4> v, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
+                 tensor_view<V, 4> v, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {},
+                 const linear_extras<accum_t<Q>>& x = {}) {
+  const auto s = attnkit::detail::combine(state, x);
   const auto sh =
-      attnkit::detail::check_linear("reference::linear_attn", p, linear_gate::none, q, k, v, o, s);
+      attnkit::detail::check_linear("reference::linear_attn", p, gate_kind::none, q, k, v, o, s);
   detail_lin::run(sh, p, q, k, v, o, s, [](index_t, index_t, index_t, index_t) { return 0.0; });
 }
 
@@ -85,9 +87,10 @@ void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> 
 template <class Q, class K, class V, class G, class O>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<O, 4> o,
-                const linear_state<accum_t<Q>>& s = {}) {
+                const recurrent_state<accum_t<Q>>& state = {}) {
   const char* fn = "reference::simple_gla";
-  const auto sh = attnkit::detail::check_linear(fn, p, linear_gate::scalar, q, k, v, o, s);
+  const auto s = attnkit::detail::combine(state);
+  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::scalar, q, k, v, o, s);
   attnkit::detail::check_gate(fn, sh, g);
   detail_lin::run(sh, p, q, k, v, o, s, [&](index_t b, index_t t, index_t h, index_t) {
     return to_compute<double>(g(b, t, h));
@@ -98,9 +101,10 @@ void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k
 template <class Q, class K, class V, class G, class O>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<G, 1> g_gamma, tensor_view<O, 4> o,
-                const linear_state<accum_t<Q>>& s = {}) {
+                const recurrent_state<accum_t<Q>>& state = {}) {
   const char* fn = "reference::simple_gla";
-  const auto sh = attnkit::detail::check_linear(fn, p, linear_gate::head_decay, q, k, v, o, s);
+  const auto s = attnkit::detail::combine(state);
+  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::head_decay, q, k, v, o, s);
   attnkit::detail::check_gate(fn, sh, g_gamma);
   detail_lin::run(sh, p, q, k, v, o, s, [&](index_t, index_t, index_t h, index_t) {
     return to_compute<double>(g_gamma(h));
@@ -110,9 +114,10 @@ void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k
 /// Reference of attnkit::gla (per-key-channel gate g [B,T,H,K]).
 template <class Q, class K, class V, class G, class O>
 void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
-         tensor_view<G, 4> g, tensor_view<O, 4> o, const linear_state<accum_t<Q>>& s = {}) {
+         tensor_view<G, 4> g, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {}) {
   const char* fn = "reference::gla";
-  const auto sh = attnkit::detail::check_linear(fn, p, linear_gate::channel, q, k, v, o, s);
+  const auto s = attnkit::detail::combine(state);
+  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::channel, q, k, v, o, s);
   attnkit::detail::check_gate(fn, sh, g);
   detail_lin::run(sh, p, q, k, v, o, s, [&](index_t b, index_t t, index_t h, index_t d) {
     return to_compute<double>(g(b, t, h, d));

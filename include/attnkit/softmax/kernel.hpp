@@ -11,11 +11,7 @@
 // depends only on the problem shape, never on the thread count, so results are reproducible.
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__)  // GCC 12 + AVX-512 false positives: config.hpp
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "../core/warnings_push.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -818,6 +814,4 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
 
 }  // namespace attnkit
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../core/warnings_pop.hpp"

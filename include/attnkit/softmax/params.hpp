@@ -17,6 +17,7 @@
 
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
+#include "../core/kv_cache.hpp"
 #include "../core/mask.hpp"
 #include "../core/tensor_view.hpp"
 #include "../core/types.hpp"
@@ -42,26 +43,6 @@ struct softmax_extras {
   tensor_view<A, 3> lse;                ///< [B,Hq,Tq] output: natural-log LSE, sink excluded
   cview<std::int32_t, 1> cu_seqlens_q;  ///< [N+1] varlen query offsets (then B = 1)
   cview<std::int32_t, 1> cu_seqlens_k;  ///< [N+1] varlen key offsets (then B = 1)
-};
-
-/// A contiguous KV cache: row b holds seqlens[b] valid tokens.
-template <class KV>
-struct kv_cache {
-  using value_type = KV;
-  tensor_view<KV, 4> k;            ///< [B, capacity, Hkv, Dk]
-  tensor_view<KV, 4> v;            ///< [B, capacity, Hkv, Dv]
-  cview<std::int32_t, 1> seqlens;  ///< [B] tokens already cached
-};
-
-/// A paged KV cache (FlashAttention block_table form, any page size): token t of sequence b lives
-/// in page block_table[b][t / P], row t % P.
-template <class KV>
-struct paged_kv_cache {
-  using value_type = KV;
-  tensor_view<KV, 4> k_pages;          ///< [num_pages, P, Hkv, Dk]
-  tensor_view<KV, 4> v_pages;          ///< [num_pages, P, Hkv, Dv]
-  cview<std::int32_t, 2> block_table;  ///< [B, max_pages_per_seq]
-  cview<std::int32_t, 1> seqlens;      ///< [B] tokens already cached
 };
 
 namespace detail {
@@ -152,158 +133,55 @@ softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_
   return s;
 }
 
-/// Validates a KV-cache call (contiguous or paged); `capacity` is the per-row token capacity.
-template <class Q, class O, class A, class KN>
-softmax_shape check_cache_common(const char* fn, const softmax_params& p,
-                                 const tensor_view<Q, 4>& q, const tensor_view<O, 4>& o,
-                                 const softmax_extras<A>& x, index_t Hkv, index_t Dk, index_t Dv,
-                                 const cview<std::int32_t, 1>& seqlens, index_t capacity,
-                                 const tensor_view<KN, 4>& k_new, const tensor_view<KN, 4>& v_new) {
+/// Validates a KV-cache call (contiguous or paged cache of core/kv_cache.hpp); k_new/v_new
+/// [B,Tnew,Hkv,D] are optional tokens appended before attending.
+template <class Q, class O, class A, class Cache, class KN, class VN>
+softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
+                          const Cache& c, const tensor_view<O, 4>& o, const softmax_extras<A>& x,
+                          const tensor_view<KN, 4>& k_new, const tensor_view<VN, 4>& v_new) {
+  check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q, {-1, -1, -1, -1});
+  const cache_dims cd = check_kv_cache(fn, c, q.extent(0), k_new.present());
   softmax_shape s;
-  check_queries(fn, p, q, o, x, Hkv, Dk, Dv, s);
+  check_queries(fn, p, q, o, x, cd.Hkv, cd.Dk, cd.Dv, s);
   if (x.cu_seqlens_q.present() || x.cu_seqlens_k.present())
     fail(fn, ": cu_seqlens are not used with a KV cache (the cache has one row per sequence)");
-  check_tensor({fn, "cache_seqlens", "B"}, seqlens, {s.B});
   if (k_new.present() != v_new.present()) fail(fn, ": appending needs both 'k_new' and 'v_new'");
   index_t tn = 0;
   if (k_new.present()) {
-    check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new, {s.B, -1, Hkv, Dk});
+    check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new, {s.B, -1, cd.Hkv, cd.Dk});
     tn = k_new.extent(1);
-    check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new, {s.B, tn, Hkv, Dv});
+    check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new, {s.B, tn, cd.Hkv, cd.Dv});
   }
   for (index_t b = 0; b < s.B; ++b) {
-    const index_t len = seqlens(b);
+    const index_t len = c.seqlens(b);
     if (len < 0) fail(fn, ": cache_seqlens[", b, "] must be >= 0, got ", len);
-    if (len + tn > capacity)
+    if (len + tn > cd.capacity)
       fail(fn, ": cache_seqlens[", b, "] + Tnew = ", len + tn, " exceeds the cache capacity ",
-           capacity);
+           cd.capacity);
+    check_cache_pages(fn, c, b, len + tn);
     s.seqs.push_back({b, 0, s.Tq, b, 0, len + tn});
   }
   return s;
 }
 
-template <class Q, class O, class A, class KV, class KN>
-softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
-                          const kv_cache<KV>& c, const tensor_view<O, 4>& o,
-                          const softmax_extras<A>& x, const tensor_view<KN, 4>& k_new,
-                          const tensor_view<KN, 4>& v_new) {
-  check_tensor({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k, {q.extent(0), -1, -1, -1});
-  const index_t cap = c.k.extent(1), Hkv = c.k.extent(2);
-  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v, {q.extent(0), cap, Hkv, -1});
-  if (k_new.present()) {
-    check_no_self_overlap({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k);
-    check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v);
-  }
-  return check_cache_common(fn, p, q, o, x, Hkv, c.k.extent(3), c.v.extent(3), c.seqlens, cap,
-                            k_new, v_new);
-}
-
-template <class Q, class O, class A, class KV, class KN>
-softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
-                          const paged_kv_cache<KV>& c, const tensor_view<O, 4>& o,
-                          const softmax_extras<A>& x, const tensor_view<KN, 4>& k_new,
-                          const tensor_view<KN, 4>& v_new) {
-  check_tensor({fn, "k_pages", "num_pages,P,Hkv,Dk"}, c.k_pages, {-1, -1, -1, -1});
-  const index_t np = c.k_pages.extent(0), P = c.k_pages.extent(1), Hkv = c.k_pages.extent(2);
-  if (P < 1) fail(fn, ": tensor 'k_pages' dim 1 (P): page size must be >= 1, got ", P);
-  check_tensor({fn, "v_pages", "num_pages,P,Hkv,Dv"}, c.v_pages, {np, P, Hkv, -1});
-  check_tensor({fn, "block_table", "B,max_pages"}, c.block_table, {q.extent(0), -1});
-  if (k_new.present()) {
-    check_no_self_overlap({fn, "k_pages", "num_pages,P,Hkv,Dk"}, c.k_pages);
-    check_no_self_overlap({fn, "v_pages", "num_pages,P,Hkv,Dv"}, c.v_pages);
-  }
-  auto s = check_cache_common(fn, p, q, o, x, Hkv, c.k_pages.extent(3), c.v_pages.extent(3),
-                              c.seqlens, c.block_table.extent(1) * P, k_new, v_new);
-  for (const auto& sq : s.seqs) {
-    const index_t pages = (sq.tk + P - 1) / P;
-    for (index_t i = 0; i < pages; ++i) {
-      const index_t pg = c.block_table(sq.qb, i);
-      if (pg < 0 || pg >= np)
-        fail(fn, ": block_table[", sq.qb, "][", i, "] = ", pg, " is not a page index in [0, ", np,
-             ")");
-    }
-  }
-  return s;
-}
-
-/// Key/value rows of one (sequence, kv head) in a dense tensor or contiguous cache. KV may be
-/// const. Row j of k starts at k + j*ks, elements step by kd (1 on the fast paths).
-template <class KV>
-struct dense_rows {
-  KV* k;
-  index_t ks, kd;
-  KV* v;
-  index_t vs, vd;
-  KV* k_row(index_t j) const { return k + j * ks; }
-  KV* v_row(index_t j) const { return v + j * vs; }
-};
-
-/// Key/value rows of one (sequence, kv head) in a paged cache: token j is row j % P of page
-/// table[j / P].
-template <class KV>
-struct paged_rows {
-  KV* k;
-  index_t k_page, ks, kd;
-  KV* v;
-  index_t v_page, vs, vd;
-  const std::int32_t* table;
-  index_t table_s, P;
-  KV* k_row(index_t j) const {
-    return k + index_t(table[(j / P) * table_s]) * k_page + (j % P) * ks;
-  }
-  KV* v_row(index_t j) const {
-    return v + index_t(table[(j / P) * table_s]) * v_page + (j % P) * vs;
-  }
-};
-
+/// Key/value rows of kv head hk of one sequence: dense inputs (from its key offset) or a cache.
 template <class K, class V>
 dense_rows<K> rows_of(const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const softmax_seq& s,
                       index_t hk) {
-  static_assert(std::is_same_v<K, V>, "k and v must have the same element type");
-  return {k.data() + s.kb * k.stride(0) + s.k0 * k.stride(1) + hk * k.stride(2),
-          k.stride(1),
-          k.stride(3),
-          v.data() + s.kb * v.stride(0) + s.k0 * v.stride(1) + hk * v.stride(2),
-          v.stride(1),
-          v.stride(3)};
+  return dense_rows_of(k, v, s.kb, s.k0, hk);
 }
-template <class KV>
-dense_rows<KV> rows_of(const kv_cache<KV>& c, const softmax_seq& s, index_t hk) {
-  return rows_of(c.k, c.v, s, hk);
-}
-template <class KV>
-paged_rows<KV> rows_of(const paged_kv_cache<KV>& c, const softmax_seq& s, index_t hk) {
-  return {c.k_pages.data() + hk * c.k_pages.stride(2),
-          c.k_pages.stride(0),
-          c.k_pages.stride(1),
-          c.k_pages.stride(3),
-          c.v_pages.data() + hk * c.v_pages.stride(2),
-          c.v_pages.stride(0),
-          c.v_pages.stride(1),
-          c.v_pages.stride(3),
-          c.block_table.data() + s.qb * c.block_table.stride(0),
-          c.block_table.stride(1),
-          c.k_pages.extent(1)};
+template <class Cache>
+auto rows_of(const Cache& c, const softmax_seq& s, index_t hk) {
+  return cache_rows(c, s.kb, hk);
 }
 
-/// Writes k_new/v_new [B,Tnew,Hkv,D] into the cache at positions seqlens[b] .. seqlens[b]+Tnew-1
-/// (s comes from check_cache, so seqs[b].tk = seqlens[b] + Tnew).
-template <class Cache, class KN>
+/// Writes k_new/v_new into the cache at positions seqlens[b] .. seqlens[b]+Tnew-1 (s comes from
+/// check_cache, so seqs[b].tk = seqlens[b] + Tnew).
+template <class Cache, class KN, class VN>
 void append_rows(const Cache& c, const softmax_shape& s, const tensor_view<KN, 4>& k_new,
-                 const tensor_view<KN, 4>& v_new) {
+                 const tensor_view<VN, 4>& v_new) {
   if (!k_new.present()) return;
-  const index_t tn = k_new.extent(1);
-  for (const auto& sq : s.seqs)
-    for (index_t hk = 0; hk < s.Hkv; ++hk) {
-      const auto rows = rows_of(c, sq, hk);
-      for (index_t t = 0; t < tn; ++t) {
-        const index_t j = sq.tk - tn + t;
-        auto* kd = rows.k_row(j);
-        auto* vd = rows.v_row(j);
-        for (index_t d = 0; d < s.Dk; ++d) kd[d * rows.kd] = k_new(sq.qb, t, hk, d);
-        for (index_t d = 0; d < s.Dv; ++d) vd[d * rows.vd] = v_new(sq.qb, t, hk, d);
-      }
-    }
+  for (const auto& sq : s.seqs) write_cache_tokens(c, sq.qb, sq.tk - k_new.extent(1), k_new, v_new);
 }
 
 }  // namespace detail

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+// Decay gates of the recurrent families, in log space (natural-log decays <= 0):
+//   none        no decay
+//   scalar      g [B,T,H]     one log decay per token and head (simple_gla, gated_delta_rule)
+//   head_decay  g_gamma [H]   one fixed log decay per head (RetNet-style simple_gla)
+//   channel     g [B,T,H,K]   one log decay per token, head and key channel (gla, kda)
+// gate_reader<A, Arch, View> reads them: element-wise in double (references, transforms) or a
+// whole row converted to A lanes (the kernels).
+#pragma once
+
+#include <cstddef>
+
+#include "config.hpp"
+#include "simd.hpp"
+#include "tensor_view.hpp"
+#include "types.hpp"
+
+namespace attnkit {
+
+/// The decay of a variant (chosen by its entry point, not by the caller).
+enum class gate_kind { none, scalar, head_decay, channel };
+
+namespace detail {
+
+template <class A, class Arch, class GateView>
+struct gate_reader;
+
+template <class A, class Arch>
+struct gate_reader<A, Arch, void> {  // no gate
+  static constexpr gate_kind kind = gate_kind::none;
+  double operator()(index_t, index_t, index_t, index_t) const { return 0; }
+  void read(index_t, index_t, index_t, A*, index_t) const {}
+};
+template <class A, class Arch, class G>
+struct gate_reader<A, Arch, tensor_view<G, 3>> {  // g [B,T,H]
+  static constexpr gate_kind kind = gate_kind::scalar;
+  tensor_view<G, 3> g;
+  double operator()(index_t b, index_t t, index_t h, index_t) const {
+    return to_compute<double>(g(b, t, h));
+  }
+  void read(index_t b, index_t t, index_t h, A* dst, index_t) const {
+    dst[0] = to_compute<A>(g(b, t, h));
+  }
+};
+template <class A, class Arch, class G>
+struct gate_reader<A, Arch, tensor_view<G, 1>> {  // g_gamma [H]
+  static constexpr gate_kind kind = gate_kind::head_decay;
+  tensor_view<G, 1> g;
+  double operator()(index_t, index_t, index_t h, index_t) const { return to_compute<double>(g(h)); }
+  void read(index_t, index_t, index_t h, A* dst, index_t) const { dst[0] = to_compute<A>(g(h)); }
+};
+template <class A, class Arch, class G>
+struct gate_reader<A, Arch, tensor_view<G, 4>> {  // g [B,T,H,K]
+  static constexpr gate_kind kind = gate_kind::channel;
+  tensor_view<G, 4> g;
+  double operator()(index_t b, index_t t, index_t h, index_t c) const {
+    return to_compute<double>(g(b, t, h, c));
+  }
+  void read(index_t b, index_t t, index_t h, A* dst, index_t K) const {
+    simd::convert<A, Arch>(&g(b, t, h, 0), dst, K);
+  }
+};
+
+}  // namespace detail
+}  // namespace attnkit

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: Apache-2.0
+// What the recurrent families (linear, delta rule) share: the algorithm choice, the state
+// bundle (h0 / ht, varlen offsets) with its validation, and the list of sequences of a call.
+//
+// A state row holds one sequence's [heads, K, V] state ("K-first"), or [heads, V, K] with the
+// family's state_v_first option. N = B, or the number of sequences with varlen (cu_seqlens [N+1],
+// B = 1, one state row per sequence).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "config.hpp"
+#include "error.hpp"
+#include "tensor_view.hpp"
+#include "varlen.hpp"
+
+namespace attnkit {
+
+/// Which algorithm computes a recurrent-family result (same math, same signature).
+enum class algorithm {
+  automatic,  ///< the family picks by shape (documented at each family's entry points)
+  chunk,      ///< chunkwise parallel: intra-chunk products + inter-chunk state passing (prefill)
+  recurrent,  ///< token by token (decode; T = 1 updates a caller-owned state, in place if wanted)
+};
+
+inline const char* algorithm_name(algorithm a) {
+  switch (a) {
+    case algorithm::automatic: return "automatic";
+    case algorithm::chunk: return "chunk";
+    case algorithm::recurrent: return "recurrent";
+  }
+  return "?";
+}
+
+/// The state tensors of a recurrent-family call. A is the state type: float, or double when
+/// computing in double (also float for bf16/fp16 inputs). Absent views mean: initial state zero,
+/// final state not written. ht may be the very same view as h0 (in-place update of a
+/// caller-owned state, e.g. the decode step); any other overlap between them is an error.
+template <class A>
+struct recurrent_state {
+  cview<A, 4> h0;                     ///< [N,H,K,V] (or [N,H,V,K]) initial state
+  tensor_view<A, 4> ht;               ///< [N,H,K,V] (or [N,H,V,K]) final state (output)
+  cview<std::int32_t, 1> cu_seqlens;  ///< [N+1] varlen token offsets (then B = 1)
+};
+
+namespace detail {
+
+/// One sequence after validation: tokens [t0, t0 + len) of batch row b; its state row is its
+/// index in the call's sequence list.
+struct token_seq {
+  index_t b, t0, len;
+};
+
+/// Lowest and one-past-highest element address a view can touch (strides are positive here).
+template <class T, std::size_t R>
+std::pair<const void*, const void*> address_range(const tensor_view<T, R>& v) {
+  const T* lo = v.data();
+  index_t span = 0;
+  for (std::size_t r = 0; r < R; ++r) span += (v.extent(r) - 1) * v.stride(r);
+  return {static_cast<const void*>(lo), static_cast<const void*>(lo + span + 1)};
+}
+
+/// An output that shares memory with an input must be the very same view (in-place update).
+template <class T, std::size_t R>
+void check_in_place(const char* fn, const char* in_name, const tensor_view<const T, R>& in,
+                    const char* out_name, const tensor_view<T, R>& out) {
+  if (!in.present() || !out.present() || in.size() == 0 || out.size() == 0) return;
+  const auto a = address_range(in), b = address_range(out);
+  const bool disjoint = std::less_equal<const void*>()(a.second, b.first) ||
+                        std::less_equal<const void*>()(b.second, a.first);
+  if (disjoint) return;
+  if (in.data() == out.data() && in.strides() == out.strides()) return;
+  fail(fn, ": tensor '", out_name, "' overlaps '", in_name,
+       "' without being the same view (an in-place update needs ", out_name, " == ", in_name,
+       ": same data and strides)");
+}
+
+/// The sequences of a call: one per batch row, or (varlen, B must be 1) one per cu_seqlens range.
+inline std::vector<token_seq> sequences_of(const char* fn, const cview<std::int32_t, 1>& cu_seqlens,
+                                           index_t B, index_t T) {
+  std::vector<token_seq> seqs;
+  if (cu_seqlens.present()) {
+    if (B != 1)
+      fail(fn, ": tensor 'q' [B,T,H,K] dim 0 (B): varlen (cu_seqlens) needs B = 1, got ", B);
+    const auto cu = read_cu_seqlens(fn, "cu_seqlens", cu_seqlens, T);
+    for (std::size_t n = 0; n + 1 < cu.size(); ++n) seqs.push_back({0, cu[n], cu[n + 1] - cu[n]});
+  } else {
+    for (index_t b = 0; b < B; ++b) seqs.push_back({b, 0, T});
+  }
+  return seqs;
+}
+
+/// A state tensor (h0 / ht): [N, heads, d2, d3] in `axes`, one row per sequence.
+template <class T>
+void check_state_rows(const char* fn, const char* name, const tensor_view<T, 4>& t,
+                      const char* axes, bool varlen, index_t N, index_t heads, index_t d2,
+                      index_t d3) {
+  if (!t.present()) return;
+  if (t.extent(0) != N && varlen)
+    fail(fn, ": tensor '", name, "' [", axes, "] dim 0 (N): expected ", N,
+         " (one state per sequence of cu_seqlens), got ", t.extent(0));
+  check_tensor({fn, name, axes}, t, {N, heads, d2, d3});
+}
+
+/// Checks h0 / ht of a call with N sequences (state layout `axes`, dims d2 x d3 per head).
+template <class A>
+void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const char* axes,
+                           index_t N, index_t heads, index_t d2, index_t d3) {
+  const bool varlen = s.cu_seqlens.present();
+  check_state_rows(fn, "h0", s.h0, axes, varlen, N, heads, d2, d3);
+  check_state_rows(fn, "ht", s.ht, axes, varlen, N, heads, d2, d3);
+  if (s.ht.present()) check_no_self_overlap({fn, "ht", axes}, s.ht);
+  check_in_place(fn, "h0", s.h0, "ht", s.ht);
+}
+
+/// The options every recurrent-family call has: scale (0 = default), algorithm, chunk size.
+inline void check_scale_algo_chunk(const char* fn, double scale, algorithm algo,
+                                   index_t chunk_size) {
+  if (!(scale == 0 || std::isfinite(scale)))
+    fail(fn, ": option 'scale' must be finite, got ", scale);
+  if (algo != algorithm::automatic && algo != algorithm::chunk && algo != algorithm::recurrent)
+    fail(fn, ": option 'algo' must be algorithm::automatic, chunk or recurrent, got ", int(algo));
+  if (chunk_size < 1 || chunk_size > 4096)
+    fail(fn, ": option 'chunk_size' must be in [1, 4096], got ", chunk_size);
+}
+
+/// The longest sequence of a call (what the automatic algorithm choice looks at).
+inline index_t longest(const std::vector<token_seq>& seqs) {
+  index_t m = 0;
+  for (const auto& s : seqs) m = s.len > m ? s.len : m;
+  return m;
+}
+
+}  // namespace detail
+}  // namespace attnkit
