@@ -19,8 +19,9 @@ struct mask_rule {
   bool visible(index_t i, index_t j, index_t tq, index_t tk) const {
     const index_t pos = i + tk - tq;
     if (causal && j > pos) return false;
-    if (window_left >= 0 && j < pos - window_left) return false;
-    if (window_right >= 0 && j > pos + window_right) return false;
+    // Differences instead of pos -/+ window: a window up to the largest index_t cannot overflow.
+    if (window_left >= 0 && pos - j > window_left) return false;
+    if (window_right >= 0 && j - pos > window_right) return false;
     return j >= 0 && j < tk;
   }
 
@@ -31,8 +32,8 @@ struct mask_rule {
     lo = 0;
     hi = tk - 1;
     if (causal) hi = std::min(hi, pos);
-    if (window_left >= 0) lo = std::max(lo, pos - window_left);
-    if (window_right >= 0) hi = std::min(hi, pos + window_right);
+    if (window_left >= 0 && pos - lo > window_left) lo = pos - window_left;
+    if (window_right >= 0 && hi - pos > window_right) hi = pos + window_right;
   }
 };
 

@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: Apache-2.0
+// Identities between the delta-rule variants, for the fast kernels and for the references, in
+// float64 (1e-12 relative) and float32 (the family's usual tolerance), on awkward shapes (T around
+// the chunk size, head dims that are not powers of two, GVA), both algorithms where a variant has
+// them (float32 across the two algorithms: 5x, as the family's chunk == recurrent test), with an
+// initial state h0 and the final state ht compared too:
+//   gated_delta_rule with g = 0                     == delta_rule
+//   kda with every key-channel gate equal to g[b,t,j] == gated_delta_rule with g
+// Each check also asserts the compared results are not trivially zero, and a negative control
+// (a gate that differs) shows the comparison can fail.
+#include <attnkit/delta.hpp>
+#include <sstream>
+#include <string>
+#include <support/test_util.hpp>
+
+using namespace attnkit;
+using attnkit::test::owned_tensor;
+
+namespace {
+
+enum class precision { f64, f32 };
+
+/// Who computes: the reference, or the fast kernel with the given algorithm.
+enum class path { reference, recurrent, chunk };
+
+const char* name_of(precision p) { return p == precision::f64 ? "float64" : "float32"; }
+const char* name_of(path p) {
+  return p == path::reference ? "reference" : p == path::recurrent ? "recurrent" : "chunk";
+}
+
+/// float64: 1e-12 relative to max|b|; float32: the existing tests' tolerance, relative to
+/// max(1, max|b|) as ATTNKIT_CHECK_CLOSE.
+template <class E>
+constexpr double identity_tol() {
+  return std::is_same_v<E, double> ? 1e-12 : test::tolerance<float>();
+}
+template <class E>
+double tol_scale(double max_ref) {
+  return std::is_same_v<E, double> ? max_ref : std::max(1.0, max_ref);
+}
+
+/// a == b within tol (scaled as tol_scale), and b is not trivially zero.
+template <class E, class X, class Y, std::size_t R>
+void check_identity(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
+                    double tol) {
+  const auto e = test::compare(a, b);
+  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms
+            << " tol=" << tol);
+  CHECK(e.finite);
+  CHECK(e.inf_match);
+  CHECK(e.max_ref > 1e-4);  // not a trivially zero result
+  CHECK(e.max_abs <= tol * tol_scale<E>(e.max_ref));
+}
+
+/// Negative control: a and b differ by far more than the identity's tolerance.
+template <class X, class Y, std::size_t R>
+void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
+                   double tol) {
+  const auto e = test::compare(a, b);
+  INFO(what << " (negative control): max_abs=" << e.max_abs << " max_ref=" << e.max_ref);
+  CHECK(e.max_abs > 100 * tol * e.max_ref);
+}
+
+struct shape {
+  index_t B = 2, T = 1, H = 1, HV = 1, K = 8, V = 8;
+  bool v_first = false;
+};
+
+/// Inputs of one identity: q, k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV], a scalar gate g [B,T,HV],
+/// the same gate broadcast over the key channels g_chan [B,T,HV,K], a zero gate, h0, and the
+/// in-kernel gate parameters (A_log [HV], dt_bias [HV] and its broadcast [HV*K]).
+template <class E>
+struct inputs {
+  using A = accum_t<E>;
+  shape sh;
+  owned_tensor<E, 4> q, k, v;
+  owned_tensor<A, 3> beta, g, g_zero;
+  owned_tensor<A, 4> g_chan, h0;
+  std::vector<A> a_log, dt_bias, dt_bias_chan;
+
+  /// raw: q, k, beta and g are raw projections for the in-kernel transforms; otherwise unit-norm
+  /// q, k, beta in (0,1) and log gates logsigmoid(N(0,1)) with a few full resets (-1000).
+  inputs(const shape& s, std::uint64_t seed, bool raw) : sh(s) {
+    q = owned_tensor<E, 4>({s.B, s.T, s.H, s.K});
+    k = owned_tensor<E, 4>({s.B, s.T, s.H, s.K});
+    v = owned_tensor<E, 4>({s.B, s.T, s.HV, s.V});
+    beta = owned_tensor<A, 3>({s.B, s.T, s.HV});
+    g = owned_tensor<A, 3>({s.B, s.T, s.HV});
+    g_zero = owned_tensor<A, 3>({s.B, s.T, s.HV});
+    g_chan = owned_tensor<A, 4>({s.B, s.T, s.HV, s.K});
+    std::mt19937_64 rng(seed);
+    test::fill_normal(q.v(), rng);
+    test::fill_normal(k.v(), rng);
+    test::fill_normal(v.v(), rng);
+    if (raw) {
+      test::fill_normal(beta.v(), rng);
+      test::fill_normal(g.v(), rng);
+    } else {
+      normalise(q.v());
+      normalise(k.v());
+      test::fill_uniform(beta.v(), rng, 0.05, 0.95);
+      std::normal_distribution<double> nd;
+      test::for_each_index<3>(g.view.extents(), [&](const auto& i) {
+        test::at(g.view, i) = A(-std::log1p(std::exp(-nd(rng))));
+      });
+      for (index_t t = 5; t < s.T; t += 37) g.view(s.B - 1, t, s.HV - 1) = A(-1000);
+    }
+    test::for_each_index<3>(g_zero.view.extents(),
+                            [&](const auto& i) { test::at(g_zero.view, i) = A(0); });
+    test::for_each_index<4>(g_chan.view.extents(), [&](const auto& i) {
+      test::at(g_chan.view, i) = g.view(i[0], i[1], i[2]);
+    });
+    std::uniform_real_distribution<double> ud(0.0, 2.0);
+    for (index_t j = 0; j < s.HV; ++j) {
+      a_log.push_back(A(ud(rng) - 1.0));
+      dt_bias.push_back(A(ud(rng) - 1.5));
+      for (index_t c = 0; c < s.K; ++c) dt_bias_chan.push_back(dt_bias.back());
+    }
+    h0 = make_state();
+    test::fill_normal(h0.v(), rng, 0.5);
+  }
+  static void normalise(const tensor_view<E, 4>& x) {
+    const auto ext = x.extents();
+    for (index_t b = 0; b < ext[0]; ++b)
+      for (index_t t = 0; t < ext[1]; ++t)
+        for (index_t h = 0; h < ext[2]; ++h) {
+          double ss = 0;
+          for (index_t c = 0; c < ext[3]; ++c) ss += std::pow(to_compute<double>(x(b, t, h, c)), 2);
+          for (index_t c = 0; c < ext[3]; ++c)
+            x(b, t, h, c) = from_compute<E>(to_compute<double>(x(b, t, h, c)) / std::sqrt(ss));
+        }
+  }
+  owned_tensor<A, 4> make_state() const {
+    return sh.v_first ? owned_tensor<A, 4>({sh.B, sh.HV, sh.V, sh.K})
+                      : owned_tensor<A, 4>({sh.B, sh.HV, sh.K, sh.V});
+  }
+  owned_tensor<E, 4> make_o() const { return owned_tensor<E, 4>({sh.B, sh.T, sh.HV, sh.V}); }
+  /// gated_delta_rule's gate parameters ([HV] dt_bias) or kda's ([HV*K], the same per channel).
+  delta_gate_params<A> gate_params(bool channel) const {
+    delta_gate_params<A> gp;
+    gp.A_log = cview<A, 1>(a_log.data(), {sh.HV});
+    gp.dt_bias = channel ? cview<A, 1>(dt_bias_chan.data(), {sh.HV * sh.K})
+                         : cview<A, 1>(dt_bias.data(), {sh.HV});
+    return gp;
+  }
+};
+
+/// The output and final state of one call; f(o, state) makes the call.
+template <class E>
+struct result {
+  owned_tensor<E, 4> o;
+  owned_tensor<accum_t<E>, 4> ht;
+};
+template <class E, class F>
+result<E> run(const inputs<E>& in, F f) {
+  result<E> r{in.make_o(), in.make_state()};
+  recurrent_state<accum_t<E>> s;
+  s.h0 = in.h0.cv();
+  s.ht = r.ht.v();
+  f(r.o.v(), s);
+  return r;
+}
+
+delta_params params_of(path pth, bool v_first) {
+  delta_params p;
+  p.algo = pth == path::chunk ? algorithm::chunk : algorithm::recurrent;
+  p.state_v_first = v_first;
+  return p;
+}
+
+std::string describe(precision pr, path pth, const shape& s) {
+  std::ostringstream os;
+  os << name_of(pr) << " " << name_of(pth) << " B=" << s.B << " T=" << s.T << " H=" << s.H
+     << " HV=" << s.HV << " K=" << s.K << " V=" << s.V << " v_first=" << s.v_first;
+  return os.str();
+}
+
+// ------------------------------------------------------------------------------------------------
+
+template <class E>
+void gated_with_zero_gate_is_delta_rule(path pth, const shape& s) {
+  const inputs<E> in(s, 1000 + std::uint64_t(s.T * 7 + s.HV), false);
+  const delta_params p = params_of(pth, s.v_first);
+  const bool ref = pth == path::reference;
+  const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
+  const auto beta = in.beta.cv();
+  auto gated = [&](const cview<accum_t<E>, 3>& g) {
+    return run(in, [&](auto o, const auto& st) {
+      if (ref)
+        reference::gated_delta_rule(p, q, k, v, g, beta, o, st);
+      else
+        gated_delta_rule(p, q, k, v, g, beta, o, st);
+    });
+  };
+  const auto plain = run(in, [&](auto o, const auto& st) {
+    if (ref)
+      reference::delta_rule(p, q, k, v, beta, o, st);
+    else
+      delta_rule(p, q, k, v, beta, o, st);
+  });
+  const auto zero = gated(in.g_zero.cv());
+  constexpr double tol = identity_tol<E>();
+  check_identity<E>("o", zero.o.cv(), plain.o.cv(), tol);
+  check_identity<E>("ht", zero.ht.cv(), plain.ht.cv(), tol);
+  // a real gate changes both (so the comparison above can fail)
+  const auto decayed = gated(in.g.cv());
+  check_differs("o", decayed.o.cv(), plain.o.cv(), tol);
+  check_differs("ht", decayed.ht.cv(), plain.ht.cv(), tol);
+}
+
+/// kda (recurrent only) with g broadcast over K against gated_delta_rule with g, computed by
+/// `pth` (the reference of both, or kda's recurrent kernel against gated_delta_rule's recurrent
+/// or chunk kernel). gate_fn != none: g holds the raw projection, transformed in the kernel
+/// (with A_log and dt_bias, broadcast for kda), together with q/k L2 norm and beta sigmoid.
+template <class E>
+void kda_with_equal_channels_is_gated(path pth, const shape& s, delta_gate_fn gate_fn) {
+  using A = accum_t<E>;
+  const bool raw = gate_fn != delta_gate_fn::none;
+  const inputs<E> in(s, 2000 + std::uint64_t(s.T * 7 + s.HV), raw);
+  delta_params p = params_of(pth, s.v_first);
+  p.gate_fn = gate_fn;
+  p.qk_l2norm = p.beta_sigmoid = raw;
+  delta_params p_kda = p;
+  p_kda.algo = algorithm::recurrent;
+  const bool ref = pth == path::reference;
+  const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
+  const auto beta = in.beta.cv();
+  const auto gp_scalar = raw ? in.gate_params(false) : delta_gate_params<A>{};
+  const auto gp_chan = raw ? in.gate_params(true) : delta_gate_params<A>{};
+  auto kda_of = [&](const cview<A, 4>& g) {
+    return run(in, [&](auto o, const auto& st) {
+      if (ref)
+        reference::kda(p_kda, q, k, v, g, beta, o, st, gp_chan);
+      else
+        kda(p_kda, q, k, v, g, beta, o, st, gp_chan);
+    });
+  };
+  const auto gated = run(in, [&](auto o, const auto& st) {
+    if (ref)
+      reference::gated_delta_rule(p, q, k, v, in.g.cv(), beta, o, st, gp_scalar);
+    else
+      gated_delta_rule(p, q, k, v, in.g.cv(), beta, o, st, gp_scalar);
+  });
+  const auto chan = kda_of(in.g_chan.cv());
+  // float32 kda (recurrent) against the chunk algorithm: different rounding, 5x
+  const double tol = identity_tol<E>() * (pth == path::chunk && !std::is_same_v<E, double> ? 5 : 1);
+  check_identity<E>("o", chan.o.cv(), gated.o.cv(), tol);
+  check_identity<E>("ht", chan.ht.cv(), gated.ht.cv(), tol);
+  // negative control: one key channel of every gate changed
+  owned_tensor<A, 4> g2({s.B, s.T, s.HV, s.K});
+  test::copy(in.g_chan.cv(), g2.v());
+  for (index_t b = 0; b < s.B; ++b)
+    for (index_t t = 0; t < s.T; ++t)
+      for (index_t j = 0; j < s.HV; ++j) g2.view(b, t, j, s.K / 2) -= A(raw ? 2 : 1);
+  const auto other = kda_of(g2.cv());
+  check_differs("o", other.o.cv(), gated.o.cv(), tol);
+  check_differs("ht", other.ht.cv(), gated.ht.cv(), tol);
+}
+
+}  // namespace
+
+TEST_CASE("delta identity: gated_delta_rule with g = 0 equals delta_rule", "[delta][identity]") {
+  const precision pr = GENERATE(precision::f64, precision::f32);
+  const path pth = GENERATE(path::reference, path::recurrent, path::chunk);
+  shape s;
+  s.T = GENERATE(1, 63, 65, 130);
+  const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 4), std::make_pair(2, 6));
+  const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
+  s.v_first = GENERATE(false, true);
+  s.H = heads.first;
+  s.HV = heads.second;
+  s.K = dims.first;
+  s.V = dims.second;
+  INFO(describe(pr, pth, s));
+  if (pr == precision::f64)
+    gated_with_zero_gate_is_delta_rule<double>(pth, s);
+  else
+    gated_with_zero_gate_is_delta_rule<float>(pth, s);
+}
+
+TEST_CASE("delta identity: kda with equal key-channel gates equals gated_delta_rule",
+          "[delta][identity]") {
+  const precision pr = GENERATE(precision::f64, precision::f32);
+  const path pth = GENERATE(path::reference, path::recurrent, path::chunk);
+  const delta_gate_fn gate_fn =
+      GENERATE(delta_gate_fn::none, delta_gate_fn::softplus, delta_gate_fn::lower_bound);
+  shape s;
+  s.T = GENERATE(1, 63, 65, 130);
+  const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 4), std::make_pair(2, 6));
+  const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
+  s.v_first = GENERATE(false, true);
+  s.H = heads.first;
+  s.HV = heads.second;
+  s.K = dims.first;
+  s.V = dims.second;
+  INFO(describe(pr, pth, s) << " gate_fn=" << int(gate_fn)
+                            << (pth == path::reference ? "" : " (kda: recurrent kernel)"));
+  if (pr == precision::f64)
+    kda_with_equal_channels_is_gated<double>(pth, s, gate_fn);
+  else
+    kda_with_equal_channels_is_gated<float>(pth, s, gate_fn);
+}

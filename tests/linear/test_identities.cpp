@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+// Identities between the linear-attention variants, for the fast kernels and for the references,
+// in float64 (1e-12 relative) and float32 (the family's usual tolerance), on awkward shapes (T
+// around the chunk size, head dims that are not powers of two), every algorithm, with an initial
+// state h0 and the final state ht compared too:
+//   gla with every key-channel gate equal to g[b,t,h]    == simple_gla with g [B,T,H]
+//   gla with every key-channel gate equal to g_gamma[h]  == simple_gla with g_gamma [H]
+// Each check also asserts the compared results are not trivially zero, and a negative control
+// (one key channel of the gate changed) shows the comparison can fail.
+#include <attnkit/linear.hpp>
+#include <support/test_util.hpp>
+
+using namespace attnkit;
+using attnkit::test::owned_tensor;
+
+namespace {
+
+enum class precision { f64, f32 };
+
+/// Who computes: the reference, or the fast kernel with the given algorithm.
+enum class path { reference, recurrent, chunk, automatic };
+
+/// The scalar gate of simple_gla: per token and head g [B,T,H], or a fixed g_gamma [H].
+enum class scalar_gate { per_token, gamma };
+
+const char* name_of(precision p) { return p == precision::f64 ? "float64" : "float32"; }
+const char* name_of(path p) {
+  switch (p) {
+    case path::reference:
+      return "reference";
+    case path::recurrent:
+      return "recurrent";
+    case path::chunk:
+      return "chunk";
+    default:
+      return "automatic";
+  }
+}
+
+/// float64: 1e-12 relative to max|b|; float32: the existing tests' tolerance, relative to
+/// max(1, max|b|) as ATTNKIT_CHECK_CLOSE.
+template <class E>
+constexpr double identity_tol() {
+  return std::is_same_v<E, double> ? 1e-12 : test::tolerance<float>();
+}
+template <class E>
+double tol_scale(double max_ref) {
+  return std::is_same_v<E, double> ? max_ref : std::max(1.0, max_ref);
+}
+
+/// a == b within tol (scaled as tol_scale), and b is not trivially zero.
+template <class E, class X, class Y, std::size_t R>
+void check_identity(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
+                    double tol) {
+  const auto e = test::compare(a, b);
+  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms
+            << " tol=" << tol);
+  CHECK(e.finite);
+  CHECK(e.inf_match);
+  CHECK(e.max_ref > 1e-4);  // not a trivially zero result
+  CHECK(e.max_abs <= tol * tol_scale<E>(e.max_ref));
+}
+
+/// Negative control: a and b differ by far more than the identity's tolerance.
+template <class X, class Y, std::size_t R>
+void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
+                   double tol) {
+  const auto e = test::compare(a, b);
+  INFO(what << " (negative control): max_abs=" << e.max_abs << " max_ref=" << e.max_ref);
+  CHECK(e.max_abs > 100 * tol * e.max_ref);
+}
+
+struct shape {
+  index_t B = 2, T = 1, H = 1, K = 8, V = 8;
+  bool v_first = false;
+};
+
+/// Inputs: q, k [B,T,H,K], v [B,T,H,V], the scalar gates g [B,T,H] and g_gamma [H]
+/// (logsigmoid(N(0,1)), g with a few full resets at -1000), the channel gate equal to one of them
+/// on every key channel, and h0.
+template <class E>
+struct inputs {
+  using A = accum_t<E>;
+  shape sh;
+  owned_tensor<E, 4> q, k, v;
+  owned_tensor<A, 3> g;
+  owned_tensor<A, 1> gamma;
+  owned_tensor<A, 4> g_chan, h0;
+
+  inputs(const shape& s, scalar_gate kind, std::uint64_t seed) : sh(s) {
+    q = owned_tensor<E, 4>({s.B, s.T, s.H, s.K});
+    k = owned_tensor<E, 4>({s.B, s.T, s.H, s.K});
+    v = owned_tensor<E, 4>({s.B, s.T, s.H, s.V});
+    g = owned_tensor<A, 3>({s.B, s.T, s.H});
+    gamma = owned_tensor<A, 1>({s.H});
+    g_chan = owned_tensor<A, 4>({s.B, s.T, s.H, s.K});
+    std::mt19937_64 rng(seed);
+    test::fill_normal(q.v(), rng);
+    test::fill_normal(k.v(), rng);
+    test::fill_normal(v.v(), rng);
+    std::normal_distribution<double> nd;
+    auto logsigmoid = [&] { return A(-std::log1p(std::exp(-nd(rng)))); };
+    test::for_each_index<3>(g.view.extents(),
+                            [&](const auto& i) { test::at(g.view, i) = logsigmoid(); });
+    for (index_t t = 5; t < s.T; t += 37) g.view(s.B - 1, t, s.H - 1) = A(-1000);
+    for (index_t h = 0; h < s.H; ++h) gamma.view(h) = logsigmoid();
+    test::for_each_index<4>(g_chan.view.extents(), [&](const auto& i) {
+      test::at(g_chan.view, i) =
+          kind == scalar_gate::gamma ? gamma.view(i[2]) : g.view(i[0], i[1], i[2]);
+    });
+    h0 = make_state();
+    test::fill_normal(h0.v(), rng);
+  }
+  owned_tensor<A, 4> make_state() const {
+    return sh.v_first ? owned_tensor<A, 4>({sh.B, sh.H, sh.V, sh.K})
+                      : owned_tensor<A, 4>({sh.B, sh.H, sh.K, sh.V});
+  }
+  owned_tensor<E, 4> make_o() const { return owned_tensor<E, 4>({sh.B, sh.T, sh.H, sh.V}); }
+};
+
+/// The output and final state of one call; f(o, state) makes the call.
+template <class E>
+struct result {
+  owned_tensor<E, 4> o;
+  owned_tensor<accum_t<E>, 4> ht;
+};
+template <class E, class F>
+result<E> run(const inputs<E>& in, F f) {
+  result<E> r{in.make_o(), in.make_state()};
+  recurrent_state<accum_t<E>> s;
+  s.h0 = in.h0.cv();
+  s.ht = r.ht.v();
+  f(r.o.v(), s);
+  return r;
+}
+
+template <class E>
+void gla_with_equal_channels_is_simple_gla(path pth, scalar_gate kind, const shape& s) {
+  using A = accum_t<E>;
+  const inputs<E> in(s, kind, 3000 + std::uint64_t(s.T * 7 + s.K));
+  linear_params p;
+  p.algo = pth == path::chunk       ? algorithm::chunk
+           : pth == path::automatic ? algorithm::automatic
+                                    : algorithm::recurrent;
+  p.state_v_first = s.v_first;
+  const bool ref = pth == path::reference;
+  const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
+  auto gla_of = [&](const cview<A, 4>& g) {
+    return run(in, [&](auto o, const auto& st) {
+      if (ref)
+        reference::gla(p, q, k, v, g, o, st);
+      else
+        gla(p, q, k, v, g, o, st);
+    });
+  };
+  const auto simple = run(in, [&](auto o, const auto& st) {
+    if (kind == scalar_gate::gamma) {
+      if (ref)
+        reference::simple_gla(p, q, k, v, in.gamma.cv(), o, st);
+      else
+        simple_gla(p, q, k, v, in.gamma.cv(), o, st);
+    } else {
+      if (ref)
+        reference::simple_gla(p, q, k, v, in.g.cv(), o, st);
+      else
+        simple_gla(p, q, k, v, in.g.cv(), o, st);
+    }
+  });
+  const auto chan = gla_of(in.g_chan.cv());
+  constexpr double tol = identity_tol<E>();
+  check_identity<E>("o", chan.o.cv(), simple.o.cv(), tol);
+  check_identity<E>("ht", chan.ht.cv(), simple.ht.cv(), tol);
+  // negative control: one key channel of every gate changed
+  owned_tensor<A, 4> g2({s.B, s.T, s.H, s.K});
+  test::copy(in.g_chan.cv(), g2.v());
+  for (index_t b = 0; b < s.B; ++b)
+    for (index_t t = 0; t < s.T; ++t)
+      for (index_t h = 0; h < s.H; ++h) g2.view(b, t, h, s.K / 2) -= A(1);
+  const auto other = gla_of(g2.cv());
+  check_differs("o", other.o.cv(), simple.o.cv(), tol);
+  check_differs("ht", other.ht.cv(), simple.ht.cv(), tol);
+}
+
+}  // namespace
+
+TEST_CASE("linear identity: gla with equal key-channel gates equals simple_gla",
+          "[linear][identity]") {
+  const precision pr = GENERATE(precision::f64, precision::f32);
+  const path pth = GENERATE(path::reference, path::recurrent, path::chunk, path::automatic);
+  const scalar_gate kind = GENERATE(scalar_gate::per_token, scalar_gate::gamma);
+  shape s;
+  s.T = GENERATE(1, 63, 65, 130);
+  s.H = GENERATE(1, 3);
+  const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33), std::make_pair(72, 40));
+  s.v_first = GENERATE(false, true);
+  s.K = dims.first;
+  s.V = dims.second;
+  INFO(name_of(pr) << " " << name_of(pth)
+                   << (kind == scalar_gate::gamma ? " g_gamma [H]" : " g [B,T,H]") << " B=" << s.B
+                   << " T=" << s.T << " H=" << s.H << " K=" << s.K << " V=" << s.V
+                   << " v_first=" << s.v_first);
+  if (pr == precision::f64)
+    gla_with_equal_channels_is_simple_gla<double>(pth, kind, s);
+  else
+    gla_with_equal_channels_is_simple_gla<float>(pth, kind, s);
+}
