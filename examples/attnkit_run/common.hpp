@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // attnkit-run shared helpers: the variant registry, option parsing, loading .npy inputs into
 // owned buffers with tensor views, and staged outputs (written only when the whole run succeeded).
-// Contract: ../../shared/spec/cli.md. Every bad input throws attnkit_run::bad_input (or
+// Contract: README.md beside this file. Every bad input throws attnkit_run::bad_input (or
 // attnkit::error from a kernel); main turns either into exit status 2 and one line on stderr.
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
 #include <array>
 #include <attnkit/attnkit.hpp>
 #include <attnkit/io/npy.hpp>
@@ -48,21 +49,21 @@ class context;
 using run_fn = void (*)(context&);
 
 /// One registered variant: its runner and a one-line usage text (inputs and options).
-struct variant_info {
+struct runner_entry {
   run_fn run;
   std::string usage;
 };
 
 /// The registry, filled before main() by the static variant_registrar objects of run_*.cpp.
-inline std::map<std::string, variant_info>& registry() {
-  static std::map<std::string, variant_info> r;
+inline std::map<std::string, runner_entry>& registry() {
+  static std::map<std::string, runner_entry> r;
   return r;
 }
 
 /// Registers a variant: `static const attnkit_run::variant_registrar reg("gla", &run_gla, "...");`
 struct variant_registrar {
   variant_registrar(const char* name, run_fn fn, const char* usage) {
-    registry()[name] = variant_info{fn, usage};
+    registry()[name] = runner_entry{fn, usage};
   }
 };
 
@@ -162,6 +163,42 @@ class options {
   }
   std::vector<entry> opts_;
 };
+
+/// Notes for stderr, printed after a successful run (a failing run prints its one error line).
+inline std::vector<std::string>& notes() {
+  static std::vector<std::string> n;
+  return n;
+}
+
+/// The options every recurrent-family variant has: --scale X (0 reproduced as zeroed queries),
+/// --mode chunk|recurrent|auto (default chunk), --chunk-size C, and the executor. A mode the
+/// variant lacks (attnkit's variant table says which) runs its recurrent algorithm and says so
+/// on stderr (after the run). Returns true for an explicit --scale 0 (the caller zeroes q and keeps scale 1).
+template <class Params>
+bool read_recurrent_options(options& o, const std::string& variant, attnkit::executor* exec,
+                            Params& p) {
+  const double scale = o.get_double("scale", 0.0);
+  // attnkit reads scale 0 as "default"; an explicit 0 is reproduced by zeroed q with scale 1.
+  const bool zero_scale = o.has("scale") && scale == 0.0;
+  p.scale = zero_scale ? 1.0 : scale;
+  const std::string mode = o.get_choice("mode", {"chunk", "recurrent", "auto"}, "chunk");
+  p.algo = mode == "chunk"       ? attnkit::algorithm::chunk
+           : mode == "recurrent" ? attnkit::algorithm::recurrent
+                                 : attnkit::algorithm::automatic;
+  if (!attnkit::supports(attnkit::variant_by_name(variant), p.algo)) {
+    notes().push_back(variant + " has no " + mode + " algorithm; ran its recurrent algorithm");
+    p.algo = attnkit::algorithm::recurrent;
+  }
+  p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
+  p.exec = exec;
+  return zero_scale;
+}
+
+/// A variant's usage line: its inputs and outputs from attnkit's variant table, then `opts`.
+inline std::string usage_of(const char* variant, const std::string& opts) {
+  const auto& v = attnkit::variant_by_name(variant);
+  return std::string(v.inputs) + " -> " + v.outputs + "; options " + opts;
+}
 
 /// An owned dense (C-order) input tensor with the file it came from.
 template <class T>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // attnkit-run VARIANT IN_DIR OUT_DIR [--option value | --flag]...
 // Loads IN_DIR/<name>.npy inputs, runs one attnkit kernel and writes OUT_DIR/<name>.npy outputs.
-// The contract (inputs, options, outputs per variant) is fixed in shared/spec/cli.md.
+// The contract (inputs, options, outputs per variant) is described in README.md beside this file.
 //
 // Adding variants: this file never changes. Each examples/attnkit_run/run_*.cpp (CMake globs the
 // folder) defines runners `void run_x(attnkit_run::context& ctx)` and registers them with
@@ -13,6 +13,7 @@
 //
 // Exit status: 0 on success; 2 with one line on stderr for any bad input (bad_input from the
 // helpers, attnkit::error from a kernel's validation, or any other failure).
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <iostream>
@@ -82,6 +83,7 @@ int run(int argc, char** argv) {
   it->second.run(ctx);
   ctx.opts().check_all_used(variant);
   ctx.commit();
+  for (const auto& n : attnkit_run::notes()) std::fprintf(stderr, "attnkit-run: %s\n", n.c_str());
   return 0;
 }
 

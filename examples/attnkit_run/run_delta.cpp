@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// attnkit-run variants `delta_rule`, `gated_delta_rule` and `kda` (shared/spec/cli.md, linear
-// family): q, k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV], gate g ([B,T,HV] gated_delta_rule,
-// [B,T,HV,K] kda), optional h0 [N,HV,K,V], optional cu_seqlens [N+1] (int32 or int64; then B = 1)
+// attnkit-run variants `delta_rule`, `gated_delta_rule` and `kda` (the delta-rule family):
+// q, k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV], gate g ([B,T,HV] gated_delta_rule, [B,T,HV,K] kda), optional h0 [N,HV,K,V], optional cu_seqlens [N+1] (int32 or int64; then B = 1)
 // -> o [B,T,HV,V], ht [N,HV,K,V] (always), in the input dtype. Options: --scale X (default
-// K^-0.5), --mode chunk|recurrent, --chunk-size C, --l2norm (q, k normalised in the kernel),
+// K^-0.5), --mode chunk|recurrent|auto, --chunk-size C, --l2norm (q, k normalised in the kernel),
 // --beta-sigmoid (beta holds logits), --gate softplus|lowerbound (g holds the raw gate; A_log [HV]
 // (required for softplus) and dt_bias ([HV] gated_delta_rule, [HV*K] kda; optional) are read),
-// --lower-bound L (default -5; needs --gate lowerbound). kda has only the recurrent kernel so
-// far: its --mode chunk runs it too (same math; the variant's usage line says so).
+// --lower-bound L (default -5; needs --gate lowerbound). kda has no chunk algorithm: its
+// --mode chunk runs the recurrent one and says so on stderr.
 #include <attnkit/delta.hpp>
 
 #include "common.hpp"
@@ -25,15 +24,7 @@ struct delta_options {
 delta_options read_delta_options(context& ctx, delta_variant var) {
   auto& o = ctx.opts();
   delta_options s;
-  const double scale = o.get_double("scale", 0.0);
-  // attnkit reads scale 0 as "default"; an explicit 0 is reproduced by zeroed q with scale 1.
-  s.zero_scale = o.has("scale") && scale == 0.0;
-  s.p.scale = s.zero_scale ? 1.0 : scale;
-  // kda has no chunked kernel yet: both modes run its recurrent kernel (same math)
-  const bool chunk = o.get_choice("mode", {"chunk", "recurrent"}, "chunk") == "chunk";
-  s.p.algo = chunk && var != delta_variant::kda ? attnkit::algorithm::chunk
-                                                : attnkit::algorithm::recurrent;
-  s.p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
+  s.zero_scale = read_recurrent_options(o, ctx.variant(), ctx.exec(), s.p);
   s.p.qk_l2norm = o.flag("l2norm");
   s.p.beta_sigmoid = o.flag("beta-sigmoid");
   if (var != delta_variant::delta) {  // delta_rule has no gate: main rejects these options
@@ -45,7 +36,6 @@ delta_options read_delta_options(context& ctx, delta_variant var) {
       fail("option --lower-bound needs --gate lowerbound");
     s.p.lower_bound = o.get_double("lower-bound", -5.0);
   }
-  s.p.exec = ctx.exec();
   return s;
 }
 
@@ -157,29 +147,15 @@ void run_gated_delta_rule(context& ctx) { run_variant(ctx, delta_variant::gated)
 void run_kda(context& ctx) { run_variant(ctx, delta_variant::kda); }
 
 const char* const kOptions =
-    "options --scale X, --mode chunk|recurrent, --chunk-size C, --l2norm, --beta-sigmoid";
-const variant_registrar reg_delta_rule(
-    "delta_rule", &run_delta_rule,
-    (std::string("q,k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV], optional h0 [N,HV,K,V], "
-                 "cu_seqlens [N+1] -> o [B,T,HV,V], ht [N,HV,K,V]; ") +
-     kOptions)
-        .c_str());
+    "--scale X, --mode chunk|recurrent|auto, --chunk-size C, --l2norm, --beta-sigmoid";
+const char* const kGateOptions = ", --gate softplus|lowerbound, --lower-bound L";
+const variant_registrar reg_delta_rule("delta_rule", &run_delta_rule,
+                                       usage_of("delta_rule", kOptions).c_str());
 const variant_registrar reg_gated_delta_rule(
     "gated_delta_rule", &run_gated_delta_rule,
-    (std::string("q,k [B,T,H,K], v [B,T,HV,V], g, beta [B,T,HV], optional h0 [N,HV,K,V], "
-                 "cu_seqlens [N+1], A_log [HV], dt_bias [HV] (--gate) -> o [B,T,HV,V], ht "
-                 "[N,HV,K,V]; ") +
-     kOptions + ", --gate softplus|lowerbound, --lower-bound L")
-        .c_str());
-const variant_registrar reg_kda(
-    "kda", &run_kda,
-    (std::string("q,k [B,T,H,K], v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV], optional h0 "
-                 "[N,HV,K,V], cu_seqlens [N+1], A_log [HV], dt_bias [HV*K] (--gate) -> o "
-                 "[B,T,HV,V], ht [N,HV,K,V]; ") +
-     kOptions +
-     ", --gate softplus|lowerbound, --lower-bound L (--mode chunk runs the recurrent "
-     "kernel: kda has no chunked kernel yet)")
-        .c_str());
+    usage_of("gated_delta_rule", std::string(kOptions) + kGateOptions).c_str());
+const variant_registrar reg_kda("kda", &run_kda,
+                                usage_of("kda", std::string(kOptions) + kGateOptions).c_str());
 
 }  // namespace
 }  // namespace attnkit_run

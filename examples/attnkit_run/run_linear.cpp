@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// attnkit-run variants `linear_attn`, `simple_gla` and `gla` (shared/spec/cli.md, linear family):
+// attnkit-run variants `linear_attn`, `simple_gla` and `gla` (the linear family):
 //   q, k [B,T,H,K], v [B,T,H,V] (HV = H for these three), gate g ([B,T,H] simple_gla, [B,T,H,K]
 //   gla; simple_gla alternatively g_gamma [H], a fixed per-head decay), optional h0 [N,H,K,V],
 //   optional z0 [N,1,H,K] (linear_attn --normalize), optional cu_seqlens [N+1] (int32 or int64;
 //   then B = 1) -> o [B,T,H,V], ht [N,H,K,V] (always), zt [N,1,H,K] (with --normalize), in the
-//   input dtype. Options: --scale X (default K^-0.5), --mode chunk|recurrent, --chunk-size C,
-//   --normalize (linear_attn). Absent h0 / z0 are zeros (fla's initial_state=None).
+//   input dtype. Options: --scale X (default K^-0.5), --mode chunk|recurrent|auto, --chunk-size
+//   C, --normalize (linear_attn). Absent h0 / z0 are zeros (fla's initial_state=None).
 #include <attnkit/linear.hpp>
 
 #include "common.hpp"
@@ -23,16 +23,8 @@ struct lin_options {
 lin_options read_lin_options(context& ctx, lin_variant var) {
   auto& o = ctx.opts();
   lin_options s;
-  const double scale = o.get_double("scale", 0.0);
-  // attnkit reads scale 0 as "default"; an explicit 0 is reproduced by zeroed q with scale 1.
-  s.zero_scale = o.has("scale") && scale == 0.0;
-  s.p.scale = s.zero_scale ? 1.0 : scale;
-  s.p.algo = o.get_choice("mode", {"chunk", "recurrent"}, "chunk") == "chunk"
-                 ? attnkit::algorithm::chunk
-                 : attnkit::algorithm::recurrent;
-  s.p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
+  s.zero_scale = read_recurrent_options(o, ctx.variant(), ctx.exec(), s.p);
   if (var == lin_variant::linear) s.p.normalize = o.flag("normalize");
-  s.p.exec = ctx.exec();
   return s;
 }
 
@@ -168,20 +160,14 @@ void run_linear_attn(context& ctx) { run_variant(ctx, lin_variant::linear); }
 void run_simple_gla(context& ctx) { run_variant(ctx, lin_variant::simple); }
 void run_gla(context& ctx) { run_variant(ctx, lin_variant::gla); }
 
-const variant_registrar reg_linear_attn(
-    "linear_attn", &run_linear_attn,
-    "q,k [B,T,H,K], v [B,T,H,V], optional h0 [N,H,K,V], z0 [N,1,H,K] (--normalize), cu_seqlens "
-    "[N+1] -> o [B,T,H,V], ht [N,H,K,V], zt [N,1,H,K] (--normalize); options --scale X, --mode "
-    "chunk|recurrent, --chunk-size C, --normalize");
-const variant_registrar reg_simple_gla(
-    "simple_gla", &run_simple_gla,
-    "q,k [B,T,H,K], v [B,T,H,V], g [B,T,H] (or g_gamma [H]), optional h0 [N,H,K,V], cu_seqlens "
-    "[N+1] -> o [B,T,H,V], ht [N,H,K,V]; options --scale X, --mode chunk|recurrent, --chunk-size "
-    "C");
-const variant_registrar reg_gla(
-    "gla", &run_gla,
-    "q,k [B,T,H,K], v [B,T,H,V], g [B,T,H,K], optional h0 [N,H,K,V], cu_seqlens [N+1] -> "
-    "o [B,T,H,V], ht [N,H,K,V]; options --scale X, --mode chunk|recurrent, --chunk-size C");
+const char* const kOptions = "--scale X, --mode chunk|recurrent|auto, --chunk-size C";
+const variant_registrar reg_linear_attn("linear_attn", &run_linear_attn,
+                                        usage_of("linear_attn", std::string(kOptions) +
+                                                                    ", --normalize")
+                                            .c_str());
+const variant_registrar reg_simple_gla("simple_gla", &run_simple_gla,
+                                       usage_of("simple_gla", kOptions).c_str());
+const variant_registrar reg_gla("gla", &run_gla, usage_of("gla", kOptions).c_str());
 
 }  // namespace
 }  // namespace attnkit_run

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// attnkit-run variants `softmax` and `sliding_window` (shared/spec/cli.md):
+// attnkit-run variants `softmax` and `sliding_window`:
 //   q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv], optional sinks [Hq], optional cu_seqlens_q/k
 //   [N+1] (int32 or int64; then B = 1) -> o [B,Tq,Hq,Dv], lse [B,Hq,Tq] in the input dtype.
 // With --cache contiguous|paged, k and v are first copied into a KV cache of that kind (varlen:

@@ -13,6 +13,7 @@
 #include "core/simd.hpp"
 #include "core/tensor_view.hpp"
 #include "core/types.hpp"
+#include "core/variants.hpp"
 #include "core/varlen.hpp"
 #include "delta.hpp"
 #include "io/npy.hpp"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// attnkit-run delta_rule / gated_delta_rule / kda end to end (shared/spec/cli.md): replays the
+// attnkit-run delta_rule / gated_delta_rule / kda end to end: replays the
 // golden delta cases (tests/data/delta) through the built program in float64 (<= 1e-10 relative)
 // and float32 (relative RMS <= 1e-5), both --mode values, --reference and --threads 2, the
 // layer-style cases through --l2norm --beta-sigmoid --gate softplus; and the error contract.
@@ -38,30 +38,22 @@ void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool 
 void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts) {
   const std::string golden = kData + name;
-  const std::vector<std::vector<std::string>> modes = {
-      {}, {"--mode", "recurrent"}, {"--chunk-size", "16"}, {"--reference"}, {"--threads", "2"}};
-  for (const bool f32 : {false, true}) {
-    temp_dir tmp("attnkit_delta_cli_");
-    const std::string in = tmp / "in";
-    fs::create_directories(in);
-    copy_inputs(golden, in, f32, /*i32=*/f32);
-    for (const auto& mode : modes) {
-      const std::string out = tmp / "out";
-      fs::remove_all(out);
-      std::vector<std::string> args = {variant, in, out};
-      args.insert(args.end(), case_opts.begin(), case_opts.end());
-      args.insert(args.end(), mode.begin(), mode.end());
-      std::string desc;
-      for (const auto& a : args) desc += a + " ";
-      INFO("attnkit-run " << desc);
-      const auto r = run_cli(args, tmp);
-      INFO("stderr: " << r.err);
-      REQUIRE(r.status == 0);
-      CHECK(r.err.empty());
-      test::check_npy_output(out, golden, "o", f32);
-      test::check_npy_output(out, golden, "ht", f32);
-    }
-  }
+  test::replay_golden(
+      {variant, golden, case_opts,
+       {{}, {"--mode", "recurrent"}, {"--mode", "auto"}, {"--chunk-size", "16"}, {"--reference"},
+        {"--threads", "2"}},
+       [&](const std::string& in, bool f32) { copy_inputs(golden, in, f32, /*i32=*/f32); },
+       [&](const std::string& out, bool f32) {
+         test::check_npy_output(out, golden, "o", f32);
+         test::check_npy_output(out, golden, "ht", f32);
+       },
+       // kda has no chunk algorithm: the default mode (chunk) runs recurrent and says so
+       [&](const std::vector<std::string>& args) {
+         const bool chunk = std::find(args.begin(), args.end(), "--mode") == args.end();
+         return variant == "kda" && chunk
+                    ? std::string("kda has no chunk algorithm; ran its recurrent")
+                    : std::string();
+       }});
 }
 
 /// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
@@ -104,5 +96,5 @@ TEST_CASE("delta cli: bad inputs exit 2 naming the file or option", "[delta][cli
   expect_error({"kda", kd, out, "--lower-bound", "-3"},
                "option --lower-bound needs --gate lowerbound", tmp);
   expect_error({"delta_rule", dr, out, "--mode", "fast"},
-               "option '--mode': expected chunk|recurrent, got 'fast'", tmp);
+               "option '--mode': expected chunk|recurrent|auto, got 'fast'", tmp);
 }

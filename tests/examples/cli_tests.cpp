@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// attnkit-run end to end (shared/spec/cli.md): replays the golden softmax cases through the built
+// attnkit-run end to end: replays the golden softmax cases through the built
 // program (dense, contiguous and paged caches, --reference, float64 and float32 copies) and checks
 // the error contract: exit 2, one line on stderr naming the file or option, no outputs written.
 // Built from tests/examples/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
@@ -78,29 +78,17 @@ void replay(const std::string& variant, const std::string& name,
       {"--reference", "--cache", "paged", "--page-size", "2"},
       {"--threads", "2", "--cache", "paged"},
   };
-  for (const bool f32 : {false, true}) {
-    temp_dir tmp;
-    const std::string in = tmp / "in";
-    fs::create_directories(in);
-    copy_inputs(golden, in, f32, /*i64=*/f32);  // the float32 copy also uses int64 offsets
-    for (const auto& mode : modes) {
-      const std::string out = tmp / "out";
-      fs::remove_all(out);
-      std::vector<std::string> args = {variant, in, out};
-      args.insert(args.end(), case_opts.begin(), case_opts.end());
-      args.insert(args.end(), mode.begin(), mode.end());
-      std::string desc;
-      for (const auto& a : args) desc += a + " ";
-      INFO("attnkit-run " << desc);
-      const auto r = run_cli(args, tmp);
-      INFO("stderr: " << r.err);
-      REQUIRE(r.status == 0);
-      CHECK(r.err.empty());
-      const double tol = f32 ? test::tolerance<float>() : test::tolerance<double>();
-      check_output(out, golden, "o", f32 ? "<f4" : "<f8", tol);
-      check_output(out, golden, "lse", f32 ? "<f4" : "<f8", tol);
-    }
-  }
+  test::replay_golden({variant, golden, case_opts, modes,
+                      [&](const std::string& in, bool f32) {
+                        // the float32 copy also uses int64 offsets
+                        copy_inputs(golden, in, f32, /*i64=*/f32);
+                      },
+                      [&](const std::string& out, bool f32) {
+                        const double tol =
+                            f32 ? test::tolerance<float>() : test::tolerance<double>();
+                        check_output(out, golden, "o", f32 ? "<f4" : "<f8", tol);
+                        check_output(out, golden, "lse", f32 ? "<f4" : "<f8", tol);
+                      }});
 }
 
 /// Expects exit status 2, exactly one line on stderr containing every string of `needles`, and

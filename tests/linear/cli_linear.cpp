@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// attnkit-run linear_attn / simple_gla / gla end to end (shared/spec/cli.md): replays the golden
+// attnkit-run linear_attn / simple_gla / gla end to end: replays the golden
 // linear cases (tests/data/linear) through the built program in float64 (<= 1e-10 relative) and
 // float32 (relative RMS <= 1e-5), chunk and recurrent, --reference and --threads 2; and the error
 // contract (exit 2, one line naming the file or option, no outputs written).
@@ -33,32 +33,17 @@ void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool 
 void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts, bool has_zt) {
   const std::string golden = kData + name;
-  const std::vector<std::vector<std::string>> modes = {
-      {}, {"--mode", "recurrent"}, {"--chunk-size", "16"}, {"--reference"}, {"--threads", "2"}};
-  for (const bool f32 : {false, true}) {
-    temp_dir tmp("attnkit_lin_cli_");
-    const std::string in = tmp / "in";
-    fs::create_directories(in);
-    copy_inputs(golden, in, f32, /*i32=*/f32);
-    for (const auto& mode : modes) {
-      const std::string out = tmp / "out";
-      fs::remove_all(out);
-      std::vector<std::string> args = {variant, in, out};
-      args.insert(args.end(), case_opts.begin(), case_opts.end());
-      args.insert(args.end(), mode.begin(), mode.end());
-      std::string desc;
-      for (const auto& a : args) desc += a + " ";
-      INFO("attnkit-run " << desc);
-      const auto r = run_cli(args, tmp);
-      INFO("stderr: " << r.err);
-      REQUIRE(r.status == 0);
-      CHECK(r.err.empty());
-      test::check_npy_output(out, golden, "o", f32);
-      test::check_npy_output(out, golden, "ht", f32);
-      if (has_zt) test::check_npy_output(out, golden, "zt", f32);
-      CHECK(fs::exists(out + "/zt.npy") == has_zt);
-    }
-  }
+  test::replay_golden(
+      {variant, golden, case_opts,
+       {{}, {"--mode", "recurrent"}, {"--mode", "auto"}, {"--chunk-size", "16"}, {"--reference"},
+        {"--threads", "2"}},
+       [&](const std::string& in, bool f32) { copy_inputs(golden, in, f32, /*i32=*/f32); },
+       [&](const std::string& out, bool f32) {
+         test::check_npy_output(out, golden, "o", f32);
+         test::check_npy_output(out, golden, "ht", f32);
+         if (has_zt) test::check_npy_output(out, golden, "zt", f32);
+         CHECK(fs::exists(out + "/zt.npy") == has_zt);
+       }});
 }
 
 /// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
@@ -90,7 +75,7 @@ TEST_CASE("linear cli: bad inputs exit 2 naming the file or option", "[linear][c
   expect_error({"gla", sgla, out}, "g.npy': expected rank 4 [B,T,HV,K], got rank 3", tmp);
   expect_error({"simple_gla", gla, out}, "g.npy': expected rank 3 [B,T,HV], got rank 4", tmp);
   expect_error({"linear_attn", gla, out, "--mode", "fast"},
-               "option '--mode': expected chunk|recurrent, got 'fast'", tmp);
+               "option '--mode': expected chunk|recurrent|auto, got 'fast'", tmp);
   expect_error({"simple_gla", sgla, out, "--normalize"},
                "option '--normalize' is not an option of variant 'simple_gla'", tmp);
   expect_error({"linear_attn", gla, out, "--chunk-size", "0"}, "option '--chunk-size'", tmp);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Helpers of the attnkit-run end-to-end tests (tests/examples/cli_tests.cpp for the softmax family,
 // tests/linear/cli_linear.cpp for the linear family): a scratch folder, running the program,
-// copying a golden case's inputs, and the error contract of shared/spec/cli.md. The including test
+// copying a golden case's inputs, and the error contract of attnkit-run (examples/attnkit_run/README.md). The including test
 // defines ATTNKIT_RUN_EXE (the program's path) on its command line.
 #pragma once
 
@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <random>
 #include <set>
@@ -110,6 +111,47 @@ inline void check_npy_output(const std::string& out, const std::string& golden,
     CHECK(rel_rms <= 1e-5);
   else
     CHECK(max_err <= 1e-10 * max_ref);
+}
+
+/// One golden case replayed through attnkit-run in float64 and float32 (inputs copied by
+/// copy_inputs(in_dir, f32)), once per entry of `modes` (extra options after case_opts); each
+/// run must exit 0 with an empty stderr, or with a stderr containing note(args) where that is
+/// not empty, and pass check_outputs(out_dir, f32).
+struct golden_replay {
+  std::string variant, golden;
+  std::vector<std::string> case_opts;
+  std::vector<std::vector<std::string>> modes;
+  std::function<void(const std::string&, bool)> copy_inputs;
+  std::function<void(const std::string&, bool)> check_outputs;
+  std::function<std::string(const std::vector<std::string>&)> note = {};
+};
+
+inline void replay_golden(const golden_replay& c) {
+  for (const bool f32 : {false, true}) {
+    temp_dir tmp("attnkit_replay_");
+    const std::string in = tmp / "in";
+    std::filesystem::create_directories(in);
+    c.copy_inputs(in, f32);
+    for (const auto& mode : c.modes) {
+      const std::string out = tmp / "out";
+      std::filesystem::remove_all(out);
+      std::vector<std::string> args = {c.variant, in, out};
+      args.insert(args.end(), c.case_opts.begin(), c.case_opts.end());
+      args.insert(args.end(), mode.begin(), mode.end());
+      std::string desc;
+      for (const auto& a : args) desc += a + " ";
+      INFO("attnkit-run " << desc);
+      const auto r = run_cli(args, tmp);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.status == 0);
+      const std::string note = c.note ? c.note(args) : std::string();
+      if (note.empty())
+        CHECK(r.err.empty());
+      else
+        CHECK_THAT(r.err, Catch::Matchers::Contains(note));
+      c.check_outputs(out, f32);
+    }
+  }
 }
 
 /// The error contract: exit status 2, exactly one line on stderr containing every string of

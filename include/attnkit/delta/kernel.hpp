@@ -15,8 +15,8 @@
 // Results do not depend on the thread count (one thread per item, fixed order).
 //
 // chunk (params.algo = chunk): delta_rule and gated_delta_rule, the WY form over chunks of
-// params.chunk_size tokens (run_chunked below). Not implemented yet for kda (per-channel gates
-// need the sub-chunk scheme of spec 2.4): rejected with an error naming the option.
+// params.chunk_size tokens (run_chunked below). kda has none (per-channel gates need a sub-chunk
+// scheme): core/variants.hpp refuses algorithm::chunk for it.
 #pragma once
 
 #include "../core/warnings_push.hpp"
@@ -31,6 +31,7 @@
 #include "../core/config.hpp"
 #include "../core/executor.hpp"
 #include "../core/simd.hpp"
+#include "../core/variants.hpp"
 #include "params.hpp"
 
 namespace attnkit {
@@ -386,11 +387,8 @@ constexpr void check_types() {
 /// q, k, v, o (the kernel reads rows of K and column slices of V, writes slices of o).
 template <class Q, class K, class V, class O>
 void check_fast(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
-                const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<O, 4>& o,
-                bool has_chunk = true) {
-  if (p.algo == algorithm::chunk && !has_chunk)
-    fail(fn, ": option 'algo' algorithm::chunk is not available for kda (per-channel ",
-         "gates); use algorithm::recurrent");
+                const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<O, 4>& o) {
+  require_algorithm(fn, variant_by_name(fn), p.algo);
   require_inner_contiguous({fn, "q", "B,T,H,K"}, q);
   require_inner_contiguous({fn, "k", "B,T,H,K"}, k);
   require_inner_contiguous({fn, "v", "B,T,HV,V"}, v);
@@ -415,7 +413,7 @@ struct transformed_gate {
 
 /// DeltaNet: u_t = beta_t (v_t - S_{t-1}^T k_t), S_t = S_{t-1} + k_t u_t^T, o_t = S_t^T (scale
 /// q_t). q, k [B,T,H,K], v, o [B,T,HV,V], beta [B,T,HV]; states in s ([N,HV,K,V]). The last
-/// dimension of q, k, v, o needs stride 1. p.algo must be algorithm::recurrent (the default).
+/// dimension of q, k, v, o needs stride 1. p.algo: automatic (= recurrent), recurrent or chunk.
 template <class Q, class K, class V, class Bt, class O, class Arch = simd::default_arch>
 void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
@@ -460,7 +458,7 @@ void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor
   const char* fn = "kda";
   const auto sh = detail::check_delta(fn, p, gate_kind::channel, q, k, v, beta, o, s);
   detail::check_delta_gate(fn, p, sh, g, gp);
-  di::check_fast(fn, p, q, k, v, o, /*has_chunk=*/false);
+  di::check_fast(fn, p, q, k, v, o);
   di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::transformed_gate<detail::gate_reader<accum_t<Q>, Arch, tensor_view<G, 4>>, P>{
                                       p, sh, {g}, gp});
 }

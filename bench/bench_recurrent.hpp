@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: Apache-2.0
+// What the recurrent-family benchmarks (bench_linear, bench_delta) share: the inputs of one shape,
+// the prefill and decode benchmark bodies with their counters, and the registration of
+//   BM_<variant>_<chunk|recurrent>/seq:T/threads:N   prefill, B = 1, float, h0 given, ht written
+//   BM_<variant>_decode/batch:B/threads:N            T = 1 per sequence, state updated in place
+// for every algorithm a variant has (attnkit's variant table). A family supplies one callable,
+// call(variant_name, algo, exec, inputs, b, t, ht), that runs the kernel on the inputs.
+//   tokens_per_s    = B*T per call / seconds
+//   GFLOPS          = FLOP per token and (value) head * B*T*heads / seconds / 1e9; the family
+//                     passes the count (nominal, or what its algorithm executes)
+//   GBps            = 2 * B*heads*K*V*4 bytes per decode call (one read + one write of the state)
+#pragma once
+
+#include <attnkit/core/variants.hpp>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench_common.hpp"
+
+namespace attnkit_bench {
+
+/// Inputs of the last shape asked for (one shape alive at a time): q, k [b,t,H,K], v, o
+/// [b,t,HV,V], beta [b,t,HV] in (0.05, 0.95), log gates gs [b,t,HV] and gc [b,t,HV,K] in
+/// (-0.2, -0.001), states h0, ht [b,HV,K,V].
+struct recurrent_inputs {
+  index_t b = -1, t = -1;
+  buffer<float> q, k, v, o, beta, gs, gc, h0, ht;
+};
+
+/// Rows of x [n, d] scaled to unit norm (the delta rule's stability condition on k).
+inline void normalise_rows(float* x, index_t n, index_t d) {
+  for (index_t r = 0; r < n; ++r) {
+    double ss = 0;
+    for (index_t c = 0; c < d; ++c) ss += double(x[r * d + c]) * x[r * d + c];
+    const float f = float(1 / std::sqrt(ss));
+    for (index_t c = 0; c < d; ++c) x[r * d + c] *= f;
+  }
+}
+
+/// The family's shape: H query/key heads, HV value heads, head dims K and V; unit_qk: q and k
+/// rows of unit norm (delta rule), else uniform in (-0.5, 0.5).
+struct recurrent_shape {
+  index_t H, HV, K, V;
+  bool unit_qk;
+};
+
+inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, index_t t) {
+  static recurrent_inputs d;
+  if (d.b != b || d.t != t) {
+    d = recurrent_inputs{};
+    const auto n = std::size_t(b * t * s.H), nv = std::size_t(b * t * s.HV);
+    const float lo = s.unit_qk ? -1.f : -0.5f, hi = s.unit_qk ? 1.f : 0.5f;
+    d.q = random_tensor<float>(n * std::size_t(s.K), 1, lo, hi);
+    d.k = random_tensor<float>(n * std::size_t(s.K), 2, lo, hi);
+    if (s.unit_qk) {
+      normalise_rows(d.q.data(), index_t(n), s.K);
+      normalise_rows(d.k.data(), index_t(n), s.K);
+    }
+    d.v = random_tensor<float>(nv * std::size_t(s.V), 3);
+    d.o = random_tensor<float>(nv * std::size_t(s.V), 4);
+    d.beta = random_tensor<float>(nv, 5, 0.05f, 0.95f);
+    d.gs = random_tensor<float>(nv, 6, -0.2f, -0.001f);
+    d.gc = random_tensor<float>(nv * std::size_t(s.K), 7, -0.2f, -0.001f);
+    const auto ns = std::size_t(b * s.HV * s.K * s.V);
+    d.h0 = random_tensor<float>(ns, 8, -0.1f, 0.1f);
+    d.ht = random_tensor<float>(ns, 9);
+    d.b = b;
+    d.t = t;
+  }
+  return d;
+}
+
+/// Runs one kernel call: (variant, algo, exec, inputs, b, t, ht); ht == inputs.h0 means in place.
+using recurrent_call = std::function<void(const std::string&, attnkit::algorithm,
+                                          attnkit::executor*, recurrent_inputs&, index_t, index_t,
+                                          float*)>;
+/// FLOP per token and value head that GFLOPS counts for (variant, algo).
+using recurrent_flop = std::function<double(const std::string&, attnkit::algorithm)>;
+/// Family-specific prefill counters: (state, variant, algo, tokens per call).
+using recurrent_counters =
+    std::function<void(benchmark::State&, const std::string&, attnkit::algorithm, double)>;
+
+/// Registers the prefill and decode benchmarks of `variants` (see the top of this file).
+inline void register_recurrent_benchmarks(const recurrent_shape& shape,
+                                          std::vector<std::string> variants,
+                                          std::vector<int64_t> seqs, recurrent_call call,
+                                          recurrent_flop flop, recurrent_counters extra = {}) {
+  using attnkit::algorithm;
+  register_ceiling_benchmarks();
+  for (const auto& name : variants) {
+    const auto& info = attnkit::variant_by_name(name);
+    for (const auto algo : {algorithm::chunk, algorithm::recurrent}) {
+      if (!attnkit::supports(info, algo)) continue;
+      const std::string bm = "BM_" + name + (algo == algorithm::chunk ? "_chunk" : "_recurrent");
+      benchmark::RegisterBenchmark(bm.c_str(), [=](benchmark::State& st) {
+        const index_t t = st.range(0);
+        const int threads = int(st.range(1));
+        recurrent_inputs& d = recurrent_data(shape, 1, t);
+        const paired_ceiling fma = paired_loop(
+            st, [&] { call(name, algo, &pool(threads), d, 1, t, d.ht.data()); },
+            [&](double seconds) { return run_fma_for(threads, seconds); });
+        const double tokens = double(t), f = tokens * double(shape.HV) * flop(name, algo);
+        st.counters["tokens_per_s"] = rate(tokens);
+        report_flops(st, f, threads);
+        report_fma_paired(st, f, fma);
+        if (extra) extra(st, name, algo, tokens);
+      })
+          ->ArgNames({"seq", "threads"})
+          ->ArgsProduct({seqs, thread_counts()})
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    benchmark::RegisterBenchmark(("BM_" + name + "_decode").c_str(), [=](benchmark::State& st) {
+      const index_t b = st.range(0);
+      const int threads = int(st.range(1));
+      recurrent_inputs& d = recurrent_data(shape, b, 1);
+      const paired_ceiling read = paired_loop(
+          st, [&] { call(name, algorithm::recurrent, &pool(threads), d, b, 1, d.h0.data()); },  // in place
+          [&](double seconds) { return run_read_for(threads, seconds); });
+      const double tokens = double(b),
+                   bytes = 2.0 * double(b) * double(shape.HV * shape.K * shape.V) * sizeof(float);
+      st.counters["tokens_per_s"] = rate(tokens);
+      report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads);
+      report_bytes(st, bytes, threads);
+      report_read_paired(st, bytes, read);
+    })
+        ->ArgNames({"batch", "threads"})
+        ->ArgsProduct({{1, 64}, thread_counts()})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace attnkit_bench

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+// The variant table: one descriptor per attention variant (its name, family, entry point,
+// algorithms, inputs and the FLOP it counts). attnkit-run, the benchmarks and the tests look
+// variants up here; an algorithm a variant does not have is refused here, in one place.
+#pragma once
+
+#include <string_view>
+
+#include "config.hpp"
+#include "error.hpp"
+#include "recurrent_state.hpp"
+
+namespace attnkit {
+
+enum class variant_family { softmax, linear, delta };
+
+/// What every variant declares about itself.
+struct variant_info {
+  const char* name;           ///< as attnkit-run and the benchmarks spell it
+  variant_family family;      ///< the folder and umbrella header it lives in
+  const char* entry_point;    ///< the fast kernel (the reference has the same name and signature
+                              ///< in attnkit::reference)
+  bool has_chunk;             ///< algorithm::chunk is implemented (recurrent families)
+  bool has_recurrent;         ///< algorithm::recurrent is implemented (recurrent families)
+  const char* inputs;         ///< tensors in, FlashAttention / fla layouts
+  const char* outputs;        ///< tensors out
+  /// Nominal FLOP (an FMA = 2) the variant's math needs per token and (value) head of a
+  /// recurrent family, per query-key pair and head for the softmax family; dk, dv: key and
+  /// value head dims.
+  double (*nominal_flop)(index_t dk, index_t dv);
+};
+
+namespace detail {
+// softmax: q.k (2 Dk) + p.v (2 Dv) per (query, key) pair and query head.
+constexpr double softmax_pair_flop(index_t dk, index_t dv) { return 2.0 * double(dk + dv); }
+// linear: S += k v^T (2KV) and o = S^T q (2KV); a decay multiply adds KV.
+constexpr double linear_flop(index_t k, index_t v) { return 4.0 * double(k * v); }
+constexpr double gated_linear_flop(index_t k, index_t v) { return 5.0 * double(k * v); }
+// delta: w = S^T k (2KV), S += k u^T (2KV), o = S^T q (2KV); a decay multiply adds KV.
+constexpr double delta_flop(index_t k, index_t v) { return 6.0 * double(k * v); }
+constexpr double gated_delta_flop(index_t k, index_t v) { return 7.0 * double(k * v); }
+}  // namespace detail
+
+inline constexpr variant_info variant_table[] = {
+    {"softmax", variant_family::softmax, "standard_attention / standard_attention_kvcache",
+     false, false, "q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv]; sinks [Hq]; cu_seqlens_q/k",
+     "o [B,Tq,Hq,Dv], lse [B,Hq,Tq]", detail::softmax_pair_flop},
+    {"linear_attn", variant_family::linear, "linear_attn", true, true,
+     "q, k [B,T,H,K], v [B,T,H,V]; h0 [N,H,K,V]; z0 [N,1,H,K] (normalize); cu_seqlens",
+     "o [B,T,H,V], ht [N,H,K,V], zt [N,1,H,K]", detail::linear_flop},
+    {"simple_gla", variant_family::linear, "simple_gla", true, true,
+     "q, k [B,T,H,K], v [B,T,H,V], g [B,T,H] or g_gamma [H]; h0; cu_seqlens",
+     "o [B,T,H,V], ht [N,H,K,V]", detail::gated_linear_flop},
+    {"gla", variant_family::linear, "gla", true, true,
+     "q, k [B,T,H,K], v [B,T,H,V], g [B,T,H,K]; h0; cu_seqlens", "o [B,T,H,V], ht [N,H,K,V]",
+     detail::gated_linear_flop},
+    {"delta_rule", variant_family::delta, "delta_rule", true, true,
+     "q, k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV]; h0 [N,HV,K,V]; cu_seqlens",
+     "o [B,T,HV,V], ht [N,HV,K,V]", detail::delta_flop},
+    {"gated_delta_rule", variant_family::delta, "gated_delta_rule", true, true,
+     "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV], beta [B,T,HV]; A_log, dt_bias; h0; cu_seqlens",
+     "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop},
+    {"kda", variant_family::delta, "kda", false, true,
+     "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV]; A_log, dt_bias [HV*K]; h0; "
+     "cu_seqlens",
+     "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop},
+};
+
+/// The descriptor of `name`, or nullptr.
+inline const variant_info* find_variant(std::string_view name) {
+  for (const auto& v : variant_table)
+    if (name == v.name) return &v;
+  return nullptr;
+}
+
+/// The descriptor of `name`; an unknown name is an error.
+inline const variant_info& variant_by_name(std::string_view name) {
+  const variant_info* v = find_variant(name);
+  if (!v) detail::fail("unknown variant '", std::string(name), "'");
+  return *v;
+}
+
+/// Whether the variant implements `a` (automatic: always; the family picks one it has).
+inline bool supports(const variant_info& v, algorithm a) {
+  switch (a) {
+    case algorithm::automatic: return v.has_chunk || v.has_recurrent;
+    case algorithm::chunk: return v.has_chunk;
+    case algorithm::recurrent: return v.has_recurrent;
+  }
+  return false;
+}
+
+namespace detail {
+/// Refuses an algorithm the variant does not have (never substituted silently).
+inline void require_algorithm(const char* fn, const variant_info& v, algorithm a) {
+  if (!supports(v, a))
+    fail(fn, ": option 'algo' algorithm::", algorithm_name(a), " is not available for ", v.name,
+         " (it has: ", v.has_chunk ? "chunk, " : "", v.has_recurrent ? "recurrent, " : "",
+         "automatic)");
+}
+}  // namespace detail
+
+}  // namespace attnkit
