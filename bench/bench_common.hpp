@@ -120,7 +120,7 @@ double median_seconds(int reps, F&& f) {
 // ------------------------------------------------------------------------------------------------
 // Formulas
 
-/// Attention FLOP as in issue 2: 2 * Tq * Tk * (Dk + Dv) per (batch, query head) -- one multiply
+/// Attention FLOP: 2 * Tq * Tk * (Dk + Dv) per (batch, query head) -- one multiply
 /// and one add per element of S = QK^T (Dk) and of O = PV (Dv) -- halved when causal (the score
 /// area of a square causal mask; exact for Tq = Tk up to the diagonal's T/2 term). Exp, max and
 /// rescaling are not counted.

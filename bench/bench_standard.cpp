@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Standard softmax attention benchmarks (issue 2, "Benchmarks"), next to ceilings measured in the
+// Standard softmax attention benchmarks, next to ceilings measured in the
 // same binary (bench_common.hpp).
 //
 //   BM_ceiling_fma|gemm|read/threads:N   FMA-only peak, Eigen 1024^3 float GEMM, 512 MiB read

@@ -51,8 +51,8 @@ enum class delta_gate_fn {
 /// Runtime options of the delta-rule family (fla names and defaults).
 struct delta_params {
   double scale = 0;                             ///< applied to q; 0 means K^-0.5
-  algorithm algo = algorithm::automatic;        ///< automatic: recurrent (the faster one on
-                                                ///< every machine measured); chunk: delta_rule,
+  algorithm algo = algorithm::automatic;        ///< automatic: recurrent (faster than chunk
+                                                ///< in every benchmark); chunk: delta_rule,
                                                 ///< gated_delta_rule
   index_t chunk_size = 64;                      ///< tokens per chunk of the chunk algorithm
   bool state_v_first = false;                   ///< states are [N,HV,V,K] instead of [N,HV,K,V]
@@ -137,8 +137,8 @@ inline void check_delta_params(const char* fn, const delta_params& p, gate_kind 
     fail(fn, ": option 'lower_bound' must be finite and < 0, got ", p.lower_bound);
 }
 
-/// algorithm::automatic: recurrent (token by token), the faster one for every shape measured so
-/// far; chunk is chosen explicitly.
+/// algorithm::automatic: recurrent (token by token), faster than chunk in every benchmark; chunk
+/// is chosen explicitly.
 inline algorithm resolve_algorithm(const delta_params& p) {
   return p.algo == algorithm::automatic ? algorithm::recurrent : p.algo;
 }

@@ -19,11 +19,11 @@
 //   scalar gate: A = (Q~ K^T) * D with D[r,c] = prod_{c<s<=r} exp(g_s) (running products <= 1);
 //   per-channel gate (gla): 16-row sub-chunks. Off-diagonal blocks (sub-chunk i > j) factor around
 //   the first row n of sub-chunk i: (q~_r * exp(G_r - G_n)) . (k_c * exp(G_n - G_c)), both
-//   exponents
-//   <= 0; diagonal 16x16 blocks use exact per-pair running products k_c * prod_{c<s<=r} exp(g_s).
+//   exponents <= 0; diagonal 16x16 blocks use exact per-pair running products
+//   k_c * prod_{c<s<=r} exp(g_s).
 //   Every decay factor of the per-channel path (also exp(P), exp(U)) is a running product of
 //   e_s = exp(g_s) in (0, 1] over the tokens it spans (L*K exponentials per chunk; -1000 gives an
-//   exact 0). Never a whole-chunk factorisation exp(G_r) exp(-G_c) (it overflows, spec 2.4).
+//   exact 0). Never a whole-chunk factorisation exp(G_r) exp(-G_c) (it overflows for strong gates).
 #pragma once
 
 #include "../core/warnings_push.hpp"
@@ -50,12 +50,11 @@ void ensure(aligned_vector<A>& v, index_t n) {
 }
 
 /// The cache lines of the next work unit's input and output rows, prefetched a few at a time
-/// between GEMM tiles so that their DRAM reads overlap the arithmetic. (Issuing a whole unit's
-/// prefetches in bursts stalls on the miss buffers: measured, the row copies still took ~14% of
-/// the chunk algorithm; spread over the tiles, ~8%, and the call runs ~5% faster.)
+/// between GEMM tiles so that their DRAM reads overlap the arithmetic (a whole unit's prefetches
+/// issued in one burst stall on the miss buffers).
 class prefetch_queue {
  public:
-  static constexpr int lines_per_tile = 6;  // tuned: 4 too few, 8-12 no better
+  static constexpr int lines_per_tile = 6;  // fewer leave rows unfetched, more gain nothing
 
   void clear() { segs_.clear(), next_ = 0, offset_ = 0; }
   /// Queues the cache lines of n elements at p (from the line holding p to the one holding the
@@ -287,8 +286,8 @@ void step_kfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_
 // the vector path does the same operations as two single steps):
 //   s = src[d, j] + k1[d] v1[j];  out1[j] += q1[d] s;  s += k2[d] v2[j];  out2[j] += q2[d] s;
 //   dst[d, j] = s
-// (Measured, T=4096: linear_attn recurrent 110 -> 82 ms on 1 thread. The decayed variants ran
-// 20-30% slower this way than with single steps, so they keep those.)
+// Undecayed only: the decayed variants run slower this way than with single steps, so they keep
+// those.
 template <int NB, class A, class Arch>
 ATTNKIT_ALWAYS_INLINE void kfirst_cols2(index_t j, index_t K, const A* src, index_t lds, A* dst,
                                         index_t ldd, const A* k1, const A* q1, const A* v1,
@@ -821,8 +820,8 @@ void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>
     });
     return;
   }
-  // chunk: items of up to 8 consecutive heads of one sequence (measured: 4 heads per item read
-  // the [B,T,H,K] inputs ~20% faster than 1, 16 ~25%), fewer when that leaves fewer items than
+  // chunk: items of up to 8 consecutive heads of one sequence (their rows are adjacent in
+  // [B,T,H,K], so the inputs are read in longer runs), fewer when that leaves fewer items than
   // threads. Each head's arithmetic is the same in any grouping, so results depend neither on it
   // nor on the thread count.
   const index_t hg =

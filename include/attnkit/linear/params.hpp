@@ -33,8 +33,8 @@ namespace attnkit {
 /// Runtime options of the linear-attention family (fla names and defaults).
 struct linear_params {
   double scale = 0;                       ///< applied to q; 0 means K^-0.5
-  algorithm algo = algorithm::automatic;  ///< automatic: recurrent for sequences shorter than
-                                         ///< chunk_size (decode), else chunk
+  algorithm algo = algorithm::automatic;  ///< automatic: recurrent when every sequence is
+                                         ///< shorter than chunk_size (decode), else chunk
   index_t chunk_size = 64;                ///< tokens per chunk of the chunk algorithm (>= 1)
   bool normalize = false;                 ///< linear_attn only: divide by q~ . z + 1e-10
   bool state_v_first = false;             ///< states are [N,H,V,K] instead of [N,H,K,V]

@@ -227,13 +227,11 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
   }
 }
 
-// Decode: software prefetch distance in keys, used only when the bytes an item reads per token
-// (its kv heads' K or V rows) are at most kPrefetchMaxTokenBytes. Longer token rows span pages and
-// the hardware streamers keep up on their own. Measured (2 threads, 32K cache): 16 KB per token
-// (f32, 32 kv heads) decodes 1.17x faster without software prefetch; 8 KB (bf16, 32 kv heads)
-// 1.13x faster with it; 2 KB (bf16, 8 kv heads) 1.6x faster with it.
-// Four keys ahead (8 KB for a bf16 cache with 8 kv heads) beat 16 keys by 5-10% on GQA decode
-// (interleaved runs). Either way that walk streams at ~65% of a plain read (README, Performance).
+// Decode: software prefetch kPrefetchKeys keys ahead: the hardware prefetchers do not follow rows
+// Hkv*D apart. Used only when the bytes an item reads per token (its kv heads' K or V rows) are at
+// most kPrefetchMaxTokenBytes: longer token rows span pages and the hardware streamers keep up on
+// their own. Four keys (8 KB for a bf16 cache with 8 kv heads, D = 128) rather than more: a
+// longer distance decoded slower.
 constexpr index_t kPrefetchKeys = 4;
 constexpr std::size_t kPrefetchMaxTokenBytes = 8192;
 
@@ -303,8 +301,8 @@ inline A softmax_row(A* ATTNKIT_RESTRICT s, index_t ncols, index_t vis_lo, index
 
 /// K^T and V of one (sequence, kv head), packed per key block of kBlockN keys (aligned to multiples
 /// of kBlockN): kt block b is [Dk, kBlockN] (zero columns past the end), v block b is
-/// [kBlockN, Dvp] (zero padding). v == nullptr means V rows are read in place (float V, uniform
-/// row stride, Dv a multiple of the column tile).
+/// [kBlockN, Dvp] (zero padding). kt == v == nullptr: not pre-packed, the item packs each key
+/// block into its workspace.
 template <class A>
 struct packed_kv {
   const A* kt = nullptr;
@@ -484,8 +482,8 @@ void attend_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     if (packed) {
       const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
       if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
-      // Tile height: softmax_tiling::pv_rows (on Zen 3 4 rows beat 6: 70 vs 46 GFLOP/s for the
-      // tile alone; with AVX-512's 32 registers 8 rows).
+      // Tile height: softmax_tiling::pv_rows (4 rows below 16 lanes: faster for this tile than
+      // Q K^T's 6; 8 rows with AVX-512's 32 registers).
       simd::dispatch_rows<softmax_tiling::pv_rows<W>()>(M, [&](auto mr, index_t r0) {
         for (index_t c = 0; c < Dvp; c += 2 * W)
           pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
@@ -598,7 +596,8 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   }
   // Schedule (the order does not change any result): the items of one (sequence, kv head) run
   // together, so the threads share that head's packed K/V while it is in cache (items across all
-  // heads in turn cycle through Hkv packed copies: 32 MB for 8 heads at T = 4096, over L3).
+  // heads in turn cycle through Hkv packed copies: 32 MB for 8 heads at T = 4096, D = 128, more
+  // than L3).
   // Groups with the largest item go first and each group runs its largest items first, so the
   // schedule ends with small items (load balance).
   const auto cost = [&](std::size_t i) {
@@ -625,10 +624,10 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
   aligned_vector<A> partial(std::size_t(slots * slot_size));
   executor& ex = resolve(p.exec);
 
-  // Pre-pack K^T (and V when it needs conversion or padding) once per (sequence, kv head) when
-  // several query blocks share it; decode-like calls pack per item instead (one pass over K).
-  // (Reading V rows in place instead of packing them was measured slower: rows Hkv*Dv apart alias
-  // the same L1 sets.) Extra memory: one float copy of K and V for the sequences pre-packed.
+  // Pre-pack K^T and V once per (sequence, kv head) when several query blocks share them; other
+  // items pack per key block themselves (decode-shaped items read K and V in place). V is packed
+  // even when it could be read in place: rows Hkv*Dv apart alias the same L1 sets. Extra memory:
+  // one float copy of K and V for the sequences pre-packed.
   constexpr index_t NB = softmax_tiling::kBlockN;
   using Rows = decltype(rows_of(std::declval<const softmax_seq&>(), index_t(0)));
   std::vector<std::size_t> pack_off(sh.seqs.size() * std::size_t(sh.Hkv), std::size_t(-1));
@@ -649,10 +648,9 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     }
   }
   // The packing store is kept per calling thread for the next call when it is at most
-  // kRetainPackBytes (a fresh buffer costs a page fault per 4 KiB: 8192 for T = 4096, Hkv = 8;
-  // keeping it cut the packing phase from 72-84 to 53 of ~860 Mcycles per call); larger stores, and
-  // calls nested in another call's tasks on the same thread (a caller's work-stealing executor),
-  // get their own buffer, freed on return.
+  // kRetainPackBytes: a fresh buffer costs a page fault per 4 KiB on every call (8192 for
+  // T = 4096, Hkv = 8, D = 128). Larger stores, and calls nested in another call's tasks on the
+  // same thread (a caller's work-stealing executor), get their own buffer, freed on return.
   static thread_local simd::aligned_buffer<A> retained_store;
   static thread_local bool retained_in_use = false;
   simd::aligned_buffer<A> call_store;
