@@ -12,4 +12,8 @@ if(ATTNKIT_BUILD_EXAMPLES)
 
   add_test(NAME "examples/standard_attention_example"
            COMMAND "$<TARGET_FILE:standard_attention_example>")
+  add_test(NAME "examples/gated_deltanet_example"
+           COMMAND "$<TARGET_FILE:gated_deltanet_example>")
+  add_test(NAME "examples/linear_attention_example"
+           COMMAND "$<TARGET_FILE:linear_attention_example>")
 endif()
