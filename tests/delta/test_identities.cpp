@@ -300,3 +300,62 @@ TEST_CASE("delta identity: kda with equal key-channel gates equals gated_delta_r
   else
     kda_with_equal_channels_is_gated<float>(pth, s, gate_fn);
 }
+
+TEST_CASE("delta identity: the naive chunk references equal the recurrent references",
+          "[delta][identity][reference]") {
+  using A = double;
+  shape s;
+  s.T = GENERATE(1, 65, 130);
+  const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 6));
+  const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
+  const index_t chunk = GENERATE(7, 64);
+  const bool raw = GENERATE(false, true);  // in-kernel q/k norm, beta sigmoid, softplus gate
+  s.v_first = GENERATE(false, true);
+  s.H = heads.first;
+  s.HV = heads.second;
+  s.K = dims.first;
+  s.V = dims.second;
+  INFO(describe(precision::f64, path::reference, s) << " chunk=" << chunk << " raw=" << raw);
+  const inputs<double> in(s, 3000 + std::uint64_t(s.T * 7 + s.HV), raw);
+  delta_params p = params_of(path::reference, s.v_first);
+  p.chunk_size = chunk;
+  p.qk_l2norm = p.beta_sigmoid = raw;
+  p.gate_fn = raw ? delta_gate_fn::softplus : delta_gate_fn::none;
+  const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
+  const auto beta = in.beta.cv();
+  // kda with gates that differ per key channel
+  owned_tensor<A, 4> gc({s.B, s.T, s.HV, s.K});
+  test::copy(in.g_chan.cv(), gc.v());
+  for (index_t b = 0; b < s.B; ++b)
+    for (index_t t = 0; t < s.T; ++t)
+      for (index_t j = 0; j < s.HV; ++j)
+        for (index_t c = 0; c < s.K; ++c) gc.view(b, t, j, c) *= 0.5 + double(c % 3) * 0.5;
+  const auto gp_s = raw ? in.gate_params(false) : delta_gate_params<A>{};
+  const auto gp_c = raw ? in.gate_params(true) : delta_gate_params<A>{};
+  constexpr double tol = identity_tol<double>();
+  const auto both = [&](const char* what, auto recurrent, auto chunked) {
+    INFO(what);
+    const auto a = run(in, recurrent), b = run(in, chunked);
+    check_identity<double>("o", b.o.cv(), a.o.cv(), tol);
+    check_identity<double>("ht", b.ht.cv(), a.ht.cv(), tol);
+  };
+  if (!raw)
+    both(
+        "delta_rule",
+        [&](auto o, const auto& st) { reference::delta_rule(p, q, k, v, beta, o, st); },
+        [&](auto o, const auto& st) { reference::delta_rule_chunk(p, q, k, v, beta, o, st); });
+  both(
+      "gated_delta_rule",
+      [&](auto o, const auto& st) {
+        reference::gated_delta_rule(p, q, k, v, in.g.cv(), beta, o, st, gp_s);
+      },
+      [&](auto o, const auto& st) {
+        reference::gated_delta_rule_chunk(p, q, k, v, in.g.cv(), beta, o, st, gp_s);
+      });
+  both(
+      "kda",
+      [&](auto o, const auto& st) { reference::kda(p, q, k, v, gc.cv(), beta, o, st, gp_c); },
+      [&](auto o, const auto& st) {
+        reference::kda_chunk(p, q, k, v, gc.cv(), beta, o, st, gp_c);
+      });
+}

@@ -204,3 +204,68 @@ TEST_CASE("linear identity: gla with equal key-channel gates equals simple_gla",
   else
     gla_with_equal_channels_is_simple_gla<float>(pth, kind, s);
 }
+
+TEST_CASE("linear identity: the naive chunk references equal the recurrent references",
+          "[linear][identity][reference]") {
+  using A = double;
+  shape s;
+  s.T = GENERATE(1, 65, 130);
+  s.H = GENERATE(1, 3);
+  const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
+  const index_t chunk = GENERATE(7, 64);
+  s.v_first = GENERATE(false, true);
+  s.K = dims.first;
+  s.V = dims.second;
+  INFO("T=" << s.T << " H=" << s.H << " K=" << s.K << " V=" << s.V << " v_first=" << s.v_first
+            << " chunk=" << chunk);
+  const inputs<double> in(s, scalar_gate::per_token, 4000 + std::uint64_t(s.T * 7 + s.K));
+  linear_params p;
+  p.chunk_size = chunk;
+  p.state_v_first = s.v_first;
+  const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
+  // gla with gates that differ per key channel
+  owned_tensor<A, 4> gc({s.B, s.T, s.H, s.K});
+  test::copy(in.g_chan.cv(), gc.v());
+  for (index_t b = 0; b < s.B; ++b)
+    for (index_t t = 0; t < s.T; ++t)
+      for (index_t h = 0; h < s.H; ++h)
+        for (index_t c = 0; c < s.K; ++c) gc.view(b, t, h, c) *= 0.5 + double(c % 3) * 0.5;
+  constexpr double tol = identity_tol<double>();
+  const auto both = [&](const char* what, auto recurrent, auto chunked) {
+    INFO(what);
+    const auto a = run(in, recurrent), b = run(in, chunked);
+    check_identity<double>("o", b.o.cv(), a.o.cv(), tol);
+    check_identity<double>("ht", b.ht.cv(), a.ht.cv(), tol);
+  };
+  both(
+      "linear_attn",
+      [&](auto o, const auto& st) { reference::linear_attn(p, q, k, v, o, st); },
+      [&](auto o, const auto& st) { reference::linear_attn_chunk(p, q, k, v, o, st); });
+  both(
+      "simple_gla",
+      [&](auto o, const auto& st) { reference::simple_gla(p, q, k, v, in.g.cv(), o, st); },
+      [&](auto o, const auto& st) { reference::simple_gla_chunk(p, q, k, v, in.g.cv(), o, st); });
+  both(
+      "simple_gla g_gamma",
+      [&](auto o, const auto& st) { reference::simple_gla(p, q, k, v, in.gamma.cv(), o, st); },
+      [&](auto o, const auto& st) {
+        reference::simple_gla_chunk(p, q, k, v, in.gamma.cv(), o, st);
+      });
+  both(
+      "gla", [&](auto o, const auto& st) { reference::gla(p, q, k, v, gc.cv(), o, st); },
+      [&](auto o, const auto& st) { reference::gla_chunk(p, q, k, v, gc.cv(), o, st); });
+  // linear_attn with the normaliser: o and the key sum zt too
+  const std::vector<A> z0v(std::size_t(s.B * s.H * s.K), 0.25);
+  owned_tensor<A, 4> zt_a({s.B, 1, s.H, s.K}), zt_b({s.B, 1, s.H, s.K});
+  linear_params pn = p;
+  pn.normalize = true;
+  const cview<A, 4> z0(z0v.data(), {s.B, 1, s.H, s.K});
+  const auto a = run(in, [&](auto o, const auto& st) {
+    reference::linear_attn(pn, q, k, v, o, st, linear_extras<A>{z0, zt_a.v()});
+  });
+  const auto b = run(in, [&](auto o, const auto& st) {
+    reference::linear_attn_chunk(pn, q, k, v, o, st, linear_extras<A>{z0, zt_b.v()});
+  });
+  check_identity<double>("normalized o", b.o.cv(), a.o.cv(), tol);
+  check_identity<double>("zt", zt_b.cv(), zt_a.cv(), tol);
+}

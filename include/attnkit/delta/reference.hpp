@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Naive references of the delta-rule family: the per-token recurrence of params.hpp in double,
 // plain loops, any strides (what fla's naive_recurrent_* compute, with the in-kernel transforms
-// of the fused kernels). Same signatures as kernel.hpp; the tests check the fast kernels against
-// these functions and these against fla's float64 golden data.
+// of the fused kernels), and beside it the naive chunk (WY) form (*_chunk, fla's naive_chunk_*).
+// Same signatures as kernel.hpp; the tests check the fast kernels against these functions, the
+// two forms against each other, and both against fla's float64 golden data.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -78,6 +80,110 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
   }
 }
 
+/// The naive chunk form of the same recurrence (WY form; fla's naive_chunk_* for delta_rule,
+/// gated_delta_rule and kda), per-pair exponents, plain loops, double. Per chunk of L <= C tokens
+/// with the inclusive cumulative log decay G_r[c] = sum_{s<=r} g_s[c] (the same for every row c
+/// with a scalar gate) and the state S0 at the chunk start:
+///   A[r,c'] = beta_r sum_c k_r[c] k_c'[c] e^{G_r[c] - G_c'[c]}   (c' < r)
+///   u_r     = beta_r (v_r - S0^T (k_r * e^{G_r})) - sum_{c' < r} A[r,c'] u_c'   (forward solve)
+///   o_r     = S0^T (q~_r * e^{G_r}) + sum_{c' <= r} (sum_c q~_r[c] k_c'[c] e^{G_r[c] - G_c'[c]}) u_c'
+///   S      <- diag(e^{G_{L-1}}) S0 + sum_c' (k_c' * e^{G_{L-1} - G_c'}) u_c'^T
+template <class Q, class K, class V, class Bt, class O, class A, class Decay>
+void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
+               const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
+               const tensor_view<Bt, 3>& beta, const tensor_view<O, 4>& o,
+               const recurrent_state<A>& s, Decay log_decay) {
+  const index_t K_ = sh.K, V_ = sh.V, group = sh.HV / sh.H, C = p.chunk_size;
+  auto st = [&](const auto& t, index_t n, index_t j, index_t c, index_t e) -> auto& {
+    return p.state_v_first ? t(n, j, e, c) : t(n, j, c, e);
+  };
+  std::vector<double> S(std::size_t(K_ * V_)), G, qs, ks, bt, u, Am;
+  // Row r of x (width w).
+  const auto row = [](std::vector<double>& x, index_t r, index_t w) { return &x[std::size_t(r * w)]; };
+  const auto load = [&](const auto& x, index_t b, index_t t, index_t h, double f, double* out) {
+    double ss = 0;
+    for (index_t c = 0; c < K_; ++c) {
+      out[c] = to_compute<double>(x(b, t, h, c));
+      ss += out[c] * out[c];
+    }
+    const double norm = p.qk_l2norm ? std::sqrt(ss + 1e-6) : 1.0;
+    for (index_t c = 0; c < K_; ++c) out[c] = f * out[c] / norm;
+  };
+  for (index_t n = 0; n < sh.N; ++n) {
+    const auto& sq = sh.seqs[std::size_t(n)];
+    for (index_t j = 0; j < sh.HV; ++j) {
+      const index_t h = j / group;
+      for (index_t c = 0; c < K_; ++c)
+        for (index_t e = 0; e < V_; ++e)
+          S[std::size_t(c * V_ + e)] = s.h0.present() ? double(st(s.h0, n, j, c, e)) : 0.0;
+      for (index_t c0 = 0; c0 < sq.len; c0 += C) {
+        const index_t L = std::min(C, sq.len - c0);
+        G.assign(std::size_t(L * K_), 0.0);
+        qs.resize(std::size_t(L * K_));
+        ks.resize(std::size_t(L * K_));
+        bt.resize(std::size_t(L));
+        u.assign(std::size_t(L * V_), 0.0);
+        Am.assign(std::size_t(L * L), 0.0);
+        for (index_t r = 0; r < L; ++r) {
+          const index_t t = sq.t0 + c0 + r;
+          load(q, sq.b, t, h, sh.scale, row(qs, r, K_));
+          load(k, sq.b, t, h, 1.0, row(ks, r, K_));
+          bt[std::size_t(r)] = attnkit::detail::delta_beta(p, to_compute<double>(beta(sq.b, t, j)));
+          for (index_t c = 0; c < K_; ++c) {
+            const double g = sh.decay == gate_kind::none ? 0.0 : log_decay(sq.b, t, j, c);
+            row(G, r, K_)[c] = (r ? row(G, r - 1, K_)[c] : 0.0) + g;
+          }
+        }
+        // decayed dot product sum_c x_r[c] k_c'[c] e^{G_r[c] - G_c'[c]}
+        const auto ddot = [&](std::vector<double>& x, index_t r, index_t cp) {
+          double a = 0;
+          for (index_t c = 0; c < K_; ++c)
+            a += row(x, r, K_)[c] * row(ks, cp, K_)[c] *
+                 std::exp(row(G, r, K_)[c] - row(G, cp, K_)[c]);
+          return a;
+        };
+        for (index_t r = 0; r < L; ++r) {
+          const index_t t = sq.t0 + c0 + r;
+          for (index_t cp = 0; cp < r; ++cp)
+            Am[std::size_t(r * L + cp)] = bt[std::size_t(r)] * ddot(ks, r, cp);
+          for (index_t e = 0; e < V_; ++e) {
+            double w = 0;
+            for (index_t c = 0; c < K_; ++c)
+              w += S[std::size_t(c * V_ + e)] * row(ks, r, K_)[c] * std::exp(row(G, r, K_)[c]);
+            double x = bt[std::size_t(r)] * (to_compute<double>(v(sq.b, t, j, e)) - w);
+            for (index_t cp = 0; cp < r; ++cp)
+              x -= Am[std::size_t(r * L + cp)] * row(u, cp, V_)[e];
+            row(u, r, V_)[e] = x;
+          }
+        }
+        for (index_t r = 0; r < L; ++r) {
+          for (index_t cp = 0; cp <= r; ++cp) Am[std::size_t(r * L + cp)] = ddot(qs, r, cp);
+          for (index_t e = 0; e < V_; ++e) {
+            double acc = 0;
+            for (index_t c = 0; c < K_; ++c)
+              acc += S[std::size_t(c * V_ + e)] * row(qs, r, K_)[c] * std::exp(row(G, r, K_)[c]);
+            for (index_t cp = 0; cp <= r; ++cp)
+              acc += Am[std::size_t(r * L + cp)] * row(u, cp, V_)[e];
+            o(sq.b, sq.t0 + c0 + r, j, e) = from_compute<std::remove_const_t<O>>(acc);
+          }
+        }
+        for (index_t c = 0; c < K_; ++c) {
+          const double gl = row(G, L - 1, K_)[c];
+          for (index_t e = 0; e < V_; ++e) {
+            double x = std::exp(gl) * S[std::size_t(c * V_ + e)];
+            for (index_t cp = 0; cp < L; ++cp)
+              x += row(ks, cp, K_)[c] * std::exp(gl - row(G, cp, K_)[c]) * row(u, cp, V_)[e];
+            S[std::size_t(c * V_ + e)] = x;
+          }
+        }
+      }
+      if (s.ht.present())
+        for (index_t c = 0; c < K_; ++c)
+          for (index_t e = 0; e < V_; ++e) st(s.ht, n, j, c, e) = A(S[std::size_t(c * V_ + e)]);
+    }
+  }
+}
+
 }  // namespace detail_delta
 
 /// Reference of attnkit::delta_rule (DeltaNet; see delta/params.hpp).
@@ -119,6 +225,45 @@ void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor
     return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j,
                                                  c);
   });
+}
+
+/// Naive chunk references (detail_delta::run_chunk, chunks of p.chunk_size tokens): the same
+/// signatures and results as delta_rule, gated_delta_rule and kda above, computed chunk by chunk
+/// in the WY form (kda's per-channel form included).
+template <class Q, class K, class V, class Bt, class O>
+void delta_rule_chunk(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                      tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
+                      const recurrent_state<accum_t<Q>>& s = {}) {
+  const auto sh = attnkit::detail::check_delta("reference::delta_rule_chunk", p, gate_kind::none,
+                                               q, k, v, beta, o, s);
+  detail_delta::run_chunk(sh, p, q, k, v, beta, o, s,
+                          [](index_t, index_t, index_t, index_t) { return 0.0; });
+}
+template <class Q, class K, class V, class G, class Bt, class O, class P = float>
+void gated_delta_rule_chunk(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                            tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
+                            tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
+                            const delta_gate_params<P>& gp = {}) {
+  const char* fn = "reference::gated_delta_rule_chunk";
+  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::scalar, q, k, v, beta, o, s);
+  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
+  detail_delta::run_chunk(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t) {
+    return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
+  });
+}
+template <class Q, class K, class V, class G, class Bt, class O, class P = float>
+void kda_chunk(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+               tensor_view<V, 4> v, tensor_view<G, 4> g, tensor_view<Bt, 3> beta,
+               tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
+               const delta_gate_params<P>& gp = {}) {
+  const char* fn = "reference::kda_chunk";
+  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::channel, q, k, v, beta, o, s);
+  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
+  detail_delta::run_chunk(sh, p, q, k, v, beta, o, s,
+                          [&](index_t b, index_t t, index_t j, index_t c) {
+                            return attnkit::detail::delta_gate_log_decay(
+                                p, sh, gp, to_compute<double>(g(b, t, j, c)), j, c);
+                          });
 }
 
 }  // namespace attnkit::reference
