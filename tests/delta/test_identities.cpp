@@ -14,51 +14,20 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
+using attnkit::test::check_differs;
+using attnkit::test::check_identity;
+using attnkit::test::identity_tol;
+using attnkit::test::name_of;
 using attnkit::test::owned_tensor;
+using attnkit::test::precision;
 
 namespace {
-
-enum class precision { f64, f32 };
 
 /// Who computes: the reference, or the fast kernel with the given algorithm.
 enum class path { reference, recurrent, chunk };
 
-const char* name_of(precision p) { return p == precision::f64 ? "float64" : "float32"; }
 const char* name_of(path p) {
   return p == path::reference ? "reference" : p == path::recurrent ? "recurrent" : "chunk";
-}
-
-/// float64: 1e-12 relative to max|b|; float32: the existing tests' tolerance, relative to
-/// max(1, max|b|) as ATTNKIT_CHECK_CLOSE.
-template <class E>
-constexpr double identity_tol() {
-  return std::is_same_v<E, double> ? 1e-12 : test::tolerance<float>();
-}
-template <class E>
-double tol_scale(double max_ref) {
-  return std::is_same_v<E, double> ? max_ref : std::max(1.0, max_ref);
-}
-
-/// a == b within tol (scaled as tol_scale), and b is not trivially zero.
-template <class E, class X, class Y, std::size_t R>
-void check_identity(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
-                    double tol) {
-  const auto e = test::compare(a, b);
-  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms
-            << " tol=" << tol);
-  CHECK(e.finite);
-  CHECK(e.inf_match);
-  CHECK(e.max_ref > 1e-4);  // not a trivially zero result
-  CHECK(e.max_abs <= tol * tol_scale<E>(e.max_ref));
-}
-
-/// Negative control: a and b differ by far more than the identity's tolerance.
-template <class X, class Y, std::size_t R>
-void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
-                   double tol) {
-  const auto e = test::compare(a, b);
-  INFO(what << " (negative control): max_abs=" << e.max_abs << " max_ref=" << e.max_ref);
-  CHECK(e.max_abs > 100 * tol * e.max_ref);
 }
 
 struct shape {
@@ -204,8 +173,8 @@ void gated_with_zero_gate_is_delta_rule(path pth, const shape& s) {
   check_identity<E>("ht", zero.ht.cv(), plain.ht.cv(), tol);
   // a real gate changes both (so the comparison above can fail)
   const auto decayed = gated(in.g.cv());
-  check_differs("o", decayed.o.cv(), plain.o.cv(), tol);
-  check_differs("ht", decayed.ht.cv(), plain.ht.cv(), tol);
+  check_differs<E>("o", decayed.o.cv(), plain.o.cv(), tol);
+  check_differs<E>("ht", decayed.ht.cv(), plain.ht.cv(), tol);
 }
 
 /// kda (recurrent only) with g broadcast over K against gated_delta_rule with g, computed by
@@ -253,8 +222,8 @@ void kda_with_equal_channels_is_gated(path pth, const shape& s, delta_gate_fn ga
     for (index_t t = 0; t < s.T; ++t)
       for (index_t j = 0; j < s.HV; ++j) g2.view(b, t, j, s.K / 2) -= A(raw ? 2 : 1);
   const auto other = kda_of(g2.cv());
-  check_differs("o", other.o.cv(), gated.o.cv(), tol);
-  check_differs("ht", other.ht.cv(), gated.ht.cv(), tol);
+  check_differs<E>("o", other.o.cv(), gated.o.cv(), tol);
+  check_differs<E>("ht", other.ht.cv(), gated.ht.cv(), tol);
 }
 
 }  // namespace
@@ -263,7 +232,7 @@ TEST_CASE("delta identity: gated_delta_rule with g = 0 equals delta_rule", "[del
   const precision pr = GENERATE(precision::f64, precision::f32);
   const path pth = GENERATE(path::reference, path::recurrent, path::chunk);
   shape s;
-  s.T = GENERATE(1, 63, 65, 130);
+  s.T = GENERATE(1, 65, 130);
   const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 4), std::make_pair(2, 6));
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
   s.v_first = GENERATE(false, true);
@@ -285,7 +254,7 @@ TEST_CASE("delta identity: kda with equal key-channel gates equals gated_delta_r
   const delta_gate_fn gate_fn =
       GENERATE(delta_gate_fn::none, delta_gate_fn::softplus, delta_gate_fn::lower_bound);
   shape s;
-  s.T = GENERATE(1, 63, 65, 130);
+  s.T = GENERATE(1, 65, 130);
   const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 4), std::make_pair(2, 6));
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
   s.v_first = GENERATE(false, true);

@@ -11,11 +11,14 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
+using attnkit::test::check_differs;
+using attnkit::test::check_identity;
+using attnkit::test::identity_tol;
+using attnkit::test::name_of;
 using attnkit::test::owned_tensor;
+using attnkit::test::precision;
 
 namespace {
-
-enum class precision { f64, f32 };
 
 /// Who computes: the reference, or the fast kernel with the given algorithm.
 enum class path { reference, recurrent, chunk, automatic };
@@ -23,7 +26,6 @@ enum class path { reference, recurrent, chunk, automatic };
 /// The scalar gate of simple_gla: per token and head g [B,T,H], or a fixed g_gamma [H].
 enum class scalar_gate { per_token, gamma };
 
-const char* name_of(precision p) { return p == precision::f64 ? "float64" : "float32"; }
 const char* name_of(path p) {
   switch (p) {
     case path::reference:
@@ -35,39 +37,6 @@ const char* name_of(path p) {
     default:
       return "automatic";
   }
-}
-
-/// float64: 1e-12 relative to max|b|; float32: the existing tests' tolerance, relative to
-/// max(1, max|b|) as ATTNKIT_CHECK_CLOSE.
-template <class E>
-constexpr double identity_tol() {
-  return std::is_same_v<E, double> ? 1e-12 : test::tolerance<float>();
-}
-template <class E>
-double tol_scale(double max_ref) {
-  return std::is_same_v<E, double> ? max_ref : std::max(1.0, max_ref);
-}
-
-/// a == b within tol (scaled as tol_scale), and b is not trivially zero.
-template <class E, class X, class Y, std::size_t R>
-void check_identity(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
-                    double tol) {
-  const auto e = test::compare(a, b);
-  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms
-            << " tol=" << tol);
-  CHECK(e.finite);
-  CHECK(e.inf_match);
-  CHECK(e.max_ref > 1e-4);  // not a trivially zero result
-  CHECK(e.max_abs <= tol * tol_scale<E>(e.max_ref));
-}
-
-/// Negative control: a and b differ by far more than the identity's tolerance.
-template <class X, class Y, std::size_t R>
-void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
-                   double tol) {
-  const auto e = test::compare(a, b);
-  INFO(what << " (negative control): max_abs=" << e.max_abs << " max_ref=" << e.max_ref);
-  CHECK(e.max_abs > 100 * tol * e.max_ref);
 }
 
 struct shape {
@@ -177,8 +146,8 @@ void gla_with_equal_channels_is_simple_gla(path pth, scalar_gate kind, const sha
     for (index_t t = 0; t < s.T; ++t)
       for (index_t h = 0; h < s.H; ++h) g2.view(b, t, h, s.K / 2) -= A(1);
   const auto other = gla_of(g2.cv());
-  check_differs("o", other.o.cv(), simple.o.cv(), tol);
-  check_differs("ht", other.ht.cv(), simple.ht.cv(), tol);
+  check_differs<E>("o", other.o.cv(), simple.o.cv(), tol);
+  check_differs<E>("ht", other.ht.cv(), simple.ht.cv(), tol);
 }
 
 }  // namespace
@@ -189,7 +158,7 @@ TEST_CASE("linear identity: gla with equal key-channel gates equals simple_gla",
   const path pth = GENERATE(path::reference, path::recurrent, path::chunk, path::automatic);
   const scalar_gate kind = GENERATE(scalar_gate::per_token, scalar_gate::gamma);
   shape s;
-  s.T = GENERATE(1, 63, 65, 130);
+  s.T = GENERATE(1, 65, 130);
   s.H = GENERATE(1, 3);
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33), std::make_pair(72, 40));
   s.v_first = GENERATE(false, true);

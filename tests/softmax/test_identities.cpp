@@ -16,50 +16,20 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
+using attnkit::test::check_differs;
+using attnkit::test::check_identity;
+using attnkit::test::identity_tol;
+using attnkit::test::name_of;
 using attnkit::test::owned_tensor;
+using attnkit::test::precision;
 
 namespace {
-
-enum class precision { f64, f32 };
 
 /// Who computes: the reference, or the fast kernel (automatic split-KV, or 3 splits forced).
 enum class path { reference, kernel, kernel_3_splits };
 
-const char* name_of(precision p) { return p == precision::f64 ? "float64" : "float32"; }
 const char* name_of(path p) {
   return p == path::reference ? "reference" : p == path::kernel ? "kernel" : "kernel(3 splits)";
-}
-
-/// float64: 1e-12 relative to max|b|; float32: the existing tests' tolerance, relative to
-/// max(1, max|b|) as ATTNKIT_CHECK_CLOSE.
-template <class E>
-constexpr double identity_tol() {
-  return std::is_same_v<E, double> ? 1e-12 : test::tolerance<float>();
-}
-template <class E>
-double tol_scale(double max_ref) {
-  return std::is_same_v<E, double> ? max_ref : std::max(1.0, max_ref);
-}
-
-/// a == b within tol (scaled as tol_scale), same infinities, and b is not trivially zero.
-template <class E, class X, class Y, std::size_t R>
-void check_identity(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b) {
-  const double tol = identity_tol<E>();
-  const auto e = test::compare(a, b);
-  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms
-            << " tol=" << tol);
-  CHECK(e.finite);
-  CHECK(e.inf_match);
-  CHECK(e.max_ref > 1e-4);  // not a trivially zero result
-  CHECK(e.max_abs <= tol * tol_scale<E>(e.max_ref));
-}
-
-/// Negative control: a and b differ by more than 10x the identity's tolerance.
-template <class E, class X, class Y, std::size_t R>
-void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b) {
-  const auto e = test::compare(a, b);
-  INFO(what << " (negative control): max_abs=" << e.max_abs << " max_ref=" << e.max_ref);
-  CHECK(e.max_abs > 10 * identity_tol<E>() * tol_scale<E>(e.max_ref));
 }
 
 /// Dense attention by the chosen path.
@@ -99,8 +69,8 @@ void wide_window_is_no_window(path pth, index_t B, index_t Tq, index_t Tk, index
   const index_t huge = index_t(1) << 40;
   // left: pos - left <= 0 for every row (pos <= Tk - 1); right: pos + right >= Tk - 1 for every
   // row (pos >= Tk - Tq)
-  for (index_t left : {Tk - 1, Tk, 3 * Tk + 5, huge})
-    for (index_t right : {index_t(-1), Tq - 1, 3 * Tq + 5, huge}) {
+  for (index_t left : {Tk - 1, 3 * Tk + 5, huge})
+    for (index_t right : {index_t(-1), Tq - 1, huge}) {
       if (left == -1 && right == -1) continue;
       INFO("window_left=" << left << " window_right=" << right);
       const auto w = call(left, right);
@@ -231,7 +201,7 @@ void windowed_decode_is_sliced_attention(path pth, index_t P, index_t L, index_t
     return r;
   };
   const auto full = decode(-1);
-  std::set<index_t> windows = {0, 1, 6, L - 2, L - 1, L, 3 * L + 5, index_t(1) << 40};
+  std::set<index_t> windows = {0, 6, L - 2, L - 1, 3 * L + 5, index_t(1) << 40};
   for (index_t W : windows) {
     if (W < 0) continue;
     INFO("window_left=" << W);
@@ -250,10 +220,9 @@ TEST_CASE("softmax identity: a window wider than the context equals no window",
           "[softmax][identity]") {
   const precision pr = GENERATE(precision::f64, precision::f32);
   const path pth = GENERATE(path::reference, path::kernel, path::kernel_3_splits);
-  const auto lens = GENERATE(std::make_pair(1, 1), std::make_pair(1, 63), std::make_pair(1, 130),
-                             std::make_pair(63, 63), std::make_pair(65, 130),
+  const auto lens = GENERATE(std::make_pair(1, 1), std::make_pair(1, 130), std::make_pair(65, 130),
                              std::make_pair(130, 65), std::make_pair(130, 130));
-  const index_t ratio = GENERATE(1, 3, 4);
+  const index_t ratio = GENERATE(1, 4);
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
   const bool causal = GENERATE(false, true);
   const index_t B = 2, Hkv = 2;
@@ -273,9 +242,9 @@ TEST_CASE("softmax identity: windowed decode over a KV cache equals attention ov
   const precision pr = GENERATE(precision::f64, precision::f32);
   const path pth = GENERATE(path::reference, path::kernel, path::kernel_3_splits);
   const index_t P = GENERATE(0, 1, 7, 16);  // 0: contiguous cache, else the page size
-  const index_t L = GENERATE(1, 63, 65, 130);
+  const index_t L = GENERATE(1, 65, 130);
   const index_t Tq = GENERATE(1, 4);
-  const index_t ratio = GENERATE(1, 3, 4);
+  const index_t ratio = GENERATE(1, 4);
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
   const bool causal = GENERATE(true, false);
   const bool append = GENERATE(false, true);

@@ -164,4 +164,41 @@ constexpr double tolerance() {
     return 2e-2;
 }
 
+/// The two precisions an identity or sweep runs in.
+enum class precision { f64, f32 };
+inline const char* name_of(precision p) { return p == precision::f64 ? "float64" : "float32"; }
+
+/// Identities between variants: float64 1e-12 relative to max|b|; float32 the usual tolerance,
+/// relative to max(1, max|b|) as ATTNKIT_CHECK_CLOSE.
+template <class E>
+constexpr double identity_tol() {
+  return std::is_same_v<E, double> ? 1e-12 : tolerance<float>();
+}
+template <class E>
+double tol_scale(double max_ref) {
+  return std::is_same_v<E, double> ? max_ref : std::max(1.0, max_ref);
+}
+
+/// a == b within tol (scaled as tol_scale), same infinities, and b is not trivially zero.
+template <class E, class X, class Y, std::size_t R>
+void check_identity(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
+                    double tol = identity_tol<E>()) {
+  const auto e = compare(a, b);
+  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms
+            << " tol=" << tol);
+  CHECK(e.finite);
+  CHECK(e.inf_match);
+  CHECK(e.max_ref > 1e-4);  // not a trivially zero result
+  CHECK(e.max_abs <= tol * tol_scale<E>(e.max_ref));
+}
+
+/// Negative control: a and b differ by more than 10x the tolerance (so the identity can fail).
+template <class E, class X, class Y, std::size_t R>
+void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_view<Y, R>& b,
+                   double tol = identity_tol<E>()) {
+  const auto e = compare(a, b);
+  INFO(what << " (negative control): max_abs=" << e.max_abs << " max_ref=" << e.max_ref);
+  CHECK(e.max_abs > 10 * tol * tol_scale<E>(e.max_ref));
+}
+
 }  // namespace attnkit::test
