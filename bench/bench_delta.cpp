@@ -44,26 +44,17 @@ const recurrent_shape kShape{kH, kH, kK, kV, /*unit_qk=*/true};
 /// One call of the variant; state in h0 (read) and ht (written; == h0 for in-place decode).
 void call(const std::string& name, algorithm algo, attnkit::executor* exec, recurrent_inputs& d,
           index_t b, index_t t, float* ht) {
-  using attnkit::make_view;
   attnkit::delta_params p;
   p.algo = algo;
   p.chunk_size = kC;
   p.exec = exec;
-  const auto q = make_view<const float>(d.q.data(), b, t, kH, kK);
-  const auto k = make_view<const float>(d.k.data(), b, t, kH, kK);
-  const auto v = make_view<const float>(d.v.data(), b, t, kH, kV);
-  const auto beta = make_view<const float>(d.beta.data(), b, t, kH);
-  const auto o = make_view(d.o.data(), b, t, kH, kV);
-  attnkit::recurrent_state<float> s;
-  s.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, kH, kK, kV);
-  s.ht = make_view(ht, b, kH, kK, kV);
+  const auto w = views_of(kShape, d, b, t, ht);
   if (name == "delta_rule")
-    attnkit::delta_rule(p, q, k, v, beta, o, s);
+    attnkit::delta_rule(p, w.q, w.k, w.v, w.beta, w.o, w.state);
   else if (name == "gated_delta_rule")
-    attnkit::gated_delta_rule(p, q, k, v, make_view<const float>(d.gs.data(), b, t, kH), beta, o,
-                              s);
+    attnkit::gated_delta_rule(p, w.q, w.k, w.v, w.gs, w.beta, w.o, w.state);
   else
-    attnkit::kda(p, q, k, v, make_view<const float>(d.gc.data(), b, t, kH, kK), beta, o, s);
+    attnkit::kda(p, w.q, w.k, w.v, w.gc, w.beta, w.o, w.state);
 }
 
 /// FLOP the chunk algorithm executes per token and value head (C = 64, products as GEMMs):
@@ -78,10 +69,13 @@ const bool registered = [] {
   register_recurrent_benchmarks(
       kShape, {"delta_rule", "gated_delta_rule", "kda"}, {1024, 4096}, call,
       // nominal FLOP for both algorithms (the same count compares them)
-      [](const std::string& name, algorithm) { return attnkit::variant_by_name(name).nominal_flop(kK, kV); },
+      [](const std::string& name, algorithm) {
+        return attnkit::variant_by_name(name).nominal_flop(kK, kV);
+      },
       [](benchmark::State& st, const std::string&, algorithm algo, double tokens) {
         if (algo == algorithm::chunk)
-          st.counters["GFLOPS_chunk_executed"] = rate(tokens * kH * chunk_flop_per_token_head() / 1e9);
+          st.counters["GFLOPS_chunk_executed"] =
+              rate(tokens * kH * chunk_flop_per_token_head() / 1e9);
       });
   return true;
 }();

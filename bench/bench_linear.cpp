@@ -49,24 +49,17 @@ const recurrent_shape kShape{kH, kH, kK, kV, /*unit_qk=*/false};
 /// One call of the variant; state in h0 (read) and ht (written; == h0 for in-place decode).
 void call(const std::string& name, algorithm algo, attnkit::executor* exec, recurrent_inputs& d,
           index_t b, index_t t, float* ht) {
-  using attnkit::make_view;
   attnkit::linear_params p;
   p.algo = algo;
   p.chunk_size = kC;
   p.exec = exec;
-  const auto q = make_view<const float>(d.q.data(), b, t, kH, kK);
-  const auto k = make_view<const float>(d.k.data(), b, t, kH, kK);
-  const auto v = make_view<const float>(d.v.data(), b, t, kH, kV);
-  const auto o = make_view(d.o.data(), b, t, kH, kV);
-  attnkit::recurrent_state<float> s;
-  s.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, kH, kK, kV);
-  s.ht = make_view(ht, b, kH, kK, kV);
+  const auto w = views_of(kShape, d, b, t, ht);
   if (name == "linear_attn")
-    attnkit::linear_attn(p, q, k, v, o, s);
+    attnkit::linear_attn(p, w.q, w.k, w.v, w.o, w.state);
   else if (name == "simple_gla")
-    attnkit::simple_gla(p, q, k, v, make_view<const float>(d.gs.data(), b, t, kH), o, s);
+    attnkit::simple_gla(p, w.q, w.k, w.v, w.gs, w.o, w.state);
   else
-    attnkit::gla(p, q, k, v, make_view<const float>(d.gc.data(), b, t, kH, kK), o, s);
+    attnkit::gla(p, w.q, w.k, w.v, w.gc, w.o, w.state);
 }
 
 /// FLOP the algorithm executes per token and head: recurrent the variant's nominal count; chunk

@@ -11,6 +11,7 @@
 //   GBps            = 2 * B*heads*K*V*4 bytes per decode call (one read + one write of the state)
 #pragma once
 
+#include <attnkit/core/recurrent_state.hpp>
 #include <attnkit/core/variants.hpp>
 #include <cmath>
 #include <functional>
@@ -72,10 +73,34 @@ inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, ind
   return d;
 }
 
+/// Views of the inputs for b sequences of t tokens; the state is read from h0 and written to ht
+/// (ht == d.h0: in place, as the decode step).
+struct recurrent_views {
+  attnkit::cview<float, 4> q, k, v, gc;
+  attnkit::cview<float, 3> beta, gs;
+  attnkit::tensor_view<float, 4> o;
+  attnkit::recurrent_state<float> state;
+};
+inline recurrent_views views_of(const recurrent_shape& s, recurrent_inputs& d, index_t b, index_t t,
+                                float* ht) {
+  using attnkit::make_view;
+  recurrent_views w;
+  w.q = make_view<const float>(d.q.data(), b, t, s.H, s.K);
+  w.k = make_view<const float>(d.k.data(), b, t, s.H, s.K);
+  w.v = make_view<const float>(d.v.data(), b, t, s.HV, s.V);
+  w.gc = make_view<const float>(d.gc.data(), b, t, s.HV, s.K);
+  w.beta = make_view<const float>(d.beta.data(), b, t, s.HV);
+  w.gs = make_view<const float>(d.gs.data(), b, t, s.HV);
+  w.o = make_view(d.o.data(), b, t, s.HV, s.V);
+  w.state.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, s.HV, s.K, s.V);
+  w.state.ht = make_view(ht, b, s.HV, s.K, s.V);
+  return w;
+}
+
 /// Runs one kernel call: (variant, algo, exec, inputs, b, t, ht); ht == inputs.h0 means in place.
-using recurrent_call = std::function<void(const std::string&, attnkit::algorithm,
-                                          attnkit::executor*, recurrent_inputs&, index_t, index_t,
-                                          float*)>;
+using recurrent_call =
+    std::function<void(const std::string&, attnkit::algorithm, attnkit::executor*,
+                       recurrent_inputs&, index_t, index_t, float*)>;
 /// FLOP per token and value head that GFLOPS counts for (variant, algo).
 using recurrent_flop = std::function<double(const std::string&, attnkit::algorithm)>;
 /// Family-specific prefill counters: (state, variant, algo, tokens per call).
@@ -94,38 +119,46 @@ inline void register_recurrent_benchmarks(const recurrent_shape& shape,
     for (const auto algo : {algorithm::chunk, algorithm::recurrent}) {
       if (!attnkit::supports(info, algo)) continue;
       const std::string bm = "BM_" + name + (algo == algorithm::chunk ? "_chunk" : "_recurrent");
-      benchmark::RegisterBenchmark(bm.c_str(), [=](benchmark::State& st) {
-        const index_t t = st.range(0);
-        const int threads = int(st.range(1));
-        recurrent_inputs& d = recurrent_data(shape, 1, t);
-        const paired_ceiling fma = paired_loop(
-            st, [&] { call(name, algo, &pool(threads), d, 1, t, d.ht.data()); },
-            [&](double seconds) { return run_fma_for(threads, seconds); });
-        const double tokens = double(t), f = tokens * double(shape.HV) * flop(name, algo);
-        st.counters["tokens_per_s"] = rate(tokens);
-        report_flops(st, f, threads);
-        report_fma_paired(st, f, fma);
-        if (extra) extra(st, name, algo, tokens);
-      })
+      benchmark::RegisterBenchmark(
+          bm.c_str(),
+          [=](benchmark::State& st) {
+            const index_t t = st.range(0);
+            const int threads = int(st.range(1));
+            recurrent_inputs& d = recurrent_data(shape, 1, t);
+            const paired_ceiling fma = paired_loop(
+                st, [&] { call(name, algo, &pool(threads), d, 1, t, d.ht.data()); },
+                [&](double seconds) { return run_fma_for(threads, seconds); });
+            const double tokens = double(t), f = tokens * double(shape.HV) * flop(name, algo);
+            st.counters["tokens_per_s"] = rate(tokens);
+            report_flops(st, f, threads);
+            report_fma_paired(st, f, fma);
+            if (extra) extra(st, name, algo, tokens);
+          })
           ->ArgNames({"seq", "threads"})
           ->ArgsProduct({seqs, thread_counts()})
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
     }
-    benchmark::RegisterBenchmark(("BM_" + name + "_decode").c_str(), [=](benchmark::State& st) {
-      const index_t b = st.range(0);
-      const int threads = int(st.range(1));
-      recurrent_inputs& d = recurrent_data(shape, b, 1);
-      const paired_ceiling read = paired_loop(
-          st, [&] { call(name, algorithm::recurrent, &pool(threads), d, b, 1, d.h0.data()); },  // in place
-          [&](double seconds) { return run_read_for(threads, seconds); });
-      const double tokens = double(b),
-                   bytes = 2.0 * double(b) * double(shape.HV * shape.K * shape.V) * sizeof(float);
-      st.counters["tokens_per_s"] = rate(tokens);
-      report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads);
-      report_bytes(st, bytes, threads);
-      report_read_paired(st, bytes, read);
-    })
+    benchmark::RegisterBenchmark(
+        ("BM_" + name + "_decode").c_str(),
+        [=](benchmark::State& st) {
+          const index_t b = st.range(0);
+          const int threads = int(st.range(1));
+          recurrent_inputs& d = recurrent_data(shape, b, 1);
+          const paired_ceiling read = paired_loop(
+              st,
+              [&] {
+                call(name, algorithm::recurrent, &pool(threads), d, b, 1, d.h0.data());
+              },  // in place
+              [&](double seconds) { return run_read_for(threads, seconds); });
+          const double tokens = double(b),
+                       bytes =
+                           2.0 * double(b) * double(shape.HV * shape.K * shape.V) * sizeof(float);
+          st.counters["tokens_per_s"] = rate(tokens);
+          report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads);
+          report_bytes(st, bytes, threads);
+          report_read_paired(st, bytes, read);
+        })
         ->ArgNames({"batch", "threads"})
         ->ArgsProduct({{1, 64}, thread_counts()})
         ->UseManualTime()

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdio>
 #include <array>
 #include <attnkit/attnkit.hpp>
 #include <attnkit/io/npy.hpp>
@@ -14,6 +13,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -173,26 +173,14 @@ inline std::vector<std::string>& notes() {
 /// The options every recurrent-family variant has: --scale X (0 reproduced as zeroed queries),
 /// --mode chunk|recurrent|auto (default chunk), --chunk-size C, and the executor. A mode the
 /// variant lacks (attnkit's variant table says which) runs its recurrent algorithm and says so
-/// on stderr (after the run). Returns true for an explicit --scale 0 (the caller zeroes q and keeps scale 1).
+/// on stderr (after the run). Params is the family's params struct.
 template <class Params>
-bool read_recurrent_options(options& o, const std::string& variant, attnkit::executor* exec,
-                            Params& p) {
-  const double scale = o.get_double("scale", 0.0);
-  // attnkit reads scale 0 as "default"; an explicit 0 is reproduced by zeroed q with scale 1.
-  const bool zero_scale = o.has("scale") && scale == 0.0;
-  p.scale = zero_scale ? 1.0 : scale;
-  const std::string mode = o.get_choice("mode", {"chunk", "recurrent", "auto"}, "chunk");
-  p.algo = mode == "chunk"       ? attnkit::algorithm::chunk
-           : mode == "recurrent" ? attnkit::algorithm::recurrent
-                                 : attnkit::algorithm::automatic;
-  if (!attnkit::supports(attnkit::variant_by_name(variant), p.algo)) {
-    notes().push_back(variant + " has no " + mode + " algorithm; ran its recurrent algorithm");
-    p.algo = attnkit::algorithm::recurrent;
-  }
-  p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
-  p.exec = exec;
-  return zero_scale;
-}
+struct recurrent_options {
+  Params p;
+  bool zero_scale = false;  // an explicit --scale 0: the caller zeroes q and keeps scale 1
+
+  explicit recurrent_options(context& ctx);
+};
 
 /// A variant's usage line: its inputs and outputs from attnkit's variant table, then `opts`.
 inline std::string usage_of(const char* variant, const std::string& opts) {
@@ -422,6 +410,92 @@ class context {
   std::unique_ptr<attnkit::thread_pool> pool_;
   std::map<std::string, attnkit::io::npy_array> cache_;
   std::vector<staged> outputs_;
+};
+
+template <class Params>
+recurrent_options<Params>::recurrent_options(context& ctx) {
+  auto& o = ctx.opts();
+  const double scale = o.get_double("scale", 0.0);
+  // attnkit reads scale 0 as "default"; an explicit 0 is reproduced by zeroed q with scale 1.
+  zero_scale = o.has("scale") && scale == 0.0;
+  p.scale = zero_scale ? 1.0 : scale;
+  const std::string mode = o.get_choice("mode", {"chunk", "recurrent", "auto"}, "chunk");
+  p.algo = mode == "chunk"       ? attnkit::algorithm::chunk
+           : mode == "recurrent" ? attnkit::algorithm::recurrent
+                                 : attnkit::algorithm::automatic;
+  if (!attnkit::supports(attnkit::variant_by_name(ctx.variant()), p.algo)) {
+    notes().push_back(ctx.variant() + " has no " + mode +
+                      " algorithm; ran its recurrent algorithm");
+    p.algo = attnkit::algorithm::recurrent;
+  }
+  p.chunk_size = index_t(o.get_int("chunk-size", 64, 1, 4096));
+  p.exec = ctx.exec();
+}
+
+/// The tensors every recurrent-family runner reads and writes: q, k [B,T,H,K], v [B,T,HV,V]
+/// (HV = H unless the family groups value heads), optional cu_seqlens [N+1] (then B = 1) and
+/// h0 [N,HV,K,V]; outputs o [B,T,HV,V] and ht [N,HV,K,V]. A runner calls load_qkv, loads its
+/// gates, calls load_states, runs the kernel on the views and calls save.
+template <class T>
+struct recurrent_io {
+  tensor<T> q, k, v, h0;
+  tensor<std::int32_t> cu;
+  index_t B = 0, T_ = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
+  std::string n_why;  // where N comes from, for messages
+  std::vector<T> o, ht;
+
+  void load_qkv(context& ctx, bool grouped_v) {
+    const std::string qa = "B,T,H,K", va = "B,T,HV,V";
+    q = ctx.load<T>("q", qa);
+    k = ctx.load<T>("k", qa);
+    v = ctx.load<T>("v", va);
+    B = q.dim(0), T_ = q.dim(1), H = q.dim(2), K = q.dim(3);
+    for (std::size_t r = 0; r < 4; ++r) ctx.expect_dim(k, qa, r, q.dim(r), "shape of q.npy");
+    ctx.expect_dim(v, va, 0, B, "B of q.npy");
+    ctx.expect_dim(v, va, 1, T_, "T of q.npy");
+    if (!grouped_v)
+      ctx.expect_dim(v, va, 2, H, std::string("H of q.npy; ") + ctx.variant() + " needs HV = H");
+    HV = v.dim(2), V = v.dim(3);
+    if (K < 1) fail("'", q.file, "': dim 3 (K) must be >= 1");
+    if (V < 1) fail("'", v.file, "': dim 3 (V) must be >= 1");
+    if (grouped_v && (H < 1 || HV % H != 0))
+      fail("'", v.file, "': dim 2 (HV) is ", HV, ", must be a multiple of H = ", H, " of q.npy");
+  }
+
+  void load_states(context& ctx) {
+    const std::string sa = "N,HV,K,V";
+    cu = ctx.load_index_optional("cu_seqlens");
+    if (cu.present() && B != 1)
+      fail("'", q.file, "': dim 0 (B) is ", B, ", varlen (cu_seqlens) needs B = 1");
+    if (cu.present() && cu.dim(0) < 1) fail("'", cu.file, "': needs at least one entry (N+1 >= 1)");
+    N = cu.present() ? cu.dim(0) - 1 : B;
+    n_why = cu.present() ? "one state per sequence of cu_seqlens.npy" : "B of q.npy";
+    h0 = ctx.load_optional<T>("h0", sa);
+    if (h0.present()) {
+      ctx.expect_dim(h0, sa, 0, N, n_why);
+      ctx.expect_dim(h0, sa, 1, HV, "HV of v.npy");
+      ctx.expect_dim(h0, sa, 2, K, "K of q.npy");
+      ctx.expect_dim(h0, sa, 3, V, "V of v.npy");
+    }
+  }
+
+  /// Zeroes q (an explicit --scale 0), sizes the outputs and returns the state views.
+  attnkit::recurrent_state<T> outputs(bool zero_scale) {
+    if (zero_scale) std::fill(q.buf.begin(), q.buf.end(), T(0));
+    o.assign(std::size_t(B * T_ * HV * V), T(0));
+    ht.assign(std::size_t(N * HV * K * V), T(0));
+    attnkit::recurrent_state<T> s;
+    if (h0.present()) s.h0 = h0.template cview<4>();
+    s.ht = attnkit::make_view(ht.data(), N, HV, K, V);
+    if (cu.present()) s.cu_seqlens = cu.template cview<1>();
+    return s;
+  }
+  attnkit::tensor_view<T, 4> ov() { return attnkit::make_view(o.data(), B, T_, HV, V); }
+
+  void save(context& ctx) {
+    ctx.save("o", std::move(o), {B, T_, HV, V});
+    ctx.save("ht", std::move(ht), {N, HV, K, V});
+  }
 };
 
 /// Calls f(T{}) with T = float or double, the dtype shared by the float inputs `names`.

@@ -113,22 +113,13 @@ void run(const problem<E>& pr, const delta_params& p, const tensor_view<O, 4>& o
   const auto beta = pr.beta.cv();
   switch (pr.var) {
     case variant::delta:
-      if constexpr (Ref)
-        reference::delta_rule(p, q, k, v, beta, o, s);
-      else
-        delta_rule(p, q, k, v, beta, o, s);
+      ATTNKIT_CALL(Ref, delta_rule, p, q, k, v, beta, o, s);
       break;
     case variant::gated:
-      if constexpr (Ref)
-        reference::gated_delta_rule(p, q, k, v, pr.gs.cv(), beta, o, s, pr.gp);
-      else
-        gated_delta_rule(p, q, k, v, pr.gs.cv(), beta, o, s, pr.gp);
+      ATTNKIT_CALL(Ref, gated_delta_rule, p, q, k, v, pr.gs.cv(), beta, o, s, pr.gp);
       break;
     case variant::kda:
-      if constexpr (Ref)
-        reference::kda(p, q, k, v, pr.gc.cv(), beta, o, s, pr.gp);
-      else
-        kda(p, q, k, v, pr.gc.cv(), beta, o, s, pr.gp);
+      ATTNKIT_CALL(Ref, kda, p, q, k, v, pr.gc.cv(), beta, o, s, pr.gp);
       break;
   }
 }
@@ -159,36 +150,22 @@ void check_against_reference(problem<T>& pr, const delta_params& p, bool with_h0
 // ------------------------------------------------------------------------------------------------
 // Golden data (fla naive references in float64, tests/data/delta)
 
-std::string golden_path(const std::string& c, const std::string& name) {
-  return std::string(ATTNKIT_TEST_DATA_DIR) + "/delta/" + c + "/" + name + ".npy";
-}
-
-template <class T, std::size_t R>
-owned_tensor<T, R> load(const std::string& c, const std::string& name) {
-  return test::load_npy_tensor<T, R>(golden_path(c, name));
-}
-
-template <class A>
-std::vector<A> load_params(const std::string& c, const std::string& name) {
-  const auto vals = io::load_npy(golden_path(c, name)).as<double>();
-  return std::vector<A>(vals.begin(), vals.end());
-}
-
 /// Replays one golden case in precision T with the fast kernel or the reference. Gate cases
 /// ("_gate") feed the raw inputs through the in-kernel transforms.
 template <class T>
 void replay(const std::string& c, variant var, bool use_ref, bool v_first, double tol, bool rel_rms,
             algorithm algo = algorithm::recurrent, index_t chunk = 64) {
   using A = accum_t<T>;
+  const test::golden_case gcase{"delta", c};
   const bool gate_case = c.find("_gate") != std::string::npos;
   problem<T> pr;
   pr.var = var;
-  pr.q = load<T, 4>(c, gate_case ? "q_raw" : "q");
-  pr.k = load<T, 4>(c, gate_case ? "k_raw" : "k");
-  pr.v = load<T, 4>(c, "v");
-  pr.beta = load<A, 3>(c, gate_case ? "beta_raw" : "beta");
-  if (var == variant::gated) pr.gs = load<A, 3>(c, gate_case ? "g_raw" : "g");
-  if (var == variant::kda) pr.gc = load<A, 4>(c, gate_case ? "g_raw" : "g");
+  pr.q = gcase.load<T, 4>(gate_case ? "q_raw" : "q");
+  pr.k = gcase.load<T, 4>(gate_case ? "k_raw" : "k");
+  pr.v = gcase.load<T, 4>("v");
+  pr.beta = gcase.load<A, 3>(gate_case ? "beta_raw" : "beta");
+  if (var == variant::gated) pr.gs = gcase.load<A, 3>(gate_case ? "g_raw" : "g");
+  if (var == variant::kda) pr.gc = gcase.load<A, 4>(gate_case ? "g_raw" : "g");
   delta_params p;
   p.state_v_first = v_first;
   p.algo = algo;
@@ -197,14 +174,14 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
     p.qk_l2norm = true;
     p.beta_sigmoid = true;
     p.gate_fn = delta_gate_fn::softplus;
-    pr.a_log = load_params<A>(c, "A_log");
-    pr.dt_bias = load_params<A>(c, "dt_bias");
+    pr.a_log = gcase.load_vector<A>("A_log");
+    pr.dt_bias = gcase.load_vector<A>("dt_bias");
     pr.gp.A_log = cview<A, 1>(pr.a_log.data(), {index_t(pr.a_log.size())});
     pr.gp.dt_bias = cview<A, 1>(pr.dt_bias.data(), {index_t(pr.dt_bias.size())});
   }
-  auto h0 = load<A, 4>(c, "h0");
-  const auto ht_ref = load<double, 4>(c, "ht");
-  const auto o_ref = load<double, 4>(c, "o");
+  auto h0 = gcase.load<A, 4>("h0");
+  const auto ht_ref = gcase.load<double, 4>("ht");
+  const auto o_ref = gcase.load<double, 4>("o");
   pr.B = pr.q.view.extent(0);
   pr.T = pr.q.view.extent(1);
   pr.H = pr.q.view.extent(2);
@@ -221,7 +198,7 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
   s.ht = ht.v();
   std::vector<std::int32_t> cu;
   if (c.find("varlen") != std::string::npos) {
-    cu = io::load_npy(golden_path(c, "cu_seqlens")).as<std::int32_t>();
+    cu = gcase.load_offsets("cu_seqlens");
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {index_t(cu.size())});
   }
   auto o = pr.make_o();
@@ -231,9 +208,9 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
     run<false>(pr, p, o.v(), s);
   const cview<A, 4> ht_k = v_first ? cview<A, 4>(transpose(ht.cv(), 2, 3)) : ht.cv();
   INFO("case " << c
-               << (use_ref                      ? " reference"
+               << (use_ref                    ? " reference"
                    : algo == algorithm::chunk ? " chunk"
-                                                : " recurrent")
+                                              : " recurrent")
                << " chunk_size=" << chunk << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
     const auto e = test::compare(out, ref);

@@ -155,18 +155,11 @@ void gated_with_zero_gate_is_delta_rule(path pth, const shape& s) {
   const auto beta = in.beta.cv();
   auto gated = [&](const cview<accum_t<E>, 3>& g) {
     return run(in, [&](auto o, const auto& st) {
-      if (ref)
-        reference::gated_delta_rule(p, q, k, v, g, beta, o, st);
-      else
-        gated_delta_rule(p, q, k, v, g, beta, o, st);
+      ATTNKIT_CALL(ref, gated_delta_rule, p, q, k, v, g, beta, o, st);
     });
   };
-  const auto plain = run(in, [&](auto o, const auto& st) {
-    if (ref)
-      reference::delta_rule(p, q, k, v, beta, o, st);
-    else
-      delta_rule(p, q, k, v, beta, o, st);
-  });
+  const auto plain = run(
+      in, [&](auto o, const auto& st) { ATTNKIT_CALL(ref, delta_rule, p, q, k, v, beta, o, st); });
   const auto zero = gated(in.g_zero.cv());
   constexpr double tol = identity_tol<E>();
   check_identity<E>("o", zero.o.cv(), plain.o.cv(), tol);
@@ -198,17 +191,11 @@ void kda_with_equal_channels_is_gated(path pth, const shape& s, delta_gate_fn ga
   const auto gp_chan = raw ? in.gate_params(true) : delta_gate_params<A>{};
   auto kda_of = [&](const cview<A, 4>& g) {
     return run(in, [&](auto o, const auto& st) {
-      if (ref)
-        reference::kda(p_kda, q, k, v, g, beta, o, st, gp_chan);
-      else
-        kda(p_kda, q, k, v, g, beta, o, st, gp_chan);
+      ATTNKIT_CALL(ref, kda, p_kda, q, k, v, g, beta, o, st, gp_chan);
     });
   };
   const auto gated = run(in, [&](auto o, const auto& st) {
-    if (ref)
-      reference::gated_delta_rule(p, q, k, v, in.g.cv(), beta, o, st, gp_scalar);
-    else
-      gated_delta_rule(p, q, k, v, in.g.cv(), beta, o, st, gp_scalar);
+    ATTNKIT_CALL(ref, gated_delta_rule, p, q, k, v, in.g.cv(), beta, o, st, gp_scalar);
   });
   const auto chan = kda_of(in.g_chan.cv());
   // float32 kda (recurrent) against the chunk algorithm: different rounding, 5x
@@ -270,7 +257,7 @@ TEST_CASE("delta identity: kda with equal key-channel gates equals gated_delta_r
     kda_with_equal_channels_is_gated<float>(pth, s, gate_fn);
 }
 
-TEST_CASE("delta identity: the naive chunk references equal the recurrent references",
+TEST_CASE("delta identity: the references' naive chunk form equals their recurrence",
           "[delta][identity][reference]") {
   using A = double;
   shape s;
@@ -290,6 +277,8 @@ TEST_CASE("delta identity: the naive chunk references equal the recurrent refere
   p.chunk_size = chunk;
   p.qk_l2norm = p.beta_sigmoid = raw;
   p.gate_fn = raw ? delta_gate_fn::softplus : delta_gate_fn::none;
+  delta_params pc = p;  // the references' naive chunk form
+  pc.algo = algorithm::chunk;
   const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
   const auto beta = in.beta.cv();
   // kda with gates that differ per key channel
@@ -312,19 +301,17 @@ TEST_CASE("delta identity: the naive chunk references equal the recurrent refere
     both(
         "delta_rule",
         [&](auto o, const auto& st) { reference::delta_rule(p, q, k, v, beta, o, st); },
-        [&](auto o, const auto& st) { reference::delta_rule_chunk(p, q, k, v, beta, o, st); });
+        [&](auto o, const auto& st) { reference::delta_rule(pc, q, k, v, beta, o, st); });
   both(
       "gated_delta_rule",
       [&](auto o, const auto& st) {
         reference::gated_delta_rule(p, q, k, v, in.g.cv(), beta, o, st, gp_s);
       },
       [&](auto o, const auto& st) {
-        reference::gated_delta_rule_chunk(p, q, k, v, in.g.cv(), beta, o, st, gp_s);
+        reference::gated_delta_rule(pc, q, k, v, in.g.cv(), beta, o, st, gp_s);
       });
   both(
       "kda",
       [&](auto o, const auto& st) { reference::kda(p, q, k, v, gc.cv(), beta, o, st, gp_c); },
-      [&](auto o, const auto& st) {
-        reference::kda_chunk(p, q, k, v, gc.cv(), beta, o, st, gp_c);
-      });
+      [&](auto o, const auto& st) { reference::kda(pc, q, k, v, gc.cv(), beta, o, st, gp_c); });
 }

@@ -79,16 +79,16 @@ void replay(const std::string& variant, const std::string& name,
       {"--threads", "2", "--cache", "paged"},
   };
   test::replay_golden({variant, golden, case_opts, modes,
-                      [&](const std::string& in, bool f32) {
-                        // the float32 copy also uses int64 offsets
-                        copy_inputs(golden, in, f32, /*i64=*/f32);
-                      },
-                      [&](const std::string& out, bool f32) {
-                        const double tol =
-                            f32 ? test::tolerance<float>() : test::tolerance<double>();
-                        check_output(out, golden, "o", f32 ? "<f4" : "<f8", tol);
-                        check_output(out, golden, "lse", f32 ? "<f4" : "<f8", tol);
-                      }});
+                       [&](const std::string& in, bool f32) {
+                         // the float32 copy also uses int64 offsets
+                         copy_inputs(golden, in, f32, /*i64=*/f32);
+                       },
+                       [&](const std::string& out, bool f32) {
+                         const double tol =
+                             f32 ? test::tolerance<float>() : test::tolerance<double>();
+                         check_output(out, golden, "o", f32 ? "<f4" : "<f8", tol);
+                         check_output(out, golden, "lse", f32 ? "<f4" : "<f8", tol);
+                       }});
 }
 
 /// Expects exit status 2, exactly one line on stderr containing every string of `needles`, and

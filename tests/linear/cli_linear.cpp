@@ -34,8 +34,14 @@ void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts, bool has_zt) {
   const std::string golden = kData + name;
   test::replay_golden(
-      {variant, golden, case_opts,
-       {{}, {"--mode", "recurrent"}, {"--mode", "auto"}, {"--chunk-size", "16"}, {"--reference"},
+      {variant,
+       golden,
+       case_opts,
+       {{},
+        {"--mode", "recurrent"},
+        {"--mode", "auto"},
+        {"--chunk-size", "16"},
+        {"--reference"},
         {"--threads", "2"}},
        [&](const std::string& in, bool f32) { copy_inputs(golden, in, f32, /*i32=*/f32); },
        [&](const std::string& out, bool f32) {

@@ -115,24 +115,13 @@ void gla_with_equal_channels_is_simple_gla(path pth, scalar_gate kind, const sha
   const bool ref = pth == path::reference;
   const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
   auto gla_of = [&](const cview<A, 4>& g) {
-    return run(in, [&](auto o, const auto& st) {
-      if (ref)
-        reference::gla(p, q, k, v, g, o, st);
-      else
-        gla(p, q, k, v, g, o, st);
-    });
+    return run(in, [&](auto o, const auto& st) { ATTNKIT_CALL(ref, gla, p, q, k, v, g, o, st); });
   };
   const auto simple = run(in, [&](auto o, const auto& st) {
     if (kind == scalar_gate::gamma) {
-      if (ref)
-        reference::simple_gla(p, q, k, v, in.gamma.cv(), o, st);
-      else
-        simple_gla(p, q, k, v, in.gamma.cv(), o, st);
+      ATTNKIT_CALL(ref, simple_gla, p, q, k, v, in.gamma.cv(), o, st);
     } else {
-      if (ref)
-        reference::simple_gla(p, q, k, v, in.g.cv(), o, st);
-      else
-        simple_gla(p, q, k, v, in.g.cv(), o, st);
+      ATTNKIT_CALL(ref, simple_gla, p, q, k, v, in.g.cv(), o, st);
     }
   });
   const auto chan = gla_of(in.g_chan.cv());
@@ -174,7 +163,7 @@ TEST_CASE("linear identity: gla with equal key-channel gates equals simple_gla",
     gla_with_equal_channels_is_simple_gla<float>(pth, kind, s);
 }
 
-TEST_CASE("linear identity: the naive chunk references equal the recurrent references",
+TEST_CASE("linear identity: the references' naive chunk form equals their recurrence",
           "[linear][identity][reference]") {
   using A = double;
   shape s;
@@ -191,6 +180,8 @@ TEST_CASE("linear identity: the naive chunk references equal the recurrent refer
   linear_params p;
   p.chunk_size = chunk;
   p.state_v_first = s.v_first;
+  linear_params pc = p;  // the references' naive chunk form
+  pc.algo = algorithm::chunk;
   const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
   // gla with gates that differ per key channel
   owned_tensor<A, 4> gc({s.B, s.T, s.H, s.K});
@@ -207,33 +198,32 @@ TEST_CASE("linear identity: the naive chunk references equal the recurrent refer
     check_identity<double>("ht", b.ht.cv(), a.ht.cv(), tol);
   };
   both(
-      "linear_attn",
-      [&](auto o, const auto& st) { reference::linear_attn(p, q, k, v, o, st); },
-      [&](auto o, const auto& st) { reference::linear_attn_chunk(p, q, k, v, o, st); });
+      "linear_attn", [&](auto o, const auto& st) { reference::linear_attn(p, q, k, v, o, st); },
+      [&](auto o, const auto& st) { reference::linear_attn(pc, q, k, v, o, st); });
   both(
       "simple_gla",
       [&](auto o, const auto& st) { reference::simple_gla(p, q, k, v, in.g.cv(), o, st); },
-      [&](auto o, const auto& st) { reference::simple_gla_chunk(p, q, k, v, in.g.cv(), o, st); });
+      [&](auto o, const auto& st) { reference::simple_gla(pc, q, k, v, in.g.cv(), o, st); });
   both(
       "simple_gla g_gamma",
       [&](auto o, const auto& st) { reference::simple_gla(p, q, k, v, in.gamma.cv(), o, st); },
-      [&](auto o, const auto& st) {
-        reference::simple_gla_chunk(p, q, k, v, in.gamma.cv(), o, st);
-      });
+      [&](auto o, const auto& st) { reference::simple_gla(pc, q, k, v, in.gamma.cv(), o, st); });
   both(
       "gla", [&](auto o, const auto& st) { reference::gla(p, q, k, v, gc.cv(), o, st); },
-      [&](auto o, const auto& st) { reference::gla_chunk(p, q, k, v, gc.cv(), o, st); });
+      [&](auto o, const auto& st) { reference::gla(pc, q, k, v, gc.cv(), o, st); });
   // linear_attn with the normaliser: o and the key sum zt too
   const std::vector<A> z0v(std::size_t(s.B * s.H * s.K), 0.25);
   owned_tensor<A, 4> zt_a({s.B, 1, s.H, s.K}), zt_b({s.B, 1, s.H, s.K});
   linear_params pn = p;
   pn.normalize = true;
+  linear_params pnc = pn;
+  pnc.algo = algorithm::chunk;
   const cview<A, 4> z0(z0v.data(), {s.B, 1, s.H, s.K});
   const auto a = run(in, [&](auto o, const auto& st) {
     reference::linear_attn(pn, q, k, v, o, st, linear_extras<A>{z0, zt_a.v()});
   });
   const auto b = run(in, [&](auto o, const auto& st) {
-    reference::linear_attn_chunk(pn, q, k, v, o, st, linear_extras<A>{z0, zt_b.v()});
+    reference::linear_attn(pnc, q, k, v, o, st, linear_extras<A>{z0, zt_b.v()});
   });
   check_identity<double>("normalized o", b.o.cv(), a.o.cv(), tol);
   check_identity<double>("zt", zt_b.cv(), zt_a.cv(), tol);

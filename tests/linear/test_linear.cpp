@@ -45,6 +45,19 @@ template <class A>
 linear_extras<A> lx_of(const state_views<A>& s) {
   return {s.z0, s.zt};
 }
+/// h0 -> ht, and z0 -> zt when `normalize`.
+template <class A>
+state_views<A> states(const cview<A, 4>& h0, const tensor_view<A, 4>& ht, bool normalize,
+                      const cview<A, 4>& z0, const tensor_view<A, 4>& zt) {
+  state_views<A> s;
+  s.h0 = h0;
+  s.ht = ht;
+  if (normalize) {
+    s.z0 = z0;
+    s.zt = zt;
+  }
+  return s;
+}
 constexpr arr4 kSeqFirst{0, 1, 2, 3}, kHeadFirst{0, 2, 1, 3};
 
 /// Inputs of one call: q, k [B,T,H,K], v [B,T,H,V], gates, states; E is the storage type.
@@ -125,36 +138,19 @@ void call(const problem<T>& pr, const linear_params& p, tensor_view<Q, 4> q, ten
   const cview<A, 3> gs = pr.gs.cv();
   const cview<A, 1> gm = pr.gamma.cv();
   const cview<A, 4> gc = pr.gc.cv();
-  if constexpr (Ref) {
-    switch (pr.var) {
-      case variant::linear:
-        reference::linear_attn(p, q, k, v, o, rs, lx);
-        break;
-      case variant::simple:
-        reference::simple_gla(p, q, k, v, gs, o, rs);
-        break;
-      case variant::gamma:
-        reference::simple_gla(p, q, k, v, gm, o, rs);
-        break;
-      case variant::gla:
-        reference::gla(p, q, k, v, gc, o, rs);
-        break;
-    }
-  } else {
-    switch (pr.var) {
-      case variant::linear:
-        linear_attn(p, q, k, v, o, rs, lx);
-        break;
-      case variant::simple:
-        simple_gla(p, q, k, v, gs, o, rs);
-        break;
-      case variant::gamma:
-        simple_gla(p, q, k, v, gm, o, rs);
-        break;
-      case variant::gla:
-        gla(p, q, k, v, gc, o, rs);
-        break;
-    }
+  switch (pr.var) {
+    case variant::linear:
+      ATTNKIT_CALL(Ref, linear_attn, p, q, k, v, o, rs, lx);
+      break;
+    case variant::simple:
+      ATTNKIT_CALL(Ref, simple_gla, p, q, k, v, gs, o, rs);
+      break;
+    case variant::gamma:
+      ATTNKIT_CALL(Ref, simple_gla, p, q, k, v, gm, o, rs);
+      break;
+    case variant::gla:
+      ATTNKIT_CALL(Ref, gla, p, q, k, v, gc, o, rs);
+      break;
   }
 }
 
@@ -224,31 +220,23 @@ void check_against_reference(problem<T>& pr, linear_params p, bool with_h0, inde
 // ------------------------------------------------------------------------------------------------
 // Golden data (fla naive references in float64, tests/data/linear)
 
-std::string golden_path(const std::string& c, const std::string& name) {
-  return std::string(ATTNKIT_TEST_DATA_DIR) + "/linear/" + c + "/" + name + ".npy";
-}
-
-template <class T, std::size_t R>
-owned_tensor<T, R> load(const std::string& c, const std::string& name) {
-  return test::load_npy_tensor<T, R>(golden_path(c, name));
-}
-
 /// Replays one golden case in precision T with the fast kernel (algo) or the reference; returns
 /// error stats of o and ht (and zt).
 template <class T>
 void replay(const std::string& c, variant var, bool normalize, algorithm algo, bool use_ref,
             bool v_first, double tol_rel, bool rel_rms) {
   using A = accum_t<T>;
+  const test::golden_case gcase{"linear", c};
   problem<T> pr;
   pr.var = var;
-  pr.q = load<T, 4>(c, "q");
-  pr.k = load<T, 4>(c, "k");
-  pr.v = load<T, 4>(c, "v");
-  if (var == variant::simple) pr.gs = load<A, 3>(c, "g");
-  if (var == variant::gla) pr.gc = load<A, 4>(c, "g");
-  auto h0 = load<A, 4>(c, "h0");
-  const auto ht_ref = load<double, 4>(c, "ht");
-  const auto o_ref = load<double, 4>(c, "o");
+  pr.q = gcase.load<T, 4>("q");
+  pr.k = gcase.load<T, 4>("k");
+  pr.v = gcase.load<T, 4>("v");
+  if (var == variant::simple) pr.gs = gcase.load<A, 3>("g");
+  if (var == variant::gla) pr.gc = gcase.load<A, 4>("g");
+  auto h0 = gcase.load<A, 4>("h0");
+  const auto ht_ref = gcase.load<double, 4>("ht");
+  const auto o_ref = gcase.load<double, 4>("o");
   pr.B = pr.q.view.extent(0);
   pr.T = pr.q.view.extent(1);
   pr.H = pr.q.view.extent(2);
@@ -270,15 +258,15 @@ void replay(const std::string& c, variant var, bool normalize, algorithm algo, b
   owned_tensor<A, 4> z0, zt;
   owned_tensor<double, 4> zt_ref;
   if (normalize) {
-    z0 = load<A, 4>(c, "z0");
-    zt_ref = load<double, 4>(c, "zt");
+    z0 = gcase.load<A, 4>("z0");
+    zt_ref = gcase.load<double, 4>("zt");
     zt = pr.make_z();
     s.z0 = z0.cv();
     s.zt = zt.v();
   }
   std::vector<std::int32_t> cu;
   if (var == variant::simple && c.find("varlen") != std::string::npos) {
-    cu = io::load_npy(golden_path(c, "cu_seqlens")).as<std::int32_t>();
+    cu = gcase.load_offsets("cu_seqlens");
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {index_t(cu.size())});
   }
   auto o = pr.make_o();
@@ -288,9 +276,9 @@ void replay(const std::string& c, variant var, bool normalize, algorithm algo, b
     run<false>(pr, p, o.v(), s);
   const cview<A, 4> ht_k = v_first ? cview<A, 4>(transpose(ht.cv(), 2, 3)) : ht.cv();
   INFO("case " << c << " "
-               << (use_ref                      ? "reference"
+               << (use_ref                    ? "reference"
                    : algo == algorithm::chunk ? "chunk"
-                                                : "recurrent")
+                                              : "recurrent")
                << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
     const auto e = test::compare(out, ref);
@@ -324,8 +312,7 @@ const golden_case kGolden[] = {
 TEST_CASE("linear: golden replay in float64 (<= 1e-10 relative)", "[linear][golden]") {
   for (const auto& gc : kGolden)
     for (bool v_first : {false, true}) {
-      replay<double>(gc.dir, gc.var, gc.normalize, algorithm::chunk, false, v_first, 1e-10,
-                     false);
+      replay<double>(gc.dir, gc.var, gc.normalize, algorithm::chunk, false, v_first, 1e-10, false);
       replay<double>(gc.dir, gc.var, gc.normalize, algorithm::recurrent, false, v_first, 1e-10,
                      false);
       replay<double>(gc.dir, gc.var, gc.normalize, algorithm::chunk, true, v_first, 1e-12, false);
@@ -336,8 +323,7 @@ TEST_CASE("linear: golden replay in float32 (relative RMS <= 1e-5)", "[linear][g
   for (const auto& gc : kGolden)
     for (bool v_first : {false, true}) {
       replay<float>(gc.dir, gc.var, gc.normalize, algorithm::chunk, false, v_first, 1e-5, true);
-      replay<float>(gc.dir, gc.var, gc.normalize, algorithm::recurrent, false, v_first, 1e-5,
-                    true);
+      replay<float>(gc.dir, gc.var, gc.normalize, algorithm::recurrent, false, v_first, 1e-5, true);
     }
 }
 
@@ -424,13 +410,7 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
   auto o_full = pr.make_o();
   auto h_full = pr.make_state();
   auto z_full = pr.make_z();
-  state_views<A> s;
-  s.h0 = pr.h0.cv();
-  s.ht = h_full.v();
-  if (normalize) {
-    s.z0 = pr.z0.cv();
-    s.zt = z_full.v();
-  }
+  auto s = states<A>(pr.h0.cv(), h_full.v(), normalize, pr.z0.cv(), z_full.v());
   run<false>(pr, p, o_full.v(), s);
   for (index_t t : {1, 37, 64, 100}) {
     auto o = pr.make_o();
@@ -438,13 +418,7 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
     auto z_mid = pr.make_z(), z_end = pr.make_z();
     auto run_part = [&](index_t b, index_t e, const cview<A, 4>& h0, const tensor_view<A, 4>& ht,
                         const cview<A, 4>& z0, const tensor_view<A, 4>& zt) {
-      state_views<A> sp;
-      sp.h0 = h0;
-      sp.ht = ht;
-      if (normalize) {
-        sp.z0 = z0;
-        sp.zt = zt;
-      }
+      auto sp = states<A>(h0, ht, normalize, z0, zt);
       run_range(pr, p, b, e, o.v(), sp);
     };
     run_part(0, t, pr.h0.cv(), h_mid.v(), pr.z0.cv(), z_mid.v());
@@ -474,25 +448,13 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   auto o_full = pr.make_o();
   auto h_full = pr.make_state();
   auto z_full = pr.make_z();
-  state_views<A> s;
-  s.h0 = pr.h0.cv();
-  s.ht = h_full.v();
-  if (normalize) {
-    s.z0 = pr.z0.cv();
-    s.zt = z_full.v();
-  }
+  auto s = states<A>(pr.h0.cv(), h_full.v(), normalize, pr.z0.cv(), z_full.v());
   run<false>(pr, p, o_full.v(), s);
   // prefill [0, prefill) into a state buffer, then decode one token at a time, in place
   auto state = pr.make_state(2);  // padded rows: the state is a strided view
   auto z = pr.make_z();
   auto o = pr.make_o();
-  state_views<A> sd;
-  sd.h0 = pr.h0.cv();
-  sd.ht = state.v();
-  if (normalize) {
-    sd.z0 = pr.z0.cv();
-    sd.zt = z.v();
-  }
+  auto sd = states<A>(pr.h0.cv(), state.v(), normalize, pr.z0.cv(), z.v());
   run_range(pr, p, 0, prefill, o.v(), sd);
   p.algo = algo;
   sd.h0 = state.cv();
@@ -722,7 +684,8 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
                         Contains("'cu_seqlens'[N] = 5 must equal the packed token count 10"));
     cu = {0, 7, 6, 10};
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {4});
-    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, rs_of(s), lx_of(s)), Contains("must be non-decreasing"));
+    REQUIRE_THROWS_WITH(linear_attn(p, q1, q1, v1, o1, rs_of(s), lx_of(s)),
+                        Contains("must be non-decreasing"));
     cu = {0, 4, 10};
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {3});
     s.h0 = make_view<const float>(st.data(), 1, H, K, V);  // one state for two sequences

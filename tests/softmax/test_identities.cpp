@@ -21,6 +21,7 @@ using attnkit::test::check_identity;
 using attnkit::test::identity_tol;
 using attnkit::test::name_of;
 using attnkit::test::owned_tensor;
+using attnkit::test::paged_store;
 using attnkit::test::precision;
 
 namespace {
@@ -88,28 +89,6 @@ void wide_window_is_no_window(path pth, index_t B, index_t Tq, index_t Tk, index
     check_differs<E>("o", call(-1, Tq - 2).first.cv(), none.first.cv());
   }
 }
-
-/// A paged store with its pages handed out in a scrambled order (as test_standard.cpp).
-template <class T>
-struct paged_store {
-  owned_tensor<T, 4> kp, vp;
-  std::vector<std::int32_t> table;
-  index_t max_pages;
-  paged_store(index_t B, index_t capacity, index_t P, index_t Hkv, index_t Dk, index_t Dv)
-      : max_pages((capacity + P - 1) / P) {
-    const index_t np = B * max_pages + 3;
-    kp = owned_tensor<T, 4>({np, P, Hkv, Dk});
-    vp = owned_tensor<T, 4>({np, P, Hkv, Dv});
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(np));
-    std::iota(ids.begin(), ids.end(), 0);
-    std::mt19937 rng(17);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    table.assign(ids.begin(), ids.begin() + B * max_pages);
-  }
-  cview<std::int32_t, 2> block_table() const {
-    return make_view(table.data(), index_t(table.size()) / max_pages, max_pages);
-  }
-};
 
 /// Decode (Tq query rows at the end of the cache) with window_left = W against standard attention
 /// over the last W + Tq keys of each sequence. P = 0: contiguous cache, else paged with page size

@@ -6,6 +6,7 @@
 
 using namespace attnkit;
 using attnkit::test::owned_tensor;
+using attnkit::test::paged_store;
 
 namespace {
 
@@ -16,6 +17,20 @@ struct problem_spec {
   index_t pad = 0;          // padding after each row (strided views)
   bool head_first = false;  // [B,H,T,D] memory order
 };
+
+/// A problem of shape B, Tq, Tk, Hq, Hkv, Dk, Dv (default options).
+problem_spec spec(index_t B, index_t Tq, index_t Tk, index_t Hq, index_t Hkv, index_t Dk,
+                  index_t Dv) {
+  problem_spec sp;
+  sp.B = B;
+  sp.Tq = Tq;
+  sp.Tk = Tk;
+  sp.Hq = Hq;
+  sp.Hkv = Hkv;
+  sp.Dk = Dk;
+  sp.Dv = Dv;
+  return sp;
+}
 
 template <class T>
 struct problem {
@@ -78,14 +93,7 @@ TEMPLATE_TEST_CASE("standard: fast kernel matches the reference on awkward shape
   const auto ratio = GENERATE(1, 2, 3, 4, 8);
   const auto dims = GENERATE(std::make_pair(8, 8), std::make_pair(24, 40), std::make_pair(5, 3));
   const bool causal = GENERATE(false, true);
-  problem_spec sp;
-  sp.B = 2;
-  sp.Tq = lens.first;
-  sp.Tk = lens.second;
-  sp.Hkv = 2;
-  sp.Hq = 2 * ratio;
-  sp.Dk = dims.first;
-  sp.Dv = dims.second;
+  auto sp = spec(2, lens.first, lens.second, 2 * ratio, 2, dims.first, dims.second);
   sp.p.causal = causal;
   check_against_reference<TestType>(sp);
 }
@@ -93,12 +101,7 @@ TEMPLATE_TEST_CASE("standard: fast kernel matches the reference on awkward shape
 TEMPLATE_TEST_CASE("standard: head dim 128 and decode-like shapes", "[standard]", double, float) {
   const auto tq = GENERATE(1, 2, 7, 64);
   const auto ratio = GENERATE(1, 3, 4, 5, 8);  // decode rows per kv head: 1..7 and 8+
-  problem_spec sp;
-  sp.Tq = tq;
-  sp.Tk = 300;
-  sp.Hkv = 2;
-  sp.Hq = 2 * ratio;
-  sp.Dk = sp.Dv = 128;
+  auto sp = spec(1, tq, 300, 2 * ratio, 2, 128, 128);
   sp.p.causal = true;
   check_against_reference<TestType>(sp);
 }
@@ -109,13 +112,7 @@ TEMPLATE_TEST_CASE("standard: windows, softcap, sinks, scale", "[standard]", dou
   const bool causal = GENERATE(false, true);
   const double softcap = GENERATE(0.0, 5.0);
   const bool sinks = GENERATE(false, true);
-  problem_spec sp;
-  sp.Tq = 65;
-  sp.Tk = 130;
-  sp.Hq = 4;
-  sp.Hkv = 2;
-  sp.Dk = 12;
-  sp.Dv = 20;
+  auto sp = spec(1, 65, 130, 4, 2, 12, 20);
   sp.p.causal = causal;
   sp.p.window_left = win.first;
   sp.p.window_right = win.second;
@@ -128,14 +125,7 @@ TEMPLATE_TEST_CASE("standard: windows, softcap, sinks, scale", "[standard]", dou
 TEMPLATE_TEST_CASE("standard: strided, padded and head-first views", "[standard]", double, float) {
   const index_t pad = GENERATE(0, 3);
   const bool head_first = GENERATE(false, true);
-  problem_spec sp;
-  sp.B = 2;
-  sp.Tq = 33;
-  sp.Tk = 70;
-  sp.Hq = 6;
-  sp.Hkv = 3;
-  sp.Dk = 16;
-  sp.Dv = 9;
+  auto sp = spec(2, 33, 70, 6, 3, 16, 9);
   sp.p.causal = true;
   sp.pad = pad;
   sp.head_first = head_first;
@@ -201,11 +191,7 @@ TEST_CASE("standard: fully masked rows give o = 0 and lse = -inf", "[standard]")
 }
 
 TEST_CASE("standard: sinks and softcap change the output", "[standard]") {
-  problem_spec sp;
-  sp.Tq = 9;
-  sp.Tk = 9;
-  sp.Hq = 2;
-  sp.Hkv = 2;
+  auto sp = spec(1, 9, 9, 2, 2, 8, 8);
   sp.p.causal = true;
   problem<double> pr(sp, 11);
   // scale the logits up so the cap matters
@@ -228,14 +214,7 @@ TEST_CASE("standard: sinks and softcap change the output", "[standard]") {
 }
 
 TEST_CASE("standard: merge of two key halves equals the whole", "[standard][merge]") {
-  problem_spec sp;
-  sp.B = 2;
-  sp.Tq = 7;
-  sp.Tk = 130;
-  sp.Hq = 4;
-  sp.Hkv = 2;
-  sp.Dk = 16;
-  sp.Dv = 24;
+  auto sp = spec(2, 7, 130, 4, 2, 16, 24);
   problem<double> pr(sp, 21);
   auto o_full = pr.make_o();
   auto lse_full = pr.make_lse();
@@ -275,14 +254,7 @@ TEST_CASE("standard: merge of two key halves equals the whole", "[standard][merg
 
 TEMPLATE_TEST_CASE("standard: split-KV result does not depend on the split count", "[standard]",
                    double, float) {
-  problem_spec sp;
-  sp.B = 1;
-  sp.Tq = 3;
-  sp.Tk = 1000;
-  sp.Hq = 8;
-  sp.Hkv = 2;
-  sp.Dk = 32;
-  sp.Dv = 32;
+  auto sp = spec(1, 3, 1000, 8, 2, 32, 32);
   sp.p.causal = true;
   sp.sinks = true;
   problem<TestType> pr(sp, 9);
@@ -303,14 +275,7 @@ TEMPLATE_TEST_CASE("standard: split-KV result does not depend on the split count
 }
 
 TEST_CASE("standard: results do not depend on the thread count", "[standard][threads]") {
-  problem_spec sp;
-  sp.B = 2;
-  sp.Tq = 130;
-  sp.Tk = 2100;
-  sp.Hq = 4;
-  sp.Hkv = 1;
-  sp.Dk = 32;
-  sp.Dv = 32;
+  auto sp = spec(2, 130, 2100, 4, 1, 32, 32);
   sp.p.causal = true;
   problem<float> pr(sp, 4);
   std::vector<std::vector<float>> outs;
@@ -367,33 +332,6 @@ TEST_CASE("standard: varlen equals separate runs", "[standard][varlen]") {
     ATTNKIT_CHECK_CLOSE(slice(lse.cv(), 2, cq[n], cq[n + 1]), ln.cv(), 1e-10);
   }
 }
-
-namespace {
-
-// A paged cache with pages handed out in a scrambled order.
-template <class T>
-struct paged_store {
-  owned_tensor<T, 4> kp, vp;
-  std::vector<std::int32_t> table;
-  index_t max_pages;
-  paged_store(index_t B, index_t capacity, index_t P, index_t Hkv, index_t Dk, index_t Dv)
-      : max_pages((capacity + P - 1) / P) {
-    const index_t np = B * max_pages + 3;
-    kp = owned_tensor<T, 4>({np, P, Hkv, Dk});
-    vp = owned_tensor<T, 4>({np, P, Hkv, Dv});
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(np));
-    std::iota(ids.begin(), ids.end(), 0);
-    std::mt19937 rng(17);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    table.assign(ids.begin(), ids.begin() + B * max_pages);
-  }
-  paged_kv_cache<T> cache(const std::vector<std::int32_t>& seqlens) const {
-    return {kp.v(), vp.v(), make_view(table.data(), index_t(table.size()) / max_pages, max_pages),
-            make_view(seqlens.data(), index_t(seqlens.size()))};
-  }
-};
-
-}  // namespace
 
 TEMPLATE_TEST_CASE("standard: prefill then token-by-token decode equals one longer prefill",
                    "[standard][kvcache]", double, float) {

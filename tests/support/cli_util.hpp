@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Helpers of the attnkit-run end-to-end tests (tests/examples/cli_tests.cpp for the softmax family,
 // tests/linear/cli_linear.cpp for the linear family): a scratch folder, running the program,
-// copying a golden case's inputs, and the error contract of attnkit-run (examples/attnkit_run/README.md). The including test
-// defines ATTNKIT_RUN_EXE (the program's path) on its command line.
+// copying a golden case's inputs, and the error contract of attnkit-run
+// (examples/attnkit_run/README.md). The including test defines ATTNKIT_RUN_EXE (the program's path)
+// on its command line.
 #pragma once
 
 #include <sys/wait.h>

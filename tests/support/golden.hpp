@@ -3,7 +3,9 @@
 #pragma once
 
 #include <attnkit/io/npy.hpp>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "test_util.hpp"
 
@@ -24,5 +26,28 @@ owned_tensor<T, R> load_npy_tensor(const std::string& path) {
       ext, [&](const auto& idx) { at(t.view, idx) = from_compute<T>(vals[std::size_t(i++)]); });
   return t;
 }
+
+/// A golden case's files: tests/data/<family>/<case>/<name>.npy.
+struct golden_case {
+  std::string family, name;
+  std::string path(const std::string& file) const {
+    return std::string(ATTNKIT_TEST_DATA_DIR) + "/" + family + "/" + name + "/" + file + ".npy";
+  }
+  /// Tensor `file` of rank R as T.
+  template <class T, std::size_t R>
+  owned_tensor<T, R> load(const std::string& file) const {
+    return load_npy_tensor<T, R>(path(file));
+  }
+  /// A 1-d parameter (A_log, dt_bias) as a vector of A.
+  template <class A>
+  std::vector<A> load_vector(const std::string& file) const {
+    const auto vals = io::load_npy(path(file)).as<double>();
+    return std::vector<A>(vals.begin(), vals.end());
+  }
+  /// cu_seqlens as int32.
+  std::vector<std::int32_t> load_offsets(const std::string& file) const {
+    return io::load_npy(path(file)).as<std::int32_t>();
+  }
+};
 
 }  // namespace attnkit::test

@@ -201,4 +201,29 @@ void check_differs(const char* what, const tensor_view<X, R>& a, const tensor_vi
   CHECK(e.max_abs > 10 * tol * tol_scale<E>(e.max_ref));
 }
 
+/// A paged KV cache store with its pages handed out in a scrambled order (3 spare pages).
+template <class T>
+struct paged_store {
+  owned_tensor<T, 4> kp, vp;
+  std::vector<std::int32_t> table;
+  index_t max_pages;
+  paged_store(index_t B, index_t capacity, index_t P, index_t Hkv, index_t Dk, index_t Dv)
+      : max_pages((capacity + P - 1) / P) {
+    const index_t np = B * max_pages + 3;
+    kp = owned_tensor<T, 4>({np, P, Hkv, Dk});
+    vp = owned_tensor<T, 4>({np, P, Hkv, Dv});
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(np));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::mt19937 rng(17);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    table.assign(ids.begin(), ids.begin() + B * max_pages);
+  }
+  cview<std::int32_t, 2> block_table() const {
+    return make_view(table.data(), index_t(table.size()) / max_pages, max_pages);
+  }
+  paged_kv_cache<T> cache(const std::vector<std::int32_t>& seqlens) const {
+    return {kp.v(), vp.v(), block_table(), make_view(seqlens.data(), index_t(seqlens.size()))};
+  }
+};
+
 }  // namespace attnkit::test

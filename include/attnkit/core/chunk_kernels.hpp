@@ -8,7 +8,7 @@
 #pragma once
 
 #include "warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -192,7 +192,6 @@ ATTNKIT_ALWAYS_INLINE void store_row(const A* src, S* dst, index_t n, A f) {
   }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // gla diagonal sub-chunk block, column c, rows r0 .. r0 + NR - 1 (all >= c):
 //   A[r, c] = q~_r . p_r  with the running product p_r = k_c * prod_{c<s<=r} e_s  (p_c = k_c)
@@ -217,7 +216,6 @@ ATTNKIT_ALWAYS_INLINE void diag_rows(const A* qs, const A* e, index_t Kp, index_
   simd::reduce_add4(acc[0], acc[1], acc[2], acc[3], out);
   for (int j = 0; j < NR; ++j) acol[(r0 + j) * Cp] = out[j];
 }
-
 
 }  // namespace detail
 }  // namespace attnkit

@@ -24,6 +24,17 @@
 #define ATTNKIT_UNROLL
 #endif
 
+// Calls attnkit::reference::fn when `use_reference` (a bool), else the fast attnkit::fn, with the
+// same arguments (every kernel has a reference of the same signature): for harnesses that run
+// both, such as tests, attnkit-run's --reference and benchmarks against the naive baseline.
+#define ATTNKIT_CALL(use_reference, fn, ...) \
+  do {                                       \
+    if (use_reference)                       \
+      ::attnkit::reference::fn(__VA_ARGS__); \
+    else                                     \
+      ::attnkit::fn(__VA_ARGS__);            \
+  } while (0)
+
 #include <cstddef>
 #include <cstdint>
 

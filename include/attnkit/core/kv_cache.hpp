@@ -72,17 +72,15 @@ struct paged_rows {
   }
 };
 
-/// Rows of kv head hk of batch row b, starting at token t0, in dense k [B,T,Hkv,Dk], v [B,T,Hkv,Dv].
+/// Rows of kv head hk of batch row b, starting at token t0, in dense k [B,T,Hkv,Dk], v
+/// [B,T,Hkv,Dv].
 template <class K, class V>
 dense_rows<K> dense_rows_of(const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, index_t b,
                             index_t t0, index_t hk) {
   static_assert(std::is_same_v<K, V>, "k and v must have the same element type");
-  return {k.data() + b * k.stride(0) + t0 * k.stride(1) + hk * k.stride(2),
-          k.stride(1),
-          k.stride(3),
-          v.data() + b * v.stride(0) + t0 * v.stride(1) + hk * v.stride(2),
-          v.stride(1),
-          v.stride(3)};
+  return {
+      k.data() + b * k.stride(0) + t0 * k.stride(1) + hk * k.stride(2), k.stride(1), k.stride(3),
+      v.data() + b * v.stride(0) + t0 * v.stride(1) + hk * v.stride(2), v.stride(1), v.stride(3)};
 }
 template <class KV>
 dense_rows<KV> cache_rows(const kv_cache<KV>& c, index_t b, index_t hk) {

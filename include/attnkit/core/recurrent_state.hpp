@@ -29,9 +29,12 @@ enum class algorithm {
 
 inline const char* algorithm_name(algorithm a) {
   switch (a) {
-    case algorithm::automatic: return "automatic";
-    case algorithm::chunk: return "chunk";
-    case algorithm::recurrent: return "recurrent";
+    case algorithm::automatic:
+      return "automatic";
+    case algorithm::chunk:
+      return "chunk";
+    case algorithm::recurrent:
+      return "recurrent";
   }
   return "?";
 }
@@ -108,8 +111,8 @@ void check_state_rows(const char* fn, const char* name, const tensor_view<T, 4>&
 
 /// Checks h0 / ht of a call with N sequences (state layout `axes`, dims d2 x d3 per head).
 template <class A>
-void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const char* axes,
-                           index_t N, index_t heads, index_t d2, index_t d3) {
+void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const char* axes, index_t N,
+                           index_t heads, index_t d2, index_t d3) {
   const bool varlen = s.cu_seqlens.present();
   check_state_rows(fn, "h0", s.h0, axes, varlen, N, heads, d2, d3);
   check_state_rows(fn, "ht", s.ht, axes, varlen, N, heads, d2, d3);
@@ -126,6 +129,64 @@ inline void check_scale_algo_chunk(const char* fn, double scale, algorithm algo,
     fail(fn, ": option 'algo' must be algorithm::automatic, chunk or recurrent, got ", int(algo));
   if (chunk_size < 1 || chunk_size > 4096)
     fail(fn, ": option 'chunk_size' must be in [1, 4096], got ", chunk_size);
+}
+
+/// The dims every recurrent-family call has: q, k [B,T,H,K], v, o [B,T,HV,V] (HV = H, or a
+/// multiple of it with grouped value heads), its sequences and the scale.
+struct recurrent_shape {
+  index_t B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
+  double scale = 1;
+  std::vector<token_seq> seqs;
+};
+
+/// Checks q, k, v and o (q defines B, T, H, K; k is checked against it, then v, then o against
+/// all three), resolves the scale (0: K^-0.5) and lists the sequences. grouped_v: v may have HV
+/// heads, a multiple of H (value head j reads q/k head j / (HV/H)); else HV = H.
+template <class Q, class K, class V, class O>
+void check_qkvo(const char* fn, double scale, bool grouped_v, const tensor_view<Q, 4>& q,
+                const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<O, 4>& o,
+                const cview<std::int32_t, 1>& cu_seqlens, recurrent_shape& sh) {
+  const char* va = grouped_v ? "B,T,HV,V" : "B,T,H,V";
+  check_tensor({fn, "q", "B,T,H,K"}, q, {-1, -1, -1, -1});
+  sh.B = q.extent(0);
+  sh.T = q.extent(1);
+  sh.H = q.extent(2);
+  sh.K = q.extent(3);
+  check_tensor({fn, "k", "B,T,H,K"}, k, {sh.B, sh.T, sh.H, sh.K});
+  check_tensor({fn, "v", va}, v, {sh.B, sh.T, grouped_v ? -1 : sh.H, -1});
+  sh.HV = v.extent(2);
+  sh.V = v.extent(3);
+  if (sh.H < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 2 (H): must be >= 1, got ", sh.H);
+  if (sh.K < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 3 (K): must be >= 1, got ", sh.K);
+  if (sh.V < 1) fail(fn, ": tensor 'v' [", va, "] dim 3 (V): must be >= 1, got ", sh.V);
+  if (sh.HV < sh.H || sh.HV % sh.H != 0)
+    fail(fn, ": tensor 'v' [B,T,HV,V] dim 2 (HV): must be a multiple of H = ", sh.H,
+         " (GVA: value head j reads q/k head j / (HV/H)), got ", sh.HV);
+  check_tensor({fn, "o", va}, o, {sh.B, sh.T, sh.HV, sh.V});
+  check_no_self_overlap({fn, "o", va}, o);
+  sh.scale = scale != 0 ? scale : 1.0 / std::sqrt(double(sh.K));
+  sh.seqs = sequences_of(fn, cu_seqlens, sh.B, sh.T);
+  sh.N = index_t(sh.seqs.size());
+}
+
+/// The naive references' state I/O: row (n, head) of a [N, heads, K, V] state tensor (or
+/// [N, heads, V, K] with v_first) to and from a dense [K, V] buffer S of doubles; an absent h0
+/// reads as zeros, an absent ht is not written.
+template <class T>
+void read_state(const tensor_view<T, 4>& t, bool v_first, index_t n, index_t head, index_t K,
+                index_t V, std::vector<double>& S) {
+  for (index_t d = 0; d < K; ++d)
+    for (index_t e = 0; e < V; ++e)
+      S[std::size_t(d * V + e)] =
+          !t.present() ? 0.0 : double(v_first ? t(n, head, e, d) : t(n, head, d, e));
+}
+template <class T>
+void write_state(const tensor_view<T, 4>& t, bool v_first, index_t n, index_t head, index_t K,
+                 index_t V, const std::vector<double>& S) {
+  if (!t.present()) return;
+  for (index_t d = 0; d < K; ++d)
+    for (index_t e = 0; e < V; ++e)
+      (v_first ? t(n, head, e, d) : t(n, head, d, e)) = T(S[std::size_t(d * V + e)]);
 }
 
 /// The longest sequence of a call (what the automatic algorithm choice looks at).

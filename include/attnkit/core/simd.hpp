@@ -6,7 +6,7 @@
 #pragma once
 
 #include "warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>

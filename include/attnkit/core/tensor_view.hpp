@@ -4,7 +4,7 @@
 #pragma once
 
 #include "warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <Eigen/Core>
 #include <array>
 #include <cstddef>

@@ -106,6 +106,22 @@ inline constexpr bool is_storage_type_v =
     std::is_same_v<std::remove_cv_t<T>, float> || std::is_same_v<std::remove_cv_t<T>, double> ||
     std::is_same_v<std::remove_cv_t<T>, bf16> || std::is_same_v<std::remove_cv_t<T>, fp16>;
 
+namespace detail {
+/// Compile-time checks of an entry point's element types: q, keys/values and the rest are
+/// storage types (float, double, bf16, fp16); double queries need double keys and values (the
+/// kernels compute in accum_t of q).
+template <class Q, class K, class V, class... Rest>
+constexpr void check_element_types() {
+  static_assert(is_storage_type_v<Q> && is_storage_type_v<K> && is_storage_type_v<V> &&
+                    (is_storage_type_v<Rest> && ...),
+                "attnkit: element types must be float, double, bf16 or fp16");
+  static_assert(
+      !std::is_same_v<accum_t<Q>, double> || (std::is_same_v<std::remove_cv_t<K>, double> &&
+                                              std::is_same_v<std::remove_cv_t<V>, double>),
+      "attnkit: double queries need double keys/values");
+}
+}  // namespace detail
+
 /// Converts one stored element to the compute type A.
 template <class A, class T>
 ATTNKIT_ALWAYS_INLINE A to_compute(const T& x) {

@@ -16,14 +16,14 @@ enum class variant_family { softmax, linear, delta };
 
 /// What every variant declares about itself.
 struct variant_info {
-  const char* name;           ///< as attnkit-run and the benchmarks spell it
-  variant_family family;      ///< the folder and umbrella header it lives in
-  const char* entry_point;    ///< the fast kernel (the reference has the same name and signature
-                              ///< in attnkit::reference)
-  bool has_chunk;             ///< algorithm::chunk is implemented (recurrent families)
-  bool has_recurrent;         ///< algorithm::recurrent is implemented (recurrent families)
-  const char* inputs;         ///< tensors in, FlashAttention / fla layouts
-  const char* outputs;        ///< tensors out
+  const char* name;         ///< as attnkit-run and the benchmarks spell it
+  variant_family family;    ///< the folder and umbrella header it lives in
+  const char* entry_point;  ///< the fast kernel (the reference has the same name and signature
+                            ///< in attnkit::reference)
+  bool has_chunk;           ///< algorithm::chunk is implemented (recurrent families)
+  bool has_recurrent;       ///< algorithm::recurrent is implemented (recurrent families)
+  const char* inputs;       ///< tensors in, FlashAttention / fla layouts
+  const char* outputs;      ///< tensors out
   /// Nominal FLOP (an FMA = 2) the variant's math needs per token and (value) head of a
   /// recurrent family, per query-key pair and head for the softmax family; dk, dv: key and
   /// value head dims.
@@ -42,8 +42,8 @@ constexpr double gated_delta_flop(index_t k, index_t v) { return 7.0 * double(k 
 }  // namespace detail
 
 inline constexpr variant_info variant_table[] = {
-    {"softmax", variant_family::softmax, "standard_attention / standard_attention_kvcache",
-     false, false, "q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv]; sinks [Hq]; cu_seqlens_q/k",
+    {"softmax", variant_family::softmax, "standard_attention / standard_attention_kvcache", false,
+     false, "q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv]; sinks [Hq]; cu_seqlens_q/k",
      "o [B,Tq,Hq,Dv], lse [B,Hq,Tq]", detail::softmax_pair_flop},
     {"linear_attn", variant_family::linear, "linear_attn", true, true,
      "q, k [B,T,H,K], v [B,T,H,V]; h0 [N,H,K,V]; z0 [N,1,H,K] (normalize); cu_seqlens",
@@ -83,9 +83,12 @@ inline const variant_info& variant_by_name(std::string_view name) {
 /// Whether the variant implements `a` (automatic: always; the family picks one it has).
 inline bool supports(const variant_info& v, algorithm a) {
   switch (a) {
-    case algorithm::automatic: return v.has_chunk || v.has_recurrent;
-    case algorithm::chunk: return v.has_chunk;
-    case algorithm::recurrent: return v.has_recurrent;
+    case algorithm::automatic:
+      return v.has_chunk || v.has_recurrent;
+    case algorithm::chunk:
+      return v.has_chunk;
+    case algorithm::recurrent:
+      return v.has_recurrent;
   }
   return false;
 }

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <Eigen/Core>
 #include <Eigen/Dense>
 #include <algorithm>

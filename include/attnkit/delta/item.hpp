@@ -4,7 +4,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <cmath>
 
 #include "../core/config.hpp"

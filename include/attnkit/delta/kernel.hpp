@@ -6,7 +6,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <type_traits>
 
 #include "../core/config.hpp"
@@ -40,22 +40,12 @@ void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& 
   });
 }
 
-template <class Q, class K, class V, class Bt, class O>
-constexpr void check_types() {
-  using A = accum_t<Q>;
-  static_assert(is_storage_type_v<Q> && is_storage_type_v<K> && is_storage_type_v<V> &&
-                    is_storage_type_v<Bt> && is_storage_type_v<O>,
-                "attnkit: element types must be float, double, bf16 or fp16");
-  static_assert(!std::is_same_v<A, double> || (std::is_same_v<std::remove_const_t<K>, double> &&
-                                               std::is_same_v<std::remove_const_t<V>, double>),
-                "attnkit: double queries need double keys/values");
-}
-
 /// Checks shared by the fast entry points: the algorithm and stride 1 on the last dimension of
 /// q, k, v, o (the kernel reads rows of K and column slices of V, writes slices of o).
 template <class Q, class K, class V, class O>
 void check_fast(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
-                const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<O, 4>& o) {
+                const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
+                const tensor_view<O, 4>& o) {
   require_algorithm(fn, variant_by_name(fn), p.algo);
   require_inner_contiguous({fn, "q", "B,T,H,K"}, q);
   require_inner_contiguous({fn, "k", "B,T,H,K"}, k);
@@ -76,6 +66,25 @@ struct transformed_gate {
   }
 };
 
+/// Validates a call and runs it; GateView is void (delta_rule) or the gate's view type, read
+/// through the in-kernel gate transform of p.gate_fn.
+template <class Arch, class GateView, class Q, class K, class V, class Bt, class O, class P>
+void entry(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
+           const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const GateView* g,
+           const tensor_view<Bt, 3>& beta, const tensor_view<O, 4>& o,
+           const recurrent_state<accum_t<Q>>& s, const delta_gate_params<P>& gp) {
+  check_element_types<Q, K, V, Bt, O>();
+  using A = accum_t<Q>;
+  using Raw = gate_reader<A, Arch, GateView>;
+  const auto sh = check_delta(fn, p, Raw::kind, q, k, v, beta, o, s);
+  if constexpr (!std::is_void_v<GateView>) check_delta_gate(fn, p, sh, *g, gp);
+  check_fast(fn, p, q, k, v, o);
+  if constexpr (std::is_void_v<GateView>)
+    run<A, Arch>(sh, p, q, k, v, beta, o, s, Raw{});
+  else
+    run<A, Arch>(sh, p, q, k, v, beta, o, s, transformed_gate<Raw, P>{p, sh, Raw{*g}, gp});
+}
+
 }  // namespace delta_impl
 }  // namespace detail
 
@@ -86,12 +95,8 @@ template <class Q, class K, class V, class Bt, class O, class Arch = simd::defau
 void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
                 const recurrent_state<accum_t<Q>>& s = {}) {
-  namespace di = detail::delta_impl;
-  di::check_types<std::remove_const_t<Q>, K, V, Bt, std::remove_const_t<O>>();
-  const char* fn = "delta_rule";
-  const auto sh = detail::check_delta(fn, p, gate_kind::none, q, k, v, beta, o, s);
-  di::check_fast(fn, p, q, k, v, o);
-  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, detail::gate_reader<accum_t<Q>, Arch, void>{});
+  detail::delta_impl::entry<Arch, void>("delta_rule", p, q, k, v, nullptr, beta, o, s,
+                                        delta_gate_params<float>{});
 }
 
 /// Gated DeltaNet: the state is decayed by exp(g_t) (g [B,T,HV], log space, or the raw gate of
@@ -102,15 +107,8 @@ void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K,
                       tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
                       tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
                       const delta_gate_params<P>& gp = {}) {
-  namespace di = detail::delta_impl;
-  di::check_types<std::remove_const_t<Q>, K, V, Bt, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
-  const char* fn = "gated_delta_rule";
-  const auto sh = detail::check_delta(fn, p, gate_kind::scalar, q, k, v, beta, o, s);
-  detail::check_delta_gate(fn, p, sh, g, gp);
-  di::check_fast(fn, p, q, k, v, o);
-  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::transformed_gate<detail::gate_reader<accum_t<Q>, Arch, tensor_view<G, 3>>, P>{
-                                      p, sh, {g}, gp});
+  detail::delta_impl::entry<Arch>("gated_delta_rule", p, q, k, v, &g, beta, o, s, gp);
 }
 
 /// Kimi Delta Attention: row c of the state is decayed by exp(g_t[c]) (g [B,T,HV,K], log space,
@@ -120,18 +118,10 @@ template <class Q, class K, class V, class G, class Bt, class O, class P = float
 void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
          const recurrent_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
-  namespace di = detail::delta_impl;
-  di::check_types<std::remove_const_t<Q>, K, V, Bt, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
-  const char* fn = "kda";
-  const auto sh = detail::check_delta(fn, p, gate_kind::channel, q, k, v, beta, o, s);
-  detail::check_delta_gate(fn, p, sh, g, gp);
-  di::check_fast(fn, p, q, k, v, o);
-  di::run<accum_t<Q>, Arch>(sh, p, q, k, v, beta, o, s, di::transformed_gate<detail::gate_reader<accum_t<Q>, Arch, tensor_view<G, 4>>, P>{
-                                      p, sh, {g}, gp});
+  detail::delta_impl::entry<Arch>("kda", p, q, k, v, &g, beta, o, s, gp);
 }
 
 }  // namespace attnkit
 
 #include "../core/warnings_pop.hpp"
-

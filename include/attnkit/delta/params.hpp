@@ -74,11 +74,8 @@ struct delta_gate_params {
 
 namespace detail {
 
-struct delta_shape {
-  index_t B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
-  double scale = 1;
+struct delta_shape : recurrent_shape {
   gate_kind decay = gate_kind::none;
-  std::vector<token_seq> seqs;
 };
 
 inline const char* delta_state_axes(const delta_params& p) {
@@ -151,30 +148,10 @@ delta_shape check_delta(const char* fn, const delta_params& p, gate_kind decay,
                         const tensor_view<V, 4>& v, const tensor_view<Bt, 3>& beta,
                         const tensor_view<O, 4>& o, const recurrent_state<A>& s) {
   check_delta_params(fn, p, decay);
-  check_tensor({fn, "q", "B,T,H,K"}, q, {-1, -1, -1, -1});
   delta_shape sh;
-  sh.B = q.extent(0);
-  sh.T = q.extent(1);
-  sh.H = q.extent(2);
-  sh.K = q.extent(3);
   sh.decay = decay;
-  check_tensor({fn, "k", "B,T,H,K"}, k, {sh.B, sh.T, sh.H, sh.K});
-  check_tensor({fn, "v", "B,T,HV,V"}, v, {sh.B, sh.T, -1, -1});
-  sh.HV = v.extent(2);
-  sh.V = v.extent(3);
-  if (sh.H < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 2 (H): must be >= 1, got ", sh.H);
-  if (sh.K < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 3 (K): must be >= 1, got ", sh.K);
-  if (sh.V < 1) fail(fn, ": tensor 'v' [B,T,HV,V] dim 3 (V): must be >= 1, got ", sh.V);
-  if (sh.HV < sh.H || sh.HV % sh.H != 0)
-    fail(fn, ": tensor 'v' [B,T,HV,V] dim 2 (HV): must be a multiple of H = ", sh.H,
-         " (GVA: value head j reads q/k head j / (HV/H)), got ", sh.HV);
+  check_qkvo(fn, p.scale, /*grouped_v=*/true, q, k, v, o, s.cu_seqlens, sh);
   check_tensor({fn, "beta", "B,T,HV"}, beta, {sh.B, sh.T, sh.HV});
-  check_tensor({fn, "o", "B,T,HV,V"}, o, {sh.B, sh.T, sh.HV, sh.V});
-  check_no_self_overlap({fn, "o", "B,T,HV,V"}, o);
-  sh.scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(double(sh.K));
-
-  sh.seqs = sequences_of(fn, s.cu_seqlens, sh.B, sh.T);
-  sh.N = index_t(sh.seqs.size());
 
   const char* axes = delta_state_axes(p);
   const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;

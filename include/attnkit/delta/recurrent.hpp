@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Recurrent algorithm of the delta family (params.algo = recurrent). The update of one token
-// decomposes by value column: for column e, w[e] = sum_c S'[c,e] k[c], u[e] = beta (v[e] - w[e]), S[c,e] = S'[c,e] + k[c] u[e],
-// o[e] = sum_c q~[c] S[c,e], so columns never mix. Work item = (sequence, value head); its state
-// lives in the worker's buffer as column strips of 4W columns (then 2W, W; W = batch width), each
-// [K, width] contiguous (a strip of 4W floats x K = 128 is 32 KB: it stays in L1 without set
-// conflicts). Tokens are taken in blocks of kTokenBlock: the block's normalised q~, k, beta and
-// decays are prepared once, then each strip runs through all tokens of the block:
+// decomposes by value column: for column e, w[e] = sum_c S'[c,e] k[c], u[e] = beta (v[e] - w[e]),
+// S[c,e] = S'[c,e] + k[c] u[e], o[e] = sum_c q~[c] S[c,e], so columns never mix. Work item =
+// (sequence, value head); its state lives in the worker's buffer as column strips of 4W columns
+// (then 2W, W; W = batch width), each [K, width] contiguous (a strip of 4W floats x K = 128 is 32
+// KB: it stays in L1 without set conflicts). Tokens are taken in blocks of kTokenBlock: the block's
+// normalised q~, k, beta and decays are prepared once, then each strip runs through all tokens of
+// the block:
 //   pass 1: S'[c] = a_c S[c] (decay), w += k_c S'[c]       (K FMAs per token and slice)
 //   u = beta (v - w)
 //   pass 2: S[c] = S'[c] + k_c u, o += q~_c S[c]            (2K FMAs)
@@ -14,7 +15,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <cmath>
 #include <vector>

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Naive references of the delta-rule family: the per-token recurrence of params.hpp in double,
 // plain loops, any strides (what fla's naive_recurrent_* compute, with the in-kernel transforms
-// of the fused kernels), and beside it the naive chunk (WY) form (*_chunk, fla's naive_chunk_*).
+// of the fused kernels), or with p.algo = chunk the naive chunk (WY) form (fla's naive_chunk_*;
+// kda's per-channel form included).
 // Same signatures as kernel.hpp; the tests check the fast kernels against these functions, the
 // two forms against each other, and both against fla's float64 golden data.
 #pragma once
@@ -17,6 +18,20 @@ namespace attnkit::reference {
 
 namespace detail_delta {
 
+/// Row (b, t, h) of q or k [B,T,H,K] as doubles: x / sqrt(sum x^2 + 1e-6) with p.qk_l2norm, else
+/// x; times f.
+template <class X>
+void load_qk(const delta_params& p, const X& x, index_t b, index_t t, index_t h, index_t K,
+             double f, double* out) {
+  double ss = 0;
+  for (index_t c = 0; c < K; ++c) {
+    out[c] = to_compute<double>(x(b, t, h, c));
+    ss += out[c] * out[c];
+  }
+  const double norm = p.qk_l2norm ? std::sqrt(ss + 1e-6) : 1.0;
+  for (index_t c = 0; c < K; ++c) out[c] = f * (out[c] / norm);
+}
+
 /// Runs the recurrence for every (sequence, value head). log_decay(b, t, j, c) is the log decay
 /// of row c of value head j's state at token t (not called without decay).
 template <class Q, class K, class V, class Bt, class O, class A, class Decay>
@@ -26,30 +41,15 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
   const index_t K_ = sh.K, V_ = sh.V, group = sh.HV / sh.H;
   std::vector<double> S(std::size_t(K_ * V_)), qs(static_cast<std::size_t>(K_)),
       ks(static_cast<std::size_t>(K_)), u(static_cast<std::size_t>(V_));
-  auto st = [&](const auto& t, index_t n, index_t j, index_t c, index_t e) -> auto& {
-    return p.state_v_first ? t(n, j, e, c) : t(n, j, c, e);
-  };
-  // x / sqrt(sum x^2 + 1e-6) (qk_l2norm), else x.
-  auto load_normalised = [&](const auto& x, index_t b, index_t t, index_t h, double* out) {
-    double ss = 0;
-    for (index_t c = 0; c < K_; ++c) {
-      out[c] = to_compute<double>(x(b, t, h, c));
-      ss += out[c] * out[c];
-    }
-    if (p.qk_l2norm)
-      for (index_t c = 0; c < K_; ++c) out[c] /= std::sqrt(ss + 1e-6);
-  };
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
     for (index_t j = 0; j < sh.HV; ++j) {
       const index_t h = j / group;
-      for (index_t c = 0; c < K_; ++c)
-        for (index_t e = 0; e < V_; ++e)
-          S[std::size_t(c * V_ + e)] = s.h0.present() ? double(st(s.h0, n, j, c, e)) : 0.0;
+      attnkit::detail::read_state(s.h0, p.state_v_first, n, j, K_, V_, S);
       for (index_t i = 0; i < sq.len; ++i) {
         const index_t t = sq.t0 + i;
-        load_normalised(q, sq.b, t, h, qs.data());
-        load_normalised(k, sq.b, t, h, ks.data());
+        load_qk(p, q, sq.b, t, h, K_, 1.0, qs.data());
+        load_qk(p, k, sq.b, t, h, K_, 1.0, ks.data());
         // S' = D_t S
         if (sh.decay != gate_kind::none)
           for (index_t c = 0; c < K_; ++c) {
@@ -73,9 +73,7 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
           o(sq.b, t, j, e) = from_compute<std::remove_const_t<O>>(sh.scale * acc);
         }
       }
-      if (s.ht.present())
-        for (index_t c = 0; c < K_; ++c)
-          for (index_t e = 0; e < V_; ++e) st(s.ht, n, j, c, e) = A(S[std::size_t(c * V_ + e)]);
+      attnkit::detail::write_state(s.ht, p.state_v_first, n, j, K_, V_, S);
     }
   }
 }
@@ -86,36 +84,24 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
 /// with a scalar gate) and the state S0 at the chunk start:
 ///   A[r,c'] = beta_r sum_c k_r[c] k_c'[c] e^{G_r[c] - G_c'[c]}   (c' < r)
 ///   u_r     = beta_r (v_r - S0^T (k_r * e^{G_r})) - sum_{c' < r} A[r,c'] u_c'   (forward solve)
-///   o_r     = S0^T (q~_r * e^{G_r}) + sum_{c' <= r} (sum_c q~_r[c] k_c'[c] e^{G_r[c] - G_c'[c]}) u_c'
-///   S      <- diag(e^{G_{L-1}}) S0 + sum_c' (k_c' * e^{G_{L-1} - G_c'}) u_c'^T
+///   o_r     = S0^T (q~_r * e^{G_r}) + sum_{c' <= r} (sum_c q~_r[c] k_c'[c] e^{G_r[c] - G_c'[c]})
+///   u_c' S      <- diag(e^{G_{L-1}}) S0 + sum_c' (k_c' * e^{G_{L-1} - G_c'}) u_c'^T
 template <class Q, class K, class V, class Bt, class O, class A, class Decay>
 void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
                const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
                const tensor_view<Bt, 3>& beta, const tensor_view<O, 4>& o,
                const recurrent_state<A>& s, Decay log_decay) {
   const index_t K_ = sh.K, V_ = sh.V, group = sh.HV / sh.H, C = p.chunk_size;
-  auto st = [&](const auto& t, index_t n, index_t j, index_t c, index_t e) -> auto& {
-    return p.state_v_first ? t(n, j, e, c) : t(n, j, c, e);
-  };
   std::vector<double> S(std::size_t(K_ * V_)), G, qs, ks, bt, u, Am;
   // Row r of x (width w).
-  const auto row = [](std::vector<double>& x, index_t r, index_t w) { return &x[std::size_t(r * w)]; };
-  const auto load = [&](const auto& x, index_t b, index_t t, index_t h, double f, double* out) {
-    double ss = 0;
-    for (index_t c = 0; c < K_; ++c) {
-      out[c] = to_compute<double>(x(b, t, h, c));
-      ss += out[c] * out[c];
-    }
-    const double norm = p.qk_l2norm ? std::sqrt(ss + 1e-6) : 1.0;
-    for (index_t c = 0; c < K_; ++c) out[c] = f * out[c] / norm;
+  const auto row = [](std::vector<double>& x, index_t r, index_t w) {
+    return &x[std::size_t(r * w)];
   };
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
     for (index_t j = 0; j < sh.HV; ++j) {
       const index_t h = j / group;
-      for (index_t c = 0; c < K_; ++c)
-        for (index_t e = 0; e < V_; ++e)
-          S[std::size_t(c * V_ + e)] = s.h0.present() ? double(st(s.h0, n, j, c, e)) : 0.0;
+      attnkit::detail::read_state(s.h0, p.state_v_first, n, j, K_, V_, S);
       for (index_t c0 = 0; c0 < sq.len; c0 += C) {
         const index_t L = std::min(C, sq.len - c0);
         G.assign(std::size_t(L * K_), 0.0);
@@ -126,8 +112,8 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
         Am.assign(std::size_t(L * L), 0.0);
         for (index_t r = 0; r < L; ++r) {
           const index_t t = sq.t0 + c0 + r;
-          load(q, sq.b, t, h, sh.scale, row(qs, r, K_));
-          load(k, sq.b, t, h, 1.0, row(ks, r, K_));
+          load_qk(p, q, sq.b, t, h, K_, sh.scale, row(qs, r, K_));
+          load_qk(p, k, sq.b, t, h, K_, 1.0, row(ks, r, K_));
           bt[std::size_t(r)] = attnkit::detail::delta_beta(p, to_compute<double>(beta(sq.b, t, j)));
           for (index_t c = 0; c < K_; ++c) {
             const double g = sh.decay == gate_kind::none ? 0.0 : log_decay(sq.b, t, j, c);
@@ -151,8 +137,7 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
             for (index_t c = 0; c < K_; ++c)
               w += S[std::size_t(c * V_ + e)] * row(ks, r, K_)[c] * std::exp(row(G, r, K_)[c]);
             double x = bt[std::size_t(r)] * (to_compute<double>(v(sq.b, t, j, e)) - w);
-            for (index_t cp = 0; cp < r; ++cp)
-              x -= Am[std::size_t(r * L + cp)] * row(u, cp, V_)[e];
+            for (index_t cp = 0; cp < r; ++cp) x -= Am[std::size_t(r * L + cp)] * row(u, cp, V_)[e];
             row(u, r, V_)[e] = x;
           }
         }
@@ -177,11 +162,32 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
           }
         }
       }
-      if (s.ht.present())
-        for (index_t c = 0; c < K_; ++c)
-          for (index_t e = 0; e < V_; ++e) st(s.ht, n, j, c, e) = A(S[std::size_t(c * V_ + e)]);
+      attnkit::detail::write_state(s.ht, p.state_v_first, n, j, K_, V_, S);
     }
   }
+}
+
+/// Validates a call and runs it in the chunk form (run_chunk) for p.algo = chunk, else as the
+/// recurrence (run); g is the gate
+/// tensor (absent for delta_rule), read through the in-kernel gate of p.gate_fn.
+template <class Q, class K, class V, class G, std::size_t R, class Bt, class O, class A, class P>
+void call(const char* fn, gate_kind kind, const delta_params& p, const tensor_view<Q, 4>& q,
+          const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<G, R>& g,
+          const tensor_view<Bt, 3>& beta, const tensor_view<O, 4>& o, const recurrent_state<A>& s,
+          const delta_gate_params<P>& gp) {
+  const auto sh = attnkit::detail::check_delta(fn, p, kind, q, k, v, beta, o, s);
+  if (kind != gate_kind::none) attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
+  const auto log_decay = [&](index_t b, index_t t, index_t j, index_t c) {
+    if constexpr (R == 3)
+      return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
+    else
+      return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j,
+                                                   c);
+  };
+  if (p.algo == algorithm::chunk)
+    run_chunk(sh, p, q, k, v, beta, o, s, log_decay);
+  else
+    run(sh, p, q, k, v, beta, o, s, log_decay);
 }
 
 }  // namespace detail_delta
@@ -191,10 +197,8 @@ template <class Q, class K, class V, class Bt, class O>
 void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
                 const recurrent_state<accum_t<Q>>& s = {}) {
-  const auto sh = attnkit::detail::check_delta(
-      "reference::delta_rule", p, gate_kind::none, q, k, v, beta, o, s);
-  detail_delta::run(sh, p, q, k, v, beta, o, s,
-                    [](index_t, index_t, index_t, index_t) { return 0.0; });
+  detail_delta::call("reference::delta_rule", gate_kind::none, p, q, k, v, cview<double, 3>{}, beta,
+                     o, s, delta_gate_params<float>{});
 }
 
 /// Reference of attnkit::gated_delta_rule (Gated DeltaNet; scalar gate g [B,T,HV]).
@@ -203,13 +207,8 @@ void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K,
                       tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
                       tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
                       const delta_gate_params<P>& gp = {}) {
-  const char* fn = "reference::gated_delta_rule";
-  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::scalar, q, k, v,
-                                               beta, o, s);
-  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
-  detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t) {
-    return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
-  });
+  detail_delta::call("reference::gated_delta_rule", gate_kind::scalar, p, q, k, v, g, beta, o, s,
+                     gp);
 }
 
 /// Reference of attnkit::kda (Kimi Delta Attention; per-key-channel gate g [B,T,HV,K]).
@@ -217,53 +216,7 @@ template <class Q, class K, class V, class G, class Bt, class O, class P = float
 void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
          const recurrent_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
-  const char* fn = "reference::kda";
-  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::channel, q, k,
-                                               v, beta, o, s);
-  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
-  detail_delta::run(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t c) {
-    return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j,
-                                                 c);
-  });
-}
-
-/// Naive chunk references (detail_delta::run_chunk, chunks of p.chunk_size tokens): the same
-/// signatures and results as delta_rule, gated_delta_rule and kda above, computed chunk by chunk
-/// in the WY form (kda's per-channel form included).
-template <class Q, class K, class V, class Bt, class O>
-void delta_rule_chunk(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                      tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
-                      const recurrent_state<accum_t<Q>>& s = {}) {
-  const auto sh = attnkit::detail::check_delta("reference::delta_rule_chunk", p, gate_kind::none,
-                                               q, k, v, beta, o, s);
-  detail_delta::run_chunk(sh, p, q, k, v, beta, o, s,
-                          [](index_t, index_t, index_t, index_t) { return 0.0; });
-}
-template <class Q, class K, class V, class G, class Bt, class O, class P = float>
-void gated_delta_rule_chunk(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                            tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<Bt, 3> beta,
-                            tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
-                            const delta_gate_params<P>& gp = {}) {
-  const char* fn = "reference::gated_delta_rule_chunk";
-  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::scalar, q, k, v, beta, o, s);
-  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
-  detail_delta::run_chunk(sh, p, q, k, v, beta, o, s, [&](index_t b, index_t t, index_t j, index_t) {
-    return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
-  });
-}
-template <class Q, class K, class V, class G, class Bt, class O, class P = float>
-void kda_chunk(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-               tensor_view<V, 4> v, tensor_view<G, 4> g, tensor_view<Bt, 3> beta,
-               tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& s = {},
-               const delta_gate_params<P>& gp = {}) {
-  const char* fn = "reference::kda_chunk";
-  const auto sh = attnkit::detail::check_delta(fn, p, gate_kind::channel, q, k, v, beta, o, s);
-  attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
-  detail_delta::run_chunk(sh, p, q, k, v, beta, o, s,
-                          [&](index_t b, index_t t, index_t j, index_t c) {
-                            return attnkit::detail::delta_gate_log_decay(
-                                p, sh, gp, to_compute<double>(g(b, t, j, c)), j, c);
-                          });
+  detail_delta::call("reference::kda", gate_kind::channel, p, q, k, v, g, beta, o, s, gp);
 }
 
 }  // namespace attnkit::reference

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Chunk algorithm of the linear family (params.algo = chunk), per chunk of L <= C rows with the
-// chunk-local inclusive cumulative log gate P_r = sum_{s<=r} g_s and the suffix U_c = sum_{c<s<L} g_s (both plain sums, no
-// cancellation, every exponent <= 0):
+// chunk-local inclusive cumulative log gate P_r = sum_{s<=r} g_s and the suffix U_c = sum_{c<s<L}
+// g_s (both plain sums, no cancellation, every exponent <= 0):
 //   A[r,c] = sum_d q~[r,d] k[c,d] exp(G_r[d] - G_c[d]) for c <= r, else 0
 //   O      = (q~ * exp(P)) S + A V
 //   S     <- diag(exp(P_{L-1})) S + (k * exp(U))^T V
@@ -17,7 +17,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -122,8 +122,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
         A* suf = ws.suf.data();
         for (index_t r = 0; r < L; ++r) {
           c.gate.read(sq.b, sq.t0 + c0 + r, h, g + r * gw, K);
-          for (index_t d = (kind == gate_kind::channel ? K : 1); d < gw; ++d)
-            g[r * gw + d] = A(0);
+          for (index_t d = (kind == gate_kind::channel ? K : 1); d < gw; ++d) g[r * gw + d] = A(0);
         }
         // scalar gate: P_r = sum_{s<=r} g_s ; U_r = sum_{r<s<L} g_s ; e_r = exp(g_r)
         if constexpr (kind != gate_kind::channel) {
@@ -272,7 +271,6 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
     store_z(c, n, h, zg + (h - hb) * Kp);
   }
 }
-
 
 }  // namespace linear_impl
 }  // namespace detail

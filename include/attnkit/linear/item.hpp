@@ -4,7 +4,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <type_traits>
 
 #include "../core/chunk_kernels.hpp"
@@ -75,7 +75,6 @@ void store_z(const Ctx& c, index_t n, index_t h, const A* z) {
   if (c.s.zt.present())
     for (index_t d = 0; d < c.sh.K; ++d) c.s.zt(n, 0, h, d) = z[d];
 }
-
 
 }  // namespace linear_impl
 }  // namespace detail

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <type_traits>
 
@@ -50,17 +50,6 @@ void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>
   });
 }
 
-template <class Q, class K, class V, class O>
-constexpr void check_types() {
-  using A = accum_t<Q>;
-  static_assert(
-      is_storage_type_v<Q> && is_storage_type_v<K> && is_storage_type_v<V> && is_storage_type_v<O>,
-      "attnkit: element types must be float, double, bf16 or fp16");
-  static_assert(!std::is_same_v<A, double> || (std::is_same_v<std::remove_const_t<K>, double> &&
-                                               std::is_same_v<std::remove_const_t<V>, double>),
-                "attnkit: double queries need double keys/values");
-}
-
 /// Strides the fast kernels need: stride 1 on the last dimension of q, k, v, o and the states.
 template <class Q, class K, class V, class O, class A>
 void check_fast_layout(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
@@ -74,6 +63,26 @@ void check_fast_layout(const char* fn, const linear_params& p, const tensor_view
   if (s.ht.present()) require_inner_contiguous({fn, "ht", state_axes(p)}, s.ht);
 }
 
+/// Validates a call and runs it; GateView is void (linear_attn) or the gate's view type.
+template <class Arch, class GateView, class Q, class K, class V, class O>
+void entry(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
+           const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const GateView* g,
+           const tensor_view<O, 4>& o, const linear_states<accum_t<Q>>& s) {
+  check_element_types<Q, K, V, O>();
+  using A = accum_t<Q>;
+  using Reader = gate_reader<A, Arch, GateView>;
+  const auto sh = check_linear(fn, p, Reader::kind, q, k, v, o, s);
+  check_fast_layout(fn, p, q, k, v, o, s);
+  if constexpr (std::is_void_v<GateView>) {
+    run<A, Arch>(sh, p, q, k, v, o, s, Reader{});
+  } else {
+    check_gate(fn, sh, *g);
+    if constexpr (Reader::kind == gate_kind::channel)
+      require_inner_contiguous({fn, "g", "B,T,H,K"}, *g);
+    run<A, Arch>(sh, p, q, k, v, o, s, Reader{*g});
+  }
+}
+
 }  // namespace linear_impl
 }  // namespace detail
 
@@ -82,51 +91,23 @@ void check_fast_layout(const char* fn, const linear_params& p, const tensor_view
 /// The last dimension of q, k, v, o, h0, ht needs stride 1.
 template <class Q, class K, class V, class O, class Arch = simd::default_arch>
 void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                 tensor_view<V, 4> v, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {},
+                 tensor_view<V, 4> v, tensor_view<O, 4> o,
+                 const recurrent_state<accum_t<Q>>& state = {},
                  const linear_extras<accum_t<Q>>& x = {}) {
-  namespace li = detail::linear_impl;
-  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
-  using A = accum_t<Q>;
-  const char* fn = "linear_attn";
-  const auto s = detail::combine(state, x);
-  const auto sh = detail::check_linear(fn, p, gate_kind::none, q, k, v, o, s);
-  li::check_fast_layout(fn, p, q, k, v, o, s);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, void>{});
+  detail::linear_impl::entry<Arch, void>("linear_attn", p, q, k, v, nullptr, o,
+                                         detail::combine(state, x));
 }
 
-/// Scalar-gated linear attention: S_t = exp(g_t) S_{t-1} + k_t v_t^T with g [B,T,H] (log decay).
-template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
+/// Scalar-gated linear attention: S_t = exp(g_t) S_{t-1} + k_t v_t^T with a log decay per token
+/// and head, g [B,T,H] (R = 3), or a fixed one per head, g_gamma [H] (R = 1, RetNet).
+template <class Q, class K, class V, class G, std::size_t R, class O,
+          class Arch = simd::default_arch>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<O, 4> o,
+                tensor_view<V, 4> v, tensor_view<G, R> g, tensor_view<O, 4> o,
                 const recurrent_state<accum_t<Q>>& state = {}) {
-  namespace li = detail::linear_impl;
-  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
+  static_assert(R == 1 || R == 3, "attnkit: simple_gla takes g [B,T,H] or g_gamma [H]");
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
-  using A = accum_t<Q>;
-  const char* fn = "simple_gla";
-  const auto s = detail::combine(state);
-  const auto sh = detail::check_linear(fn, p, gate_kind::scalar, q, k, v, o, s);
-  detail::check_gate(fn, sh, g);
-  li::check_fast_layout(fn, p, q, k, v, o, s);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, tensor_view<G, 3>>{g});
-}
-
-/// Scalar-gated linear attention with a fixed per-head log decay g_gamma [H] (RetNet):
-/// S_t = exp(g_gamma[h]) S_{t-1} + k_t v_t^T.
-template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
-void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                tensor_view<V, 4> v, tensor_view<G, 1> g_gamma, tensor_view<O, 4> o,
-                const recurrent_state<accum_t<Q>>& state = {}) {
-  namespace li = detail::linear_impl;
-  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
-  static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
-  using A = accum_t<Q>;
-  const char* fn = "simple_gla";
-  const auto s = detail::combine(state);
-  const auto sh = detail::check_linear(fn, p, gate_kind::head_decay, q, k, v, o, s);
-  detail::check_gate(fn, sh, g_gamma);
-  li::check_fast_layout(fn, p, q, k, v, o, s);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, tensor_view<G, 1>>{g_gamma});
+  detail::linear_impl::entry<Arch>("simple_gla", p, q, k, v, &g, o, detail::combine(state));
 }
 
 /// Gated linear attention with a per-key-channel log decay g [B,T,H,K]:
@@ -134,20 +115,10 @@ void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k
 template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
 void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {}) {
-  namespace li = detail::linear_impl;
-  li::check_types<std::remove_const_t<Q>, K, V, std::remove_const_t<O>>();
   static_assert(is_storage_type_v<G>, "attnkit: gate must be float, double, bf16 or fp16");
-  using A = accum_t<Q>;
-  const char* fn = "gla";
-  const auto s = detail::combine(state);
-  const auto sh = detail::check_linear(fn, p, gate_kind::channel, q, k, v, o, s);
-  detail::check_gate(fn, sh, g);
-  li::check_fast_layout(fn, p, q, k, v, o, s);
-  detail::require_inner_contiguous({fn, "g", "B,T,H,K"}, g);
-  li::run<A, Arch>(sh, p, q, k, v, o, s, detail::gate_reader<A, Arch, tensor_view<G, 4>>{g});
+  detail::linear_impl::entry<Arch>("gla", p, q, k, v, &g, o, detail::combine(state));
 }
 
 }  // namespace attnkit
 
 #include "../core/warnings_pop.hpp"
-

@@ -34,7 +34,7 @@ namespace attnkit {
 struct linear_params {
   double scale = 0;                       ///< applied to q; 0 means K^-0.5
   algorithm algo = algorithm::automatic;  ///< automatic: recurrent when every sequence is
-                                         ///< shorter than chunk_size (decode), else chunk
+                                          ///< shorter than chunk_size (decode), else chunk
   index_t chunk_size = 64;                ///< tokens per chunk of the chunk algorithm (>= 1)
   bool normalize = false;                 ///< linear_attn only: divide by q~ . z + 1e-10
   bool state_v_first = false;             ///< states are [N,H,V,K] instead of [N,H,K,V]
@@ -65,11 +65,8 @@ linear_states<A> combine(const recurrent_state<A>& s, const linear_extras<A>& x 
   return {s.h0, s.ht, x.z0, x.zt, s.cu_seqlens};
 }
 
-struct linear_shape {
-  index_t B = 0, T = 0, H = 0, K = 0, V = 0, N = 0;
-  double scale = 1;
+struct linear_shape : recurrent_shape {
   gate_kind gate = gate_kind::none;
-  std::vector<token_seq> seqs;
 };
 
 inline const char* state_axes(const linear_params& p) {
@@ -97,32 +94,14 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
                           const tensor_view<V, 4>& v, const tensor_view<O, 4>& o,
                           const linear_states<A>& s) {
   check_linear_params(fn, p, gate);
-  // q defines B, T, H, K; k and v are checked against it, then o against all three.
-  check_tensor({fn, "q", "B,T,H,K"}, q, {-1, -1, -1, -1});
   linear_shape sh;
-  sh.B = q.extent(0);
-  sh.T = q.extent(1);
-  sh.H = q.extent(2);
-  sh.K = q.extent(3);
   sh.gate = gate;
-  check_tensor({fn, "k", "B,T,H,K"}, k, {sh.B, sh.T, sh.H, sh.K});
-  check_tensor({fn, "v", "B,T,H,V"}, v, {sh.B, sh.T, sh.H, -1});
-  sh.V = v.extent(3);
-  if (sh.K < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 3 (K): must be >= 1, got ", sh.K);
-  if (sh.V < 1) fail(fn, ": tensor 'v' [B,T,H,V] dim 3 (V): must be >= 1, got ", sh.V);
-  check_tensor({fn, "o", "B,T,H,V"}, o, {sh.B, sh.T, sh.H, sh.V});
-  check_no_self_overlap({fn, "o", "B,T,H,V"}, o);
-  sh.scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(double(sh.K));
-
-  sh.seqs = sequences_of(fn, s.cu_seqlens, sh.B, sh.T);
-  sh.N = index_t(sh.seqs.size());
+  check_qkvo(fn, p.scale, /*grouped_v=*/false, q, k, v, o, s.cu_seqlens, sh);
 
   // States: one row per sequence, in the layout chosen by state_v_first.
   const char* axes = state_axes(p);
   const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
-  auto check_state = [&](const char* name, const auto& t) {
-    check_state_rows(fn, name, t, axes, s.cu_seqlens.present(), sh.N, sh.H, d2, d3);
-  };
+  check_recurrent_state(fn, recurrent_state<A>{s.h0, s.ht, s.cu_seqlens}, axes, sh.N, sh.H, d2, d3);
   auto check_z = [&](const char* name, const auto& t) {
     if (!t.present()) return;
     if (!p.normalize)
@@ -132,13 +111,9 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
            " (one state per sequence of cu_seqlens), got ", t.extent(0));
     check_tensor({fn, name, "N,1,H,K"}, t, {sh.N, 1, sh.H, sh.K});
   };
-  check_state("h0", s.h0);
-  check_state("ht", s.ht);
   check_z("z0", s.z0);
   check_z("zt", s.zt);
-  if (s.ht.present()) check_no_self_overlap({fn, "ht", axes}, s.ht);
   if (s.zt.present()) check_no_self_overlap({fn, "zt", "N,1,H,K"}, s.zt);
-  check_in_place(fn, "h0", s.h0, "ht", s.ht);
   check_in_place(fn, "z0", s.z0, "zt", s.zt);
   // A normalised run continues only from both parts of its state (fla passes (h0, z0) together).
   if (p.normalize && s.h0.present() != s.z0.present())

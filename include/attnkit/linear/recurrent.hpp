@@ -8,7 +8,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <type_traits>
 
@@ -196,7 +196,6 @@ void step_vfirst(index_t K, index_t V, const A* src, index_t lds, A* dst, index_
   for (; e < V; ++e) vfirst_rows<1, Gated, A, Arch>(e, K, src, lds, dst, ldd, a, kk, qq, vv, out);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Recurrent algorithm for one (sequence n, head h).
 template <class A, class Arch, class Ctx>
@@ -283,7 +282,6 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   }
   store_z(c, n, h, z);
 }
-
 
 }  // namespace linear_impl
 }  // namespace detail

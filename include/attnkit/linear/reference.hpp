@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Naive references of the linear-attention family: the per-token recurrence of params.hpp in
-// double, plain loops, any strides (what fla's naive_recurrent_* compute), and beside it the naive
-// chunk form (*_chunk, as fla's naive_chunk_*). Same signatures as kernel.hpp; the tests check the
+// double, plain loops, any strides (what fla's naive_recurrent_* compute), or with p.algo = chunk
+// the naive chunk form (as fla's naive_chunk_*). Same signatures as kernel.hpp; the tests check the
 // fast kernels against these functions and the two forms against each other.
 #pragma once
 
@@ -25,18 +25,12 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
   const index_t K_ = sh.K, V_ = sh.V;
   std::vector<double> S(std::size_t(K_ * V_)), z(static_cast<std::size_t>(K_)),
       qs(static_cast<std::size_t>(K_)), out(static_cast<std::size_t>(V_));
-  // State element (d, e) = S[d, e] lives at [n, h, d, e] (K-first) or [n, h, e, d] (V-first).
-  auto st = [&](const auto& t, index_t n, index_t h, index_t d, index_t e) -> auto& {
-    return p.state_v_first ? t(n, h, e, d) : t(n, h, d, e);
-  };
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
     for (index_t h = 0; h < sh.H; ++h) {
-      for (index_t d = 0; d < K_; ++d) {
-        for (index_t e = 0; e < V_; ++e)
-          S[std::size_t(d * V_ + e)] = s.h0.present() ? double(st(s.h0, n, h, d, e)) : 0.0;
+      attnkit::detail::read_state(s.h0, p.state_v_first, n, h, K_, V_, S);
+      for (index_t d = 0; d < K_; ++d)
         z[std::size_t(d)] = s.z0.present() ? double(s.z0(n, 0, h, d)) : 0.0;
-      }
       for (index_t i = 0; i < sq.len; ++i) {
         const index_t t = sq.t0 + i;
         // S <- diag(exp(g_t)) S + k_t v_t^T ; z <- z + k_t
@@ -63,9 +57,7 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
           o(sq.b, t, h, e) = from_compute<std::remove_const_t<O>>(val);
         }
       }
-      if (s.ht.present())
-        for (index_t d = 0; d < K_; ++d)
-          for (index_t e = 0; e < V_; ++e) st(s.ht, n, h, d, e) = A(S[std::size_t(d * V_ + e)]);
+      attnkit::detail::write_state(s.ht, p.state_v_first, n, h, K_, V_, S);
       if (s.zt.present())
         for (index_t d = 0; d < K_; ++d) s.zt(n, 0, h, d) = A(z[std::size_t(d)]);
     }
@@ -84,18 +76,13 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
                const tensor_view<O, 4>& o, const attnkit::detail::linear_states<A>& s,
                Gate log_gate) {
   const index_t K_ = sh.K, V_ = sh.V, C = p.chunk_size;
-  auto st = [&](const auto& t, index_t n, index_t h, index_t d, index_t e) -> auto& {
-    return p.state_v_first ? t(n, h, e, d) : t(n, h, d, e);
-  };
   std::vector<double> S(std::size_t(K_ * V_)), z(static_cast<std::size_t>(K_)), G, qs, ks, vs, Am;
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
     for (index_t h = 0; h < sh.H; ++h) {
-      for (index_t d = 0; d < K_; ++d) {
-        for (index_t e = 0; e < V_; ++e)
-          S[std::size_t(d * V_ + e)] = s.h0.present() ? double(st(s.h0, n, h, d, e)) : 0.0;
+      attnkit::detail::read_state(s.h0, p.state_v_first, n, h, K_, V_, S);
+      for (index_t d = 0; d < K_; ++d)
         z[std::size_t(d)] = s.z0.present() ? double(s.z0(n, 0, h, d)) : 0.0;
-      }
       for (index_t c0 = 0; c0 < sq.len; c0 += C) {
         const index_t L = std::min(C, sq.len - c0);
         G.assign(std::size_t(L * K_), 0.0);
@@ -126,7 +113,8 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
           for (index_t c = 0; c <= r; ++c) {  // Am[c] = sum_d q~_r[d] k_c[d] e^{G_r[d] - G_c[d]}
             double a = 0;
             for (index_t d = 0; d < K_; ++d)
-              a += at(qs, r, d, K_) * at(ks, c, d, K_) * std::exp(at(G, r, d, K_) - at(G, c, d, K_));
+              a +=
+                  at(qs, r, d, K_) * at(ks, c, d, K_) * std::exp(at(G, r, d, K_) - at(G, c, d, K_));
             Am[std::size_t(c)] = a;
           }
           for (index_t e = 0; e < V_; ++e) {
@@ -148,13 +136,34 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
           }
         }
       }
-      if (s.ht.present())
-        for (index_t d = 0; d < K_; ++d)
-          for (index_t e = 0; e < V_; ++e) st(s.ht, n, h, d, e) = A(S[std::size_t(d * V_ + e)]);
+      attnkit::detail::write_state(s.ht, p.state_v_first, n, h, K_, V_, S);
       if (s.zt.present())
         for (index_t d = 0; d < K_; ++d) s.zt(n, 0, h, d) = A(z[std::size_t(d)]);
     }
   }
+}
+
+/// Validates a call and runs it in the chunk form (run_chunk) for p.algo = chunk, else as the
+/// recurrence (run). gate(b, t, h, d)
+/// reads the stored log gate; g is the gate tensor (absent for linear_attn).
+template <class Q, class K, class V, class O, class A, class G, std::size_t R>
+void call(const char* fn, gate_kind kind, const linear_params& p, const tensor_view<Q, 4>& q,
+          const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<G, R>& g,
+          const tensor_view<O, 4>& o, const attnkit::detail::linear_states<A>& s) {
+  const auto sh = attnkit::detail::check_linear(fn, p, kind, q, k, v, o, s);
+  if (kind != gate_kind::none) attnkit::detail::check_gate(fn, sh, g);
+  const auto gate = [&](index_t b, index_t t, index_t h, index_t d) {
+    if constexpr (R == 1)
+      return to_compute<double>(g(h));
+    else if constexpr (R == 3)
+      return to_compute<double>(g(b, t, h));
+    else
+      return to_compute<double>(g(b, t, h, d));
+  };
+  if (p.algo == algorithm::chunk)
+    run_chunk(sh, p, q, k, v, o, s, gate);
+  else
+    run(sh, p, q, k, v, o, s, gate);
 }
 
 }  // namespace detail_lin
@@ -162,96 +171,30 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
 /// Reference of attnkit::linear_attn (see params.hpp).
 template <class Q, class K, class V, class O>
 void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                 tensor_view<V, 4> v, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {},
+                 tensor_view<V, 4> v, tensor_view<O, 4> o,
+                 const recurrent_state<accum_t<Q>>& state = {},
                  const linear_extras<accum_t<Q>>& x = {}) {
-  const auto s = attnkit::detail::combine(state, x);
-  const auto sh =
-      attnkit::detail::check_linear("reference::linear_attn", p, gate_kind::none, q, k, v, o, s);
-  detail_lin::run(sh, p, q, k, v, o, s, [](index_t, index_t, index_t, index_t) { return 0.0; });
+  detail_lin::call("reference::linear_attn", gate_kind::none, p, q, k, v, cview<double, 1>{}, o,
+                   attnkit::detail::combine(state, x));
 }
 
-/// Reference of attnkit::simple_gla with a per-token gate g [B,T,H].
-template <class Q, class K, class V, class G, class O>
+/// Reference of attnkit::simple_gla with a per-token gate g [B,T,H] (R = 3) or a fixed per-head
+/// decay g_gamma [H] (R = 1, RetNet).
+template <class Q, class K, class V, class G, std::size_t R, class O>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                tensor_view<V, 4> v, tensor_view<G, 3> g, tensor_view<O, 4> o,
+                tensor_view<V, 4> v, tensor_view<G, R> g, tensor_view<O, 4> o,
                 const recurrent_state<accum_t<Q>>& state = {}) {
-  const char* fn = "reference::simple_gla";
-  const auto s = attnkit::detail::combine(state);
-  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::scalar, q, k, v, o, s);
-  attnkit::detail::check_gate(fn, sh, g);
-  detail_lin::run(sh, p, q, k, v, o, s, [&](index_t b, index_t t, index_t h, index_t) {
-    return to_compute<double>(g(b, t, h));
-  });
-}
-
-/// Reference of attnkit::simple_gla with a fixed per-head decay g_gamma [H] (RetNet).
-template <class Q, class K, class V, class G, class O>
-void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                tensor_view<V, 4> v, tensor_view<G, 1> g_gamma, tensor_view<O, 4> o,
-                const recurrent_state<accum_t<Q>>& state = {}) {
-  const char* fn = "reference::simple_gla";
-  const auto s = attnkit::detail::combine(state);
-  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::head_decay, q, k, v, o, s);
-  attnkit::detail::check_gate(fn, sh, g_gamma);
-  detail_lin::run(sh, p, q, k, v, o, s, [&](index_t, index_t, index_t h, index_t) {
-    return to_compute<double>(g_gamma(h));
-  });
+  static_assert(R == 1 || R == 3, "simple_gla: g [B,T,H] or g_gamma [H]");
+  detail_lin::call("reference::simple_gla", R == 3 ? gate_kind::scalar : gate_kind::head_decay, p,
+                   q, k, v, g, o, attnkit::detail::combine(state));
 }
 
 /// Reference of attnkit::gla (per-key-channel gate g [B,T,H,K]).
 template <class Q, class K, class V, class G, class O>
 void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {}) {
-  const char* fn = "reference::gla";
-  const auto s = attnkit::detail::combine(state);
-  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::channel, q, k, v, o, s);
-  attnkit::detail::check_gate(fn, sh, g);
-  detail_lin::run(sh, p, q, k, v, o, s, [&](index_t b, index_t t, index_t h, index_t d) {
-    return to_compute<double>(g(b, t, h, d));
-  });
-}
-
-/// Naive chunk references (detail_lin::run_chunk, chunks of p.chunk_size tokens): the same
-/// signatures and results as linear_attn, simple_gla and gla above, computed chunk by chunk.
-template <class Q, class K, class V, class O>
-void linear_attn_chunk(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                       tensor_view<V, 4> v, tensor_view<O, 4> o,
-                       const recurrent_state<accum_t<Q>>& state = {},
-                       const linear_extras<accum_t<Q>>& x = {}) {
-  const auto s = attnkit::detail::combine(state, x);
-  const auto sh = attnkit::detail::check_linear("reference::linear_attn_chunk", p, gate_kind::none,
-                                                q, k, v, o, s);
-  detail_lin::run_chunk(sh, p, q, k, v, o, s,
-                        [](index_t, index_t, index_t, index_t) { return 0.0; });
-}
-template <class Q, class K, class V, class G, std::size_t R, class O>
-void simple_gla_chunk(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-                      tensor_view<V, 4> v, tensor_view<G, R> g, tensor_view<O, 4> o,
-                      const recurrent_state<accum_t<Q>>& state = {}) {
-  static_assert(R == 1 || R == 3, "simple_gla: g [B,T,H] or g_gamma [H]");
-  const char* fn = "reference::simple_gla_chunk";
-  const auto s = attnkit::detail::combine(state);
-  const auto sh = attnkit::detail::check_linear(
-      fn, p, R == 3 ? gate_kind::scalar : gate_kind::head_decay, q, k, v, o, s);
-  attnkit::detail::check_gate(fn, sh, g);
-  detail_lin::run_chunk(sh, p, q, k, v, o, s, [&](index_t b, index_t t, index_t h, index_t) {
-    if constexpr (R == 3)
-      return to_compute<double>(g(b, t, h));
-    else
-      return to_compute<double>(g(h));
-  });
-}
-template <class Q, class K, class V, class G, class O>
-void gla_chunk(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
-               tensor_view<V, 4> v, tensor_view<G, 4> g, tensor_view<O, 4> o,
-               const recurrent_state<accum_t<Q>>& state = {}) {
-  const char* fn = "reference::gla_chunk";
-  const auto s = attnkit::detail::combine(state);
-  const auto sh = attnkit::detail::check_linear(fn, p, gate_kind::channel, q, k, v, o, s);
-  attnkit::detail::check_gate(fn, sh, g);
-  detail_lin::run_chunk(sh, p, q, k, v, o, s, [&](index_t b, index_t t, index_t h, index_t d) {
-    return to_compute<double>(g(b, t, h, d));
-  });
+  detail_lin::call("reference::gla", gate_kind::channel, p, q, k, v, g, o,
+                   attnkit::detail::combine(state));
 }
 
 }  // namespace attnkit::reference

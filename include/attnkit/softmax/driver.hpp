@@ -10,7 +10,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <cstdint>
 #include <utility>
@@ -189,7 +189,8 @@ class pack_store {
     packed_kv<A> pk;
     const std::size_t off = off_[n * std::size_t(sh_.Hkv) + std::size_t(hk)];
     if (off == std::size_t(-1)) return pk;
-    const index_t nblocks = (sh_.seqs[n].tk + softmax_tiling::kBlockN - 1) / softmax_tiling::kBlockN;
+    const index_t nblocks =
+        (sh_.seqs[n].tk + softmax_tiling::kBlockN - 1) / softmax_tiling::kBlockN;
     pk.kt = store_ + off;
     pk.v = pk.kt + nblocks * kt_block_;
     return pk;

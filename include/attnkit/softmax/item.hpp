@@ -11,7 +11,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <limits>
 #include <type_traits>
@@ -171,30 +171,29 @@ void decode_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
     const index_t ncols = round_up(std::min(nb, span.kmax + 1 - j0), 2 * W);
     A* S = ws.s.data();
     // Q K^T: K is prefetched here, V by the P V walk below.
-    for_each_key_group(head_rows, it.nh, j0, std::min(nb, span.kmax + 1 - j0),
-                       sw_prefetch ? sq.tk : 0, Dk, k_of,
-                       [&](auto ku, const auto* k, index_t j, index_t hh) {
-                         simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
-                           constexpr int MR = decltype(mr)::value;
-                           r0 += hh * Mh;
-                           const A* Qr = ws.q.data() + r0 * Dkp;
-                           A* Sr = S + r0 * NB + j;
-                           if constexpr (decltype(ku)::value == 1) {
-                             dot_rows<MR, A, Arch>(Qr, Dkp, k[0], Dk, Sr, NB);
-                           } else if constexpr (MR == 1 || MR == 2) {
-                             dot_rows_keys<MR, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-                           } else if constexpr (MR == 4 && W >= 16) {  // 16 accumulators
-                             dot_rows_keys<4, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-                           } else if constexpr (MR == 4) {
-                             dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-                             dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k + 2, Dk, Sr + 2, NB);
-                           } else {  // 3 rows: one pair, one single
-                             dot_rows_keys<2, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-                             dot_rows_keys<1, 4, A, Arch>(Qr + 2 * Dkp, Dkp, k, Dk, Sr + 2 * NB,
-                                                          NB);
-                           }
-                         });
-                       });
+    for_each_key_group(
+        head_rows, it.nh, j0, std::min(nb, span.kmax + 1 - j0), sw_prefetch ? sq.tk : 0, Dk, k_of,
+        [&](auto ku, const auto* k, index_t j, index_t hh) {
+          simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
+            constexpr int MR = decltype(mr)::value;
+            r0 += hh * Mh;
+            const A* Qr = ws.q.data() + r0 * Dkp;
+            A* Sr = S + r0 * NB + j;
+            if constexpr (decltype(ku)::value == 1) {
+              dot_rows<MR, A, Arch>(Qr, Dkp, k[0], Dk, Sr, NB);
+            } else if constexpr (MR == 1 || MR == 2) {
+              dot_rows_keys<MR, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+            } else if constexpr (MR == 4 && W >= 16) {  // 16 accumulators
+              dot_rows_keys<4, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+            } else if constexpr (MR == 4) {
+              dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+              dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k + 2, Dk, Sr + 2, NB);
+            } else {  // 3 rows: one pair, one single
+              dot_rows_keys<2, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+              dot_rows_keys<1, 4, A, Arch>(Qr + 2 * Dkp, Dkp, k, Dk, Sr + 2 * NB, NB);
+            }
+          });
+        });
     const index_t pv_cols = softmax_block_rows<A, Arch>(M, j0, nb, ncols, softcap, ws);
     // Rescale the accumulators, then add P V.
     for (index_t r = 0; r < M; ++r) {

@@ -14,7 +14,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <type_traits>
 
 #include "../core/kv_cache.hpp"
@@ -31,16 +31,6 @@ void check_fast_layout(const char* fn, const tensor_view<Q, 4>& q, const tensor_
   require_inner_contiguous({fn, "o", "B,Tq,Hq,Dv"}, o);
 }
 
-template <class Q, class KV>
-constexpr void check_types() {
-  using A = accum_t<Q>;
-  using K = std::remove_const_t<KV>;
-  static_assert(is_storage_type_v<Q> && is_storage_type_v<K>,
-                "attnkit: element types must be float, double, bf16 or fp16");
-  static_assert(!std::is_same_v<A, double> || std::is_same_v<K, double>,
-                "attnkit: double queries need double keys/values");
-}
-
 }  // namespace detail
 
 /// Standard softmax attention (prefill, dense or varlen). See params.hpp for the contract.
@@ -52,7 +42,7 @@ void standard_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_vie
                         const softmax_extras<accum_t<Q>>& x = {}) {
   static_assert(std::is_same_v<std::remove_const_t<K>, std::remove_const_t<V>>,
                 "attnkit: k and v must have the same element type");
-  detail::check_types<std::remove_const_t<Q>, K>();
+  detail::check_element_types<Q, K, V>();
   using A = accum_t<Q>;
   const char* fn = "standard_attention";
   const auto sh = detail::check_dense(fn, p, q, k, v, o, x);
@@ -79,7 +69,7 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
   using KV = typename Cache::value_type;
   static_assert(std::is_same_v<std::remove_const_t<KN>, std::remove_const_t<KV>>,
                 "attnkit: k_new/v_new must have the cache's element type");
-  detail::check_types<std::remove_const_t<Q>, KV>();
+  detail::check_element_types<Q, KV, KV>();
   using A = accum_t<Q>;
   const char* fn = "standard_attention_kvcache";
   const auto sh = detail::check_cache(fn, p, q, cache, o, x, k_new, v_new);

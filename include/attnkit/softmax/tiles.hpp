@@ -5,7 +5,7 @@
 #pragma once
 
 #include "../core/warnings_push.hpp"
-
+// (first: the SIMD warning settings must precede every header below)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
