@@ -63,6 +63,7 @@
 #include <attnkit/core/executor.hpp>
 #include <attnkit/core/simd.hpp>
 #include <attnkit/core/types.hpp>
+#include <attnkit/core/variants.hpp>
 
 namespace attnkit_bench {
 
@@ -126,7 +127,8 @@ double median_seconds(int reps, F&& f) {
 /// rescaling are not counted.
 inline double attention_flops(index_t B, index_t Hq, index_t Tq, index_t Tk, index_t Dk, index_t Dv,
                               bool causal) {
-  const double f = 2.0 * double(B) * double(Hq) * double(Tq) * double(Tk) * double(Dk + Dv);
+  const double f = double(B) * double(Hq) * double(Tq) * double(Tk) *
+                   attnkit::variant_by_name("softmax").nominal_flop(Dk, Dv);
   return causal ? f / 2 : f;
 }
 
@@ -134,7 +136,8 @@ inline double attention_flops(index_t B, index_t Hq, index_t Tq, index_t Tk, ind
 /// sizeof(elem).
 inline double kv_bytes(index_t B, index_t Tk, index_t Hkv, index_t Dk, index_t Dv,
                        std::size_t elem_bytes) {
-  return double(B) * double(Tk) * double(Hkv) * double(Dk + Dv) * double(elem_bytes);
+  return double(B) * double(Tk) * double(Hkv) *
+         attnkit::variant_by_name("softmax").decode_bytes(Dk, Dv, elem_bytes);
 }
 
 // ------------------------------------------------------------------------------------------------

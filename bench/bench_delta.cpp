@@ -41,14 +41,8 @@ using attnkit::algorithm;
 constexpr index_t kH = 16, kK = 128, kV = 128, kC = 64;
 const recurrent_shape kShape{kH, kH, kK, kV, /*unit_qk=*/true};
 
-/// One call of the variant; state in h0 (read) and ht (written; == h0 for in-place decode).
-void call(const std::string& name, algorithm algo, attnkit::executor* exec, recurrent_inputs& d,
-          index_t b, index_t t, float* ht) {
-  attnkit::delta_params p;
-  p.algo = algo;
-  p.chunk_size = kC;
-  p.exec = exec;
-  const auto w = views_of(kShape, d, b, t, ht);
+/// One call of the variant on the harness's views (state h0 -> ht, in place for decode).
+void call(const std::string& name, const attnkit::delta_params& p, const recurrent_views& w) {
   if (name == "delta_rule")
     attnkit::delta_rule(p, w.q, w.k, w.v, w.beta, w.o, w.state);
   else if (name == "gated_delta_rule")
@@ -66,7 +60,7 @@ double chunk_flop_per_token_head() {
 }
 
 const bool registered = [] {
-  register_recurrent_benchmarks(
+  register_recurrent_benchmarks<attnkit::delta_params>(
       kShape, {"delta_rule", "gated_delta_rule", "kda"}, {1024, 4096}, call,
       // nominal FLOP for both algorithms (the same count compares them)
       [](const std::string& name, algorithm) {

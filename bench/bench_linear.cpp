@@ -46,14 +46,8 @@ using attnkit::algorithm;
 constexpr index_t kH = 16, kK = 128, kV = 128, kC = 64;
 const recurrent_shape kShape{kH, kH, kK, kV, /*unit_qk=*/false};
 
-/// One call of the variant; state in h0 (read) and ht (written; == h0 for in-place decode).
-void call(const std::string& name, algorithm algo, attnkit::executor* exec, recurrent_inputs& d,
-          index_t b, index_t t, float* ht) {
-  attnkit::linear_params p;
-  p.algo = algo;
-  p.chunk_size = kC;
-  p.exec = exec;
-  const auto w = views_of(kShape, d, b, t, ht);
+/// One call of the variant on the harness's views (state h0 -> ht, in place for decode).
+void call(const std::string& name, const attnkit::linear_params& p, const recurrent_views& w) {
   if (name == "linear_attn")
     attnkit::linear_attn(p, w.q, w.k, w.v, w.o, w.state);
   else if (name == "simple_gla")
@@ -70,7 +64,7 @@ double exec_flop_per_token_head(const std::string& name, algorithm algo) {
 }
 
 const bool registered = [] {
-  register_recurrent_benchmarks(
+  register_recurrent_benchmarks<attnkit::linear_params>(
       kShape, {"linear_attn", "simple_gla", "gla"}, {1024, 4096, 16384}, call,
       exec_flop_per_token_head,
       [](benchmark::State& st, const std::string&, algorithm, double tokens) {

@@ -97,22 +97,32 @@ inline recurrent_views views_of(const recurrent_shape& s, recurrent_inputs& d, i
   return w;
 }
 
-/// Runs one kernel call: (variant, algo, exec, inputs, b, t, ht); ht == inputs.h0 means in place.
+/// Runs one kernel call of the variant: (variant, params, views).
+template <class Params>
 using recurrent_call =
-    std::function<void(const std::string&, attnkit::algorithm, attnkit::executor*,
-                       recurrent_inputs&, index_t, index_t, float*)>;
+    std::function<void(const std::string&, const Params&, const recurrent_views&)>;
 /// FLOP per token and value head that GFLOPS counts for (variant, algo).
 using recurrent_flop = std::function<double(const std::string&, attnkit::algorithm)>;
 /// Family-specific prefill counters: (state, variant, algo, tokens per call).
 using recurrent_counters =
     std::function<void(benchmark::State&, const std::string&, attnkit::algorithm, double)>;
 
-/// Registers the prefill and decode benchmarks of `variants` (see the top of this file).
-inline void register_recurrent_benchmarks(const recurrent_shape& shape,
-                                          std::vector<std::string> variants,
-                                          std::vector<int64_t> seqs, recurrent_call call,
-                                          recurrent_flop flop, recurrent_counters extra = {}) {
+/// Registers the prefill and decode benchmarks of `variants` (see the top of this file). Params is
+/// the family's params struct (algo, chunk_size = 64, exec set per call).
+template <class Params>
+void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<std::string> variants,
+                                   std::vector<int64_t> seqs, recurrent_call<Params> call_views,
+                                   recurrent_flop flop, recurrent_counters extra = {}) {
   using attnkit::algorithm;
+  // (variant, algo, executor, inputs, b sequences, t tokens, ht; ht == d.h0: in place)
+  const auto call = [=](const std::string& name, algorithm algo, attnkit::executor* exec,
+                        recurrent_inputs& d, index_t b, index_t t, float* ht) {
+    Params p;
+    p.algo = algo;
+    p.chunk_size = 64;
+    p.exec = exec;
+    call_views(name, p, views_of(shape, d, b, t, ht));
+  };
   register_ceiling_benchmarks();
   for (const auto& name : variants) {
     const auto& info = attnkit::variant_by_name(name);
@@ -152,8 +162,8 @@ inline void register_recurrent_benchmarks(const recurrent_shape& shape,
               },  // in place
               [&](double seconds) { return run_read_for(threads, seconds); });
           const double tokens = double(b),
-                       bytes =
-                           2.0 * double(b) * double(shape.HV * shape.K * shape.V) * sizeof(float);
+                       bytes = double(b * shape.HV) *
+                               info.decode_bytes(shape.K, shape.V, sizeof(float));
           st.counters["tokens_per_s"] = rate(tokens);
           report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads);
           report_bytes(st, bytes, threads);

@@ -3,7 +3,8 @@
 // golden delta cases (tests/data/delta) through the built program in float64 (<= 1e-10 relative)
 // and float32 (relative RMS <= 1e-5), both --mode values, --reference and --threads 2, the
 // layer-style cases through --l2norm --beta-sigmoid --gate softplus; and the error contract.
-// Built from tests/delta/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
+// Built by tests/CMakeLists.txt (every tests/*/cli_*.cpp), which passes the program's path as
+// ATTNKIT_RUN_EXE.
 #include <attnkit/io/npy.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -13,16 +14,9 @@
 #include <string>
 #include <support/cli_util.hpp>
 
-using namespace attnkit;
-using Catch::Matchers::Contains;
-namespace fs = std::filesystem;
-
 namespace {
 
-const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/delta/";
-
-using test::run_cli;
-using test::temp_dir;
+const std::string kData = golden_dir("delta");
 
 /// Inputs of a golden case copied to dst (float inputs as float32 when f32; cu_seqlens as int32
 /// when i32, else int64 as shipped). Outputs (o, ht) are not copied; the layer-style raw inputs
@@ -39,15 +33,7 @@ void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts) {
   const std::string golden = kData + name;
   test::replay_golden(
-      {variant,
-       golden,
-       case_opts,
-       {{},
-        {"--mode", "recurrent"},
-        {"--mode", "auto"},
-        {"--chunk-size", "16"},
-        {"--reference"},
-        {"--threads", "2"}},
+      {variant, golden, case_opts, recurrent_modes(),
        [&](const std::string& in, bool f32) { copy_inputs(golden, in, f32, /*i32=*/f32); },
        [&](const std::string& out, bool f32) {
          test::check_npy_output(out, golden, "o", f32);
@@ -60,12 +46,6 @@ void replay(const std::string& variant, const std::string& name,
                     ? std::string("kda has no chunk algorithm; ran its recurrent")
                     : std::string();
        }});
-}
-
-/// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
-void expect_error(const std::vector<std::string>& args, const std::string& what,
-                  const temp_dir& tmp) {
-  test::expect_cli_error(args, tmp, {what}, args.at(2));
 }
 
 }  // namespace

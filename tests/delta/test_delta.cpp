@@ -12,7 +12,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::owned_tensor;
+using namespace attnkit::test;
 using Catch::Matchers::Contains;
 
 namespace {
@@ -60,8 +60,8 @@ struct problem {
       test::fill_normal(gs.v(), rng);
       test::fill_normal(gc.v(), rng);
     } else {  // unit-norm q, k; beta in (0,1); gates logsigmoid(N(0,1))
-      normalise(q.v());
-      normalise(k.v());
+      test::normalise_rows(q.v());
+      test::normalise_rows(k.v());
       test::fill_uniform(beta.v(), rng, 0.05, 0.95);
       std::normal_distribution<double> nd;
       auto ls = [&] { return A(-std::log1p(std::exp(-nd(rng)))); };
@@ -74,16 +74,17 @@ struct problem {
     for (index_t j = 0; j < HV; ++j) a_log.push_back(A(ud(rng) - 1.0));
     for (index_t j = 0; j < HV * K; ++j) dt_bias.push_back(A(ud(rng) - 1.5));
   }
-  static void normalise(const tensor_view<E, 4>& x) {
-    const auto ext = x.extents();
-    for (index_t b = 0; b < ext[0]; ++b)
-      for (index_t t = 0; t < ext[1]; ++t)
-        for (index_t h = 0; h < ext[2]; ++h) {
-          double ss = 0;
-          for (index_t c = 0; c < ext[3]; ++c) ss += std::pow(to_compute<double>(x(b, t, h, c)), 2);
-          for (index_t c = 0; c < ext[3]; ++c)
-            x(b, t, h, c) = from_compute<E>(to_compute<double>(x(b, t, h, c)) / std::sqrt(ss));
-        }
+  /// The same problem on tokens [t0, t1) of every batch row (views into this one's buffers).
+  problem tokens(index_t t0, index_t t1) const {
+    problem sub = *this;
+    sub.T = t1 - t0;
+    sub.q.view = slice(q.view, 1, t0, t1);
+    sub.k.view = slice(k.view, 1, t0, t1);
+    sub.v.view = slice(v.view, 1, t0, t1);
+    sub.beta.view = slice(beta.view, 1, t0, t1);
+    sub.gs.view = slice(gs.view, 1, t0, t1);
+    sub.gc.view = slice(gc.view, 1, t0, t1);
+    return sub;
   }
   /// In-kernel gate parameters: A_log [HV], dt_bias [HV] (gated) or [HV*K] (kda).
   void use_gate_params(bool with_a_log = true) {
@@ -182,13 +183,7 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
   auto h0 = gcase.load<A, 4>("h0");
   const auto ht_ref = gcase.load<double, 4>("ht");
   const auto o_ref = gcase.load<double, 4>("o");
-  pr.B = pr.q.view.extent(0);
-  pr.T = pr.q.view.extent(1);
-  pr.H = pr.q.view.extent(2);
-  pr.K = pr.q.view.extent(3);
-  pr.HV = pr.v.view.extent(2);
-  pr.V = pr.v.view.extent(3);
-  pr.N = h0.view.extent(0);
+  test::dims_from_tensors(pr, h0);
   pr.v_first = v_first;
   recurrent_state<A> s;
   auto h0_in = pr.make_state();
@@ -213,13 +208,7 @@ void replay(const std::string& c, variant var, bool use_ref, bool v_first, doubl
                                               : " recurrent")
                << " chunk_size=" << chunk << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
-    const auto e = test::compare(out, ref);
-    INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms);
-    CHECK(e.finite);
-    if (rel_rms)
-      CHECK(e.rel_rms <= tol);
-    else
-      CHECK(e.max_abs <= tol * e.max_ref);
+    test::check_golden(what, out, ref, tol, rel_rms);
   };
   check(o.cv(), o_ref.cv(), "o");
   check(ht_k, ht_ref.cv(), "ht");
@@ -366,9 +355,7 @@ TEMPLATE_TEST_CASE("delta: running 0..t then t..T from the first final state equ
     pr.make_h0(5);
     auto o_full = pr.make_o();
     auto ht_full = pr.make_state();
-    recurrent_state<A> s;
-    s.h0 = pr.h0.cv();
-    s.ht = ht_full.v();
+    recurrent_state<A> s{pr.h0.cv(), ht_full.v(), {}};
     run<false>(pr, delta_params{}, o_full.v(), s);
     // two calls on slices of the token axis, the second from the first's final state
     auto mid = pr.make_state();
@@ -376,17 +363,8 @@ TEMPLATE_TEST_CASE("delta: running 0..t then t..T from the first final state equ
     auto o2 = pr.make_o();
     for (int part = 0; part < 2; ++part) {
       const index_t t0 = part == 0 ? 0 : split, t1 = part == 0 ? split : T;
-      problem<TestType> sub = pr;
-      sub.T = t1 - t0;
-      sub.q.view = slice(pr.q.view, 1, t0, t1);
-      sub.k.view = slice(pr.k.view, 1, t0, t1);
-      sub.v.view = slice(pr.v.view, 1, t0, t1);
-      sub.beta.view = slice(pr.beta.view, 1, t0, t1);
-      sub.gs.view = slice(pr.gs.view, 1, t0, t1);
-      sub.gc.view = slice(pr.gc.view, 1, t0, t1);
-      recurrent_state<A> sp;
-      sp.h0 = part == 0 ? pr.h0.cv() : mid.cv();
-      sp.ht = part == 0 ? mid.v() : ht2.v();
+      problem<TestType> sub = pr.tokens(t0, t1);
+      recurrent_state<A> sp{part == 0 ? pr.h0.cv() : mid.cv(), part == 0 ? mid.v() : ht2.v(), {}};
       run<false>(sub, delta_params{}, slice(o2.view, 1, t0, t1), sp);
     }
     INFO(name_of(var));
@@ -408,25 +386,14 @@ TEMPLATE_TEST_CASE("delta: decode steps update a caller-owned state in place", "
         pr.make_h0(8);
         auto o_full = pr.make_o();
         auto ht_full = pr.make_state();
-        recurrent_state<A> s;
-        s.h0 = pr.h0.cv();
-        s.ht = ht_full.v();
+        recurrent_state<A> s{pr.h0.cv(), ht_full.v(), {}};
         run<true>(pr, delta_params{}, o_full.v(), s);
         auto state = pr.make_state(), next = pr.make_state();
         test::copy(pr.h0.cv(), state.v());
         auto o = pr.make_o();
         for (index_t t = 0; t < T; ++t) {
-          problem<TestType> step = pr;
-          step.T = 1;
-          step.q.view = slice(pr.q.view, 1, t, t + 1);
-          step.k.view = slice(pr.k.view, 1, t, t + 1);
-          step.v.view = slice(pr.v.view, 1, t, t + 1);
-          step.beta.view = slice(pr.beta.view, 1, t, t + 1);
-          step.gs.view = slice(pr.gs.view, 1, t, t + 1);
-          step.gc.view = slice(pr.gc.view, 1, t, t + 1);
-          recurrent_state<A> sp;
-          sp.h0 = state.cv();
-          sp.ht = in_place ? state.v() : next.v();
+          problem<TestType> step = pr.tokens(t, t + 1);
+          recurrent_state<A> sp{state.cv(), in_place ? state.v() : next.v(), {}};
           run<false>(step, delta_params{}, slice(o.view, 1, t, t + 1), sp);
           if (!in_place) test::copy(next.cv(), state.v());
         }
@@ -447,27 +414,16 @@ TEMPLATE_TEST_CASE("delta: varlen equals separate runs (with an empty sequence)"
     pr.make_h0(3);
     auto o = pr.make_o();
     auto ht = pr.make_state();
-    recurrent_state<A> s;
-    s.h0 = pr.h0.cv();
-    s.ht = ht.v();
+    recurrent_state<A> s{pr.h0.cv(), ht.v(), {}};
     s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {index_t(cu.size())});
     run<false>(pr, delta_params{}, o.v(), s);
     for (index_t n = 0; n < N; ++n) {
       const index_t t0 = cu[std::size_t(n)], t1 = cu[std::size_t(n) + 1];
-      problem<TestType> sub = pr;
-      sub.T = t1 - t0;
+      problem<TestType> sub = pr.tokens(t0, t1);
       sub.N = 1;
-      sub.q.view = slice(pr.q.view, 1, t0, t1);
-      sub.k.view = slice(pr.k.view, 1, t0, t1);
-      sub.v.view = slice(pr.v.view, 1, t0, t1);
-      sub.beta.view = slice(pr.beta.view, 1, t0, t1);
-      sub.gs.view = slice(pr.gs.view, 1, t0, t1);
-      sub.gc.view = slice(pr.gc.view, 1, t0, t1);
       auto o1 = sub.make_o();
       auto ht1 = sub.make_state();
-      recurrent_state<A> s1;
-      s1.h0 = slice(pr.h0.cv(), 0, n, n + 1);
-      s1.ht = ht1.v();
+      recurrent_state<A> s1{slice(pr.h0.cv(), 0, n, n + 1), ht1.v(), {}};
       run<true>(sub, delta_params{}, o1.v(), s1);
       INFO(name_of(var) << " sequence " << n);
       if (t1 > t0)
@@ -496,9 +452,7 @@ TEST_CASE("delta: results do not depend on the thread count", "[delta]") {
     p.exec = &pool;
     auto o = pr.make_o();
     auto ht = pr.make_state();
-    recurrent_state<float> s;
-    s.h0 = pr.h0.cv();
-    s.ht = ht.v();
+    recurrent_state<float> s{pr.h0.cv(), ht.v(), {}};
     run<false>(pr, p, o.v(), s);
     outs.push_back(o.buf);
     outs.back().insert(outs.back().end(), ht.buf.begin(), ht.buf.end());

@@ -14,12 +14,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::check_differs;
-using attnkit::test::check_identity;
-using attnkit::test::identity_tol;
-using attnkit::test::name_of;
-using attnkit::test::owned_tensor;
-using attnkit::test::precision;
+using namespace attnkit::test;
 
 namespace {
 
@@ -34,6 +29,18 @@ struct shape {
   index_t B = 2, T = 1, H = 1, HV = 1, K = 8, V = 8;
   bool v_first = false;
 };
+
+/// B = 2 and T tokens, (H, HV) heads, (K, V) dims.
+shape shape_of(index_t T, std::pair<int, int> heads, std::pair<int, int> dims, bool v_first) {
+  shape s;
+  s.T = T;
+  s.H = heads.first;
+  s.HV = heads.second;
+  s.K = dims.first;
+  s.V = dims.second;
+  s.v_first = v_first;
+  return s;
+}
 
 /// Inputs of one identity: q, k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV], a scalar gate g [B,T,HV],
 /// the same gate broadcast over the key channels g_chan [B,T,HV,K], a zero gate, h0, and the
@@ -65,8 +72,8 @@ struct inputs {
       test::fill_normal(beta.v(), rng);
       test::fill_normal(g.v(), rng);
     } else {
-      normalise(q.v());
-      normalise(k.v());
+      test::normalise_rows(q.v());
+      test::normalise_rows(k.v());
       test::fill_uniform(beta.v(), rng, 0.05, 0.95);
       std::normal_distribution<double> nd;
       test::for_each_index<3>(g.view.extents(), [&](const auto& i) {
@@ -88,17 +95,6 @@ struct inputs {
     h0 = make_state();
     test::fill_normal(h0.v(), rng, 0.5);
   }
-  static void normalise(const tensor_view<E, 4>& x) {
-    const auto ext = x.extents();
-    for (index_t b = 0; b < ext[0]; ++b)
-      for (index_t t = 0; t < ext[1]; ++t)
-        for (index_t h = 0; h < ext[2]; ++h) {
-          double ss = 0;
-          for (index_t c = 0; c < ext[3]; ++c) ss += std::pow(to_compute<double>(x(b, t, h, c)), 2);
-          for (index_t c = 0; c < ext[3]; ++c)
-            x(b, t, h, c) = from_compute<E>(to_compute<double>(x(b, t, h, c)) / std::sqrt(ss));
-        }
-  }
   owned_tensor<A, 4> make_state() const {
     return sh.v_first ? owned_tensor<A, 4>({sh.B, sh.HV, sh.V, sh.K})
                       : owned_tensor<A, 4>({sh.B, sh.HV, sh.K, sh.V});
@@ -113,22 +109,6 @@ struct inputs {
     return gp;
   }
 };
-
-/// The output and final state of one call; f(o, state) makes the call.
-template <class E>
-struct result {
-  owned_tensor<E, 4> o;
-  owned_tensor<accum_t<E>, 4> ht;
-};
-template <class E, class F>
-result<E> run(const inputs<E>& in, F f) {
-  result<E> r{in.make_o(), in.make_state()};
-  recurrent_state<accum_t<E>> s;
-  s.h0 = in.h0.cv();
-  s.ht = r.ht.v();
-  f(r.o.v(), s);
-  return r;
-}
 
 delta_params params_of(path pth, bool v_first) {
   delta_params p;
@@ -154,11 +134,11 @@ void gated_with_zero_gate_is_delta_rule(path pth, const shape& s) {
   const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
   const auto beta = in.beta.cv();
   auto gated = [&](const cview<accum_t<E>, 3>& g) {
-    return run(in, [&](auto o, const auto& st) {
+    return run_with_state(in, [&](auto o, const auto& st) {
       ATTNKIT_CALL(ref, gated_delta_rule, p, q, k, v, g, beta, o, st);
     });
   };
-  const auto plain = run(
+  const auto plain = run_with_state(
       in, [&](auto o, const auto& st) { ATTNKIT_CALL(ref, delta_rule, p, q, k, v, beta, o, st); });
   const auto zero = gated(in.g_zero.cv());
   constexpr double tol = identity_tol<E>();
@@ -190,11 +170,11 @@ void kda_with_equal_channels_is_gated(path pth, const shape& s, delta_gate_fn ga
   const auto gp_scalar = raw ? in.gate_params(false) : delta_gate_params<A>{};
   const auto gp_chan = raw ? in.gate_params(true) : delta_gate_params<A>{};
   auto kda_of = [&](const cview<A, 4>& g) {
-    return run(in, [&](auto o, const auto& st) {
+    return run_with_state(in, [&](auto o, const auto& st) {
       ATTNKIT_CALL(ref, kda, p_kda, q, k, v, g, beta, o, st, gp_chan);
     });
   };
-  const auto gated = run(in, [&](auto o, const auto& st) {
+  const auto gated = run_with_state(in, [&](auto o, const auto& st) {
     ATTNKIT_CALL(ref, gated_delta_rule, p, q, k, v, in.g.cv(), beta, o, st, gp_scalar);
   });
   const auto chan = kda_of(in.g_chan.cv());
@@ -218,15 +198,10 @@ void kda_with_equal_channels_is_gated(path pth, const shape& s, delta_gate_fn ga
 TEST_CASE("delta identity: gated_delta_rule with g = 0 equals delta_rule", "[delta][identity]") {
   const precision pr = GENERATE(precision::f64, precision::f32);
   const path pth = GENERATE(path::reference, path::recurrent, path::chunk);
-  shape s;
-  s.T = GENERATE(1, 65, 130);
+  const index_t T = GENERATE(1, 65, 130);
   const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 4), std::make_pair(2, 6));
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
-  s.v_first = GENERATE(false, true);
-  s.H = heads.first;
-  s.HV = heads.second;
-  s.K = dims.first;
-  s.V = dims.second;
+  const shape s = shape_of(T, heads, dims, GENERATE(false, true));
   INFO(describe(pr, pth, s));
   if (pr == precision::f64)
     gated_with_zero_gate_is_delta_rule<double>(pth, s);
@@ -240,15 +215,10 @@ TEST_CASE("delta identity: kda with equal key-channel gates equals gated_delta_r
   const path pth = GENERATE(path::reference, path::recurrent, path::chunk);
   const delta_gate_fn gate_fn =
       GENERATE(delta_gate_fn::none, delta_gate_fn::softplus, delta_gate_fn::lower_bound);
-  shape s;
-  s.T = GENERATE(1, 65, 130);
+  const index_t T = GENERATE(1, 65, 130);
   const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 4), std::make_pair(2, 6));
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
-  s.v_first = GENERATE(false, true);
-  s.H = heads.first;
-  s.HV = heads.second;
-  s.K = dims.first;
-  s.V = dims.second;
+  const shape s = shape_of(T, heads, dims, GENERATE(false, true));
   INFO(describe(pr, pth, s) << " gate_fn=" << int(gate_fn)
                             << (pth == path::reference ? "" : " (kda: recurrent kernel)"));
   if (pr == precision::f64)
@@ -260,17 +230,12 @@ TEST_CASE("delta identity: kda with equal key-channel gates equals gated_delta_r
 TEST_CASE("delta identity: the references' naive chunk form equals their recurrence",
           "[delta][identity][reference]") {
   using A = double;
-  shape s;
-  s.T = GENERATE(1, 65, 130);
+  const index_t T = GENERATE(1, 65, 130);
   const auto heads = GENERATE(std::make_pair(1, 1), std::make_pair(2, 6));
   const auto dims = GENERATE(std::make_pair(20, 12), std::make_pair(7, 33));
   const index_t chunk = GENERATE(7, 64);
   const bool raw = GENERATE(false, true);  // in-kernel q/k norm, beta sigmoid, softplus gate
-  s.v_first = GENERATE(false, true);
-  s.H = heads.first;
-  s.HV = heads.second;
-  s.K = dims.first;
-  s.V = dims.second;
+  const shape s = shape_of(T, heads, dims, GENERATE(false, true));
   INFO(describe(precision::f64, path::reference, s) << " chunk=" << chunk << " raw=" << raw);
   const inputs<double> in(s, 3000 + std::uint64_t(s.T * 7 + s.HV), raw);
   delta_params p = params_of(path::reference, s.v_first);
@@ -293,7 +258,7 @@ TEST_CASE("delta identity: the references' naive chunk form equals their recurre
   constexpr double tol = identity_tol<double>();
   const auto both = [&](const char* what, auto recurrent, auto chunked) {
     INFO(what);
-    const auto a = run(in, recurrent), b = run(in, chunked);
+    const auto a = run_with_state(in, recurrent), b = run_with_state(in, chunked);
     check_identity<double>("o", b.o.cv(), a.o.cv(), tol);
     check_identity<double>("ht", b.ht.cv(), a.ht.cv(), tol);
   };

@@ -2,7 +2,8 @@
 // attnkit-run end to end: replays the golden softmax cases through the built
 // program (dense, contiguous and paged caches, --reference, float64 and float32 copies) and checks
 // the error contract: exit 2, one line on stderr naming the file or option, no outputs written.
-// Built from tests/examples/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
+// Built by tests/CMakeLists.txt (every tests/*/cli_*.cpp), which passes the program's path as
+// ATTNKIT_RUN_EXE.
 #include <attnkit/io/npy.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -12,16 +13,9 @@
 #include <string>
 #include <support/cli_util.hpp>
 
-using namespace attnkit;
-using Catch::Matchers::Contains;
-namespace fs = std::filesystem;
-
 namespace {
 
-const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/softmax/";
-
-using test::run_cli;
-using test::temp_dir;
+const std::string kData = golden_dir("softmax");
 
 std::vector<double> load_values(const std::string& path, std::vector<index_t>& shape,
                                 std::string& dtype) {

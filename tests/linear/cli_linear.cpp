@@ -3,7 +3,8 @@
 // linear cases (tests/data/linear) through the built program in float64 (<= 1e-10 relative) and
 // float32 (relative RMS <= 1e-5), chunk and recurrent, --reference and --threads 2; and the error
 // contract (exit 2, one line naming the file or option, no outputs written).
-// Built from tests/linear/tests.cmake, which passes the program's path as ATTNKIT_RUN_EXE.
+// Built by tests/CMakeLists.txt (every tests/*/cli_*.cpp), which passes the program's path as
+// ATTNKIT_RUN_EXE.
 #include <attnkit/io/npy.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -13,16 +14,9 @@
 #include <string>
 #include <support/cli_util.hpp>
 
-using namespace attnkit;
-using Catch::Matchers::Contains;
-namespace fs = std::filesystem;
-
 namespace {
 
-const std::string kData = std::string(ATTNKIT_TEST_DATA_DIR) + "/linear/";
-
-using test::run_cli;
-using test::temp_dir;
+const std::string kData = golden_dir("linear");
 
 /// Inputs of a golden case copied to dst (float inputs as float32 when f32; cu_seqlens as int32
 /// when i32, else int64 as shipped). Outputs (o, ht, zt) are not copied.
@@ -34,15 +28,7 @@ void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts, bool has_zt) {
   const std::string golden = kData + name;
   test::replay_golden(
-      {variant,
-       golden,
-       case_opts,
-       {{},
-        {"--mode", "recurrent"},
-        {"--mode", "auto"},
-        {"--chunk-size", "16"},
-        {"--reference"},
-        {"--threads", "2"}},
+      {variant, golden, case_opts, recurrent_modes(),
        [&](const std::string& in, bool f32) { copy_inputs(golden, in, f32, /*i32=*/f32); },
        [&](const std::string& out, bool f32) {
          test::check_npy_output(out, golden, "o", f32);
@@ -50,12 +36,6 @@ void replay(const std::string& variant, const std::string& name,
          if (has_zt) test::check_npy_output(out, golden, "zt", f32);
          CHECK(fs::exists(out + "/zt.npy") == has_zt);
        }});
-}
-
-/// Runs a failing command: exit 2, one stderr line containing `what`, no outputs.
-void expect_error(const std::vector<std::string>& args, const std::string& what,
-                  const temp_dir& tmp) {
-  test::expect_cli_error(args, tmp, {what}, args.at(2));
 }
 
 }  // namespace

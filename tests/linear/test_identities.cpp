@@ -11,12 +11,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::check_differs;
-using attnkit::test::check_identity;
-using attnkit::test::identity_tol;
-using attnkit::test::name_of;
-using attnkit::test::owned_tensor;
-using attnkit::test::precision;
+using namespace attnkit::test;
 
 namespace {
 
@@ -87,22 +82,6 @@ struct inputs {
   owned_tensor<E, 4> make_o() const { return owned_tensor<E, 4>({sh.B, sh.T, sh.H, sh.V}); }
 };
 
-/// The output and final state of one call; f(o, state) makes the call.
-template <class E>
-struct result {
-  owned_tensor<E, 4> o;
-  owned_tensor<accum_t<E>, 4> ht;
-};
-template <class E, class F>
-result<E> run(const inputs<E>& in, F f) {
-  result<E> r{in.make_o(), in.make_state()};
-  recurrent_state<accum_t<E>> s;
-  s.h0 = in.h0.cv();
-  s.ht = r.ht.v();
-  f(r.o.v(), s);
-  return r;
-}
-
 template <class E>
 void gla_with_equal_channels_is_simple_gla(path pth, scalar_gate kind, const shape& s) {
   using A = accum_t<E>;
@@ -115,9 +94,10 @@ void gla_with_equal_channels_is_simple_gla(path pth, scalar_gate kind, const sha
   const bool ref = pth == path::reference;
   const auto q = in.q.cv(), k = in.k.cv(), v = in.v.cv();
   auto gla_of = [&](const cview<A, 4>& g) {
-    return run(in, [&](auto o, const auto& st) { ATTNKIT_CALL(ref, gla, p, q, k, v, g, o, st); });
+    return run_with_state(
+        in, [&](auto o, const auto& st) { ATTNKIT_CALL(ref, gla, p, q, k, v, g, o, st); });
   };
-  const auto simple = run(in, [&](auto o, const auto& st) {
+  const auto simple = run_with_state(in, [&](auto o, const auto& st) {
     if (kind == scalar_gate::gamma) {
       ATTNKIT_CALL(ref, simple_gla, p, q, k, v, in.gamma.cv(), o, st);
     } else {
@@ -193,7 +173,7 @@ TEST_CASE("linear identity: the references' naive chunk form equals their recurr
   constexpr double tol = identity_tol<double>();
   const auto both = [&](const char* what, auto recurrent, auto chunked) {
     INFO(what);
-    const auto a = run(in, recurrent), b = run(in, chunked);
+    const auto a = run_with_state(in, recurrent), b = run_with_state(in, chunked);
     check_identity<double>("o", b.o.cv(), a.o.cv(), tol);
     check_identity<double>("ht", b.ht.cv(), a.ht.cv(), tol);
   };
@@ -219,10 +199,10 @@ TEST_CASE("linear identity: the references' naive chunk form equals their recurr
   linear_params pnc = pn;
   pnc.algo = algorithm::chunk;
   const cview<A, 4> z0(z0v.data(), {s.B, 1, s.H, s.K});
-  const auto a = run(in, [&](auto o, const auto& st) {
+  const auto a = run_with_state(in, [&](auto o, const auto& st) {
     reference::linear_attn(pn, q, k, v, o, st, linear_extras<A>{z0, zt_a.v()});
   });
-  const auto b = run(in, [&](auto o, const auto& st) {
+  const auto b = run_with_state(in, [&](auto o, const auto& st) {
     reference::linear_attn(pnc, q, k, v, o, st, linear_extras<A>{z0, zt_b.v()});
   });
   check_identity<double>("normalized o", b.o.cv(), a.o.cv(), tol);

@@ -11,7 +11,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::owned_tensor;
+using namespace attnkit::test;
 using Catch::Matchers::Contains;
 
 namespace {
@@ -19,16 +19,8 @@ namespace {
 enum class variant { linear, simple, gamma, gla };
 
 const char* name_of(variant v) {
-  switch (v) {
-    case variant::linear:
-      return "linear_attn";
-    case variant::simple:
-      return "simple_gla";
-    case variant::gamma:
-      return "simple_gla(g_gamma)";
-    default:
-      return "gla";
-  }
+  static const char* const names[] = {"linear_attn", "simple_gla", "simple_gla(g_gamma)", "gla"};
+  return names[int(v)];
 }
 
 using arr4 = std::array<std::size_t, 4>;
@@ -49,9 +41,7 @@ linear_extras<A> lx_of(const state_views<A>& s) {
 template <class A>
 state_views<A> states(const cview<A, 4>& h0, const tensor_view<A, 4>& ht, bool normalize,
                       const cview<A, 4>& z0, const tensor_view<A, 4>& zt) {
-  state_views<A> s;
-  s.h0 = h0;
-  s.ht = ht;
+  state_views<A> s{h0, ht, {}, {}, {}};
   if (normalize) {
     s.z0 = z0;
     s.zt = zt;
@@ -161,6 +151,20 @@ void run(const problem<T>& pr, const linear_params& p, const tensor_view<T, 4>& 
 }
 
 /// Runs the fast kernel on tokens [b, e) of every batch row (q, k, v, gates and o sliced on T).
+/// One run of the fast kernel over every token from pr.h0 (and pr.z0 with normalize).
+template <class T>
+struct full_result {
+  owned_tensor<T, 4> o;
+  owned_tensor<accum_t<T>, 4> ht, zt;
+};
+template <class T>
+full_result<T> run_full(const problem<T>& pr, const linear_params& p) {
+  full_result<T> r{pr.make_o(), pr.make_state(), pr.make_z()};
+  run<false>(pr, p, r.o.v(),
+             states<accum_t<T>>(pr.h0.cv(), r.ht.v(), p.normalize, pr.z0.cv(), r.zt.v()));
+  return r;
+}
+
 template <class T>
 void run_range(const problem<T>& pr, const linear_params& p, index_t b, index_t e,
                const tensor_view<T, 4>& o, const state_views<accum_t<T>>& s) {
@@ -237,12 +241,7 @@ void replay(const std::string& c, variant var, bool normalize, algorithm algo, b
   auto h0 = gcase.load<A, 4>("h0");
   const auto ht_ref = gcase.load<double, 4>("ht");
   const auto o_ref = gcase.load<double, 4>("o");
-  pr.B = pr.q.view.extent(0);
-  pr.T = pr.q.view.extent(1);
-  pr.H = pr.q.view.extent(2);
-  pr.K = pr.q.view.extent(3);
-  pr.V = pr.v.view.extent(3);
-  pr.N = h0.view.extent(0);
+  test::dims_from_tensors(pr, h0);
   pr.v_first = v_first;
   linear_params p;
   p.algo = algo;
@@ -281,13 +280,7 @@ void replay(const std::string& c, variant var, bool normalize, algorithm algo, b
                                               : "recurrent")
                << " v_first=" << v_first);
   auto check = [&](const auto& out, const auto& ref, const char* what) {
-    const auto e = test::compare(out, ref);
-    INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms);
-    CHECK(e.finite);
-    if (rel_rms)
-      CHECK(e.rel_rms <= tol_rel);
-    else
-      CHECK(e.max_abs <= tol_rel * e.max_ref);
+    test::check_golden(what, out, ref, tol_rel, rel_rms);
   };
   check(o.cv(), o_ref.cv(), "o");
   check(ht_k, ht_ref.cv(), "ht");
@@ -335,9 +328,7 @@ TEMPLATE_TEST_CASE("linear: fast kernels match the reference on awkward shapes",
   const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   const bool with_h0 = GENERATE(false, true);
   problem<TestType> pr(var, 2, T, 3, dims.first, dims.second, 7 + std::uint64_t(T));
-  linear_params p;
-  p.algo = algo;
-  check_against_reference(pr, p, with_h0);
+  check_against_reference(pr, with_algo<linear_params>(algo), with_h0);
 }
 
 TEMPLATE_TEST_CASE("linear: strided and permuted views and V-first states and other chunk sizes",
@@ -407,11 +398,7 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
   linear_params p;
   p.algo = algo;
   p.normalize = normalize;
-  auto o_full = pr.make_o();
-  auto h_full = pr.make_state();
-  auto z_full = pr.make_z();
-  auto s = states<A>(pr.h0.cv(), h_full.v(), normalize, pr.z0.cv(), z_full.v());
-  run<false>(pr, p, o_full.v(), s);
+  const auto full = run_full(pr, p);
   for (index_t t : {1, 37, 64, 100}) {
     auto o = pr.make_o();
     auto h_mid = pr.make_state(), h_end = pr.make_state();
@@ -424,9 +411,9 @@ TEMPLATE_TEST_CASE("linear: running 0..t then t..T from the first final state eq
     run_part(0, t, pr.h0.cv(), h_mid.v(), pr.z0.cv(), z_mid.v());
     run_part(t, T, h_mid.cv(), h_end.v(), z_mid.cv(), z_end.v());
     INFO(name_of(var) << " split at " << t << " normalize=" << normalize);
-    ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
-    ATTNKIT_CHECK_CLOSE(h_end.cv(), h_full.cv(), test::tolerance<TestType>());
-    if (normalize) ATTNKIT_CHECK_CLOSE(z_end.cv(), z_full.cv(), test::tolerance<TestType>());
+    ATTNKIT_CHECK_CLOSE(o.cv(), full.o.cv(), test::tolerance<TestType>());
+    ATTNKIT_CHECK_CLOSE(h_end.cv(), full.ht.cv(), test::tolerance<TestType>());
+    if (normalize) ATTNKIT_CHECK_CLOSE(z_end.cv(), full.zt.cv(), test::tolerance<TestType>());
   }
 }
 
@@ -445,11 +432,7 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   p.state_v_first = v_first;
   p.normalize = normalize;
   // one run over all T tokens
-  auto o_full = pr.make_o();
-  auto h_full = pr.make_state();
-  auto z_full = pr.make_z();
-  auto s = states<A>(pr.h0.cv(), h_full.v(), normalize, pr.z0.cv(), z_full.v());
-  run<false>(pr, p, o_full.v(), s);
+  const auto full = run_full(pr, p);
   // prefill [0, prefill) into a state buffer, then decode one token at a time, in place
   auto state = pr.make_state(2);  // padded rows: the state is a strided view
   auto z = pr.make_z();
@@ -463,9 +446,9 @@ TEMPLATE_TEST_CASE("linear: decode steps of 1-3 tokens update a caller-owned sta
   const index_t step = GENERATE(1, 2, 3);
   for (index_t t = prefill; t < T; t += step) run_range(pr, p, t, std::min(T, t + step), o.v(), sd);
   INFO(name_of(var) << " v_first=" << v_first << " tokens per call " << step);
-  ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), test::tolerance<TestType>());
-  ATTNKIT_CHECK_CLOSE(state.cv(), h_full.cv(), test::tolerance<TestType>());
-  if (normalize) ATTNKIT_CHECK_CLOSE(z.cv(), z_full.cv(), test::tolerance<TestType>());
+  ATTNKIT_CHECK_CLOSE(o.cv(), full.o.cv(), test::tolerance<TestType>());
+  ATTNKIT_CHECK_CLOSE(state.cv(), full.ht.cv(), test::tolerance<TestType>());
+  if (normalize) ATTNKIT_CHECK_CLOSE(z.cv(), full.zt.cv(), test::tolerance<TestType>());
   CHECK(test::padding_untouched(state));
 }
 
@@ -486,15 +469,11 @@ TEMPLATE_TEST_CASE("linear: varlen equals separate runs (with an empty sequence)
   p.state_v_first = v_first;
   auto o = pr.make_o(), o_sep = pr.make_o();
   auto ht = pr.make_state(), ht_sep = pr.make_state();
-  state_views<A> s;
-  s.h0 = pr.h0.cv();
-  s.ht = ht.v();
+  state_views<A> s{pr.h0.cv(), ht.v(), {}, {}, {}};
   s.cu_seqlens = cview<std::int32_t, 1>(cu.data(), {N + 1});
   run<false>(pr, p, o.v(), s);
   for (index_t n = 0; n < N; ++n) {
-    state_views<A> sn;
-    sn.h0 = slice(pr.h0.cv(), 0, n, n + 1);
-    sn.ht = slice(ht_sep.v(), 0, n, n + 1);
+    state_views<A> sn{slice(pr.h0.cv(), 0, n, n + 1), slice(ht_sep.v(), 0, n, n + 1), {}, {}, {}};
     run_range(pr, p, cu[std::size_t(n)], cu[std::size_t(n) + 1], o_sep.v(), sn);
   }
   INFO(name_of(var));
@@ -520,21 +499,15 @@ TEMPLATE_TEST_CASE("linear: strong gates (-1000 resets) and long sequences stay 
   const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   SECTION("10 * logsigmoid with 10% of the gates at -1000") {
     problem<TestType> pr(var, 2, 200, 2, 32, 24, 51, 0, false, 10.0, 0.1);
-    linear_params p;
-    p.algo = algo;
-    check_against_reference(pr, p, true);
+    check_against_reference(pr, with_algo<linear_params>(algo), true);
   }
   SECTION("weak gates over 3000 tokens (|G| grows to thousands)") {
     problem<TestType> pr(var, 1, 3000, 1, 16, 16, 52, 0, false, 0.5, 0.0);
-    linear_params p;
-    p.algo = algo;
-    check_against_reference(pr, p, true);
+    check_against_reference(pr, with_algo<linear_params>(algo), true);
   }
   SECTION("every gate -1000: each output only sees its own token") {
     problem<TestType> pr(var, 1, 70, 1, 8, 8, 53, 0, false, 1.0, 1.0);
-    linear_params p;
-    p.algo = algo;
-    check_against_reference(pr, p, true);
+    check_against_reference(pr, with_algo<linear_params>(algo), true);
   }
 }
 
@@ -543,15 +516,11 @@ TEST_CASE("linear: bf16 and fp16 storage (float compute and state) within tolera
   const algorithm algo = GENERATE(algorithm::chunk, algorithm::recurrent);
   {
     problem<bf16> pr(var, 2, 130, 2, 24, 40, 61);
-    linear_params p;
-    p.algo = algo;
-    check_against_reference(pr, p, true);
+    check_against_reference(pr, with_algo<linear_params>(algo), true);
   }
   {
     problem<fp16> pr(var, 1, 65, 2, 16, 24, 62);
-    linear_params p;
-    p.algo = algo;
-    check_against_reference(pr, p, true);
+    check_against_reference(pr, with_algo<linear_params>(algo), true);
   }
 }
 
@@ -592,9 +561,7 @@ TEST_CASE("linear: empty inputs", "[linear]") {
     auto ht = pr.make_state();
     linear_params p;
     p.algo = algo;
-    state_views<float> s;
-    s.h0 = pr.h0.cv();
-    s.ht = ht.v();
+    state_views<float> s{pr.h0.cv(), ht.v(), {}, {}, {}};
     run<false>(pr, p, o.v(), s);
     ATTNKIT_CHECK_CLOSE(ht.cv(), pr.h0.cv(), 0.0);
     s.h0 = {};

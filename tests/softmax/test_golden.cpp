@@ -8,7 +8,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::owned_tensor;
+using namespace attnkit::test;
 
 namespace {
 

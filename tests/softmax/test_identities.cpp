@@ -16,13 +16,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::check_differs;
-using attnkit::test::check_identity;
-using attnkit::test::identity_tol;
-using attnkit::test::name_of;
-using attnkit::test::owned_tensor;
-using attnkit::test::paged_store;
-using attnkit::test::precision;
+using namespace attnkit::test;
 
 namespace {
 

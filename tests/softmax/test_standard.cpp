@@ -5,8 +5,7 @@
 #include <support/test_util.hpp>
 
 using namespace attnkit;
-using attnkit::test::owned_tensor;
-using attnkit::test::paged_store;
+using namespace attnkit::test;
 
 namespace {
 

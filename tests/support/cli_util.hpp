@@ -127,6 +127,17 @@ struct golden_replay {
   std::function<std::string(const std::vector<std::string>&)> note = {};
 };
 
+/// The option sets a recurrent-family golden case is replayed with: the default (chunk), each
+/// --mode, another chunk size, the reference and two threads.
+inline std::vector<std::vector<std::string>> recurrent_modes() {
+  return {{},
+          {"--mode", "recurrent"},
+          {"--mode", "auto"},
+          {"--chunk-size", "16"},
+          {"--reference"},
+          {"--threads", "2"}};
+}
+
 inline void replay_golden(const golden_replay& c) {
   for (const bool f32 : {false, true}) {
     temp_dir tmp("attnkit_replay_");
@@ -169,4 +180,21 @@ inline void expect_cli_error(const std::vector<std::string>& args, const temp_di
   CHECK(!std::filesystem::exists(out_dir));
 }
 
+/// expect_cli_error with one needle, the output folder being args[2] (VARIANT IN_DIR OUT_DIR).
+inline void expect_error(const std::vector<std::string>& args, const std::string& what,
+                         const temp_dir& tmp) {
+  expect_cli_error(args, tmp, {what}, args.at(2));
+}
+
+/// The golden cases of a family: tests/data/<family>/.
+inline std::string golden_dir(const std::string& family) {
+  return std::string(ATTNKIT_TEST_DATA_DIR) + "/" + family + "/";
+}
+
 }  // namespace attnkit::test
+
+// The names every CLI test file uses (this header is included by those files alone).
+using namespace attnkit;
+using namespace attnkit::test;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;

@@ -5,11 +5,18 @@
 #include <attnkit/io/npy.hpp>
 #include <cstdint>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
 
 namespace attnkit::test {
+
+template <class P, class = void>
+struct has_value_heads : std::false_type {};
+template <class P>
+struct has_value_heads<P, std::void_t<decltype(std::declval<P&>().HV)>> : std::true_type {};
 
 /// Loads an .npy file of rank R into an owned dense tensor of T (values converted through double,
 /// so bf16/fp16 round to nearest even).
@@ -25,6 +32,33 @@ owned_tensor<T, R> load_npy_tensor(const std::string& path) {
   for_each_index<R>(
       ext, [&](const auto& idx) { at(t.view, idx) = from_compute<T>(vals[std::size_t(i++)]); });
   return t;
+}
+
+/// Sets a recurrent-family test problem's dims from its loaded tensors: B, T, H, K of q, V (and
+/// HV when the problem has value heads of its own) of v, N of h0 [N, ...].
+template <class P, class H0>
+void dims_from_tensors(P& pr, const H0& h0) {
+  pr.B = pr.q.view.extent(0);
+  pr.T = pr.q.view.extent(1);
+  pr.H = pr.q.view.extent(2);
+  pr.K = pr.q.view.extent(3);
+  if constexpr (has_value_heads<P>::value) pr.HV = pr.v.view.extent(2);
+  pr.V = pr.v.view.extent(3);
+  pr.N = h0.view.extent(0);
+}
+
+/// A result against float64 golden data: finite, and relative RMS <= tol (rel_rms, the float32
+/// check) or max-abs error <= tol * max|golden| (float64).
+template <class X, class Y, std::size_t R>
+void check_golden(const char* what, const tensor_view<X, R>& out, const tensor_view<Y, R>& ref,
+                  double tol, bool rel_rms) {
+  const auto e = compare(out, ref);
+  INFO(what << ": max_abs=" << e.max_abs << " max_ref=" << e.max_ref << " rel_rms=" << e.rel_rms);
+  CHECK(e.finite);
+  if (rel_rms)
+    CHECK(e.rel_rms <= tol);
+  else
+    CHECK(e.max_abs <= tol * e.max_ref);
 }
 
 /// A golden case's files: tests/data/<family>/<case>/<name>.npy.

@@ -21,6 +21,7 @@ namespace attnkit::test {
 /// stores [B,T,H,D] head-first). Padding is filled with NaN so reads of it show up in results.
 template <class T, std::size_t R>
 struct owned_tensor {
+  using value_type = T;
   std::vector<T> buf;
   tensor_view<T, R> view;
 
@@ -162,6 +163,44 @@ constexpr double tolerance() {
     return 2e-5;
   else
     return 2e-2;
+}
+
+/// A family's params (linear_params, delta_params) with the algorithm set.
+template <class Params>
+Params with_algo(algorithm a) {
+  Params p;
+  p.algo = a;
+  return p;
+}
+
+/// The output and final state of one recurrent-family call.
+template <class E>
+struct recurrent_result {
+  owned_tensor<E, 4> o;
+  owned_tensor<accum_t<E>, 4> ht;
+};
+/// Runs f(o, state) with state = {in.h0, a fresh ht}; `in` has make_o(), make_state() and h0.
+template <class In, class F>
+auto run_with_state(const In& in, F f) {
+  using E = typename decltype(in.make_o())::value_type;
+  recurrent_result<E> r{in.make_o(), in.make_state()};
+  recurrent_state<accum_t<E>> s{in.h0.cv(), r.ht.v(), {}};
+  f(r.o.v(), s);
+  return r;
+}
+
+/// Scales every row of x [B,T,H,K] to unit L2 norm (the delta rule's stability condition).
+template <class E>
+void normalise_rows(const tensor_view<E, 4>& x) {
+  const auto ext = x.extents();
+  for (index_t b = 0; b < ext[0]; ++b)
+    for (index_t t = 0; t < ext[1]; ++t)
+      for (index_t h = 0; h < ext[2]; ++h) {
+        double ss = 0;
+        for (index_t c = 0; c < ext[3]; ++c) ss += std::pow(to_compute<double>(x(b, t, h, c)), 2);
+        for (index_t c = 0; c < ext[3]; ++c)
+          x(b, t, h, c) = from_compute<E>(to_compute<double>(x(b, t, h, c)) / std::sqrt(ss));
+      }
 }
 
 /// The two precisions an identity or sweep runs in.

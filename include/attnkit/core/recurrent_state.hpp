@@ -28,15 +28,9 @@ enum class algorithm {
 };
 
 inline const char* algorithm_name(algorithm a) {
-  switch (a) {
-    case algorithm::automatic:
-      return "automatic";
-    case algorithm::chunk:
-      return "chunk";
-    case algorithm::recurrent:
-      return "recurrent";
-  }
-  return "?";
+  static const char* const names[] = {"automatic", "chunk", "recurrent"};
+  const auto i = static_cast<unsigned>(a);
+  return i < 3 ? names[i] : "?";
 }
 
 /// The state tensors of a recurrent-family call. A is the state type: float, or double when

@@ -4,6 +4,7 @@
 // variants up here; an algorithm a variant does not have is refused here, in one place.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 #include "config.hpp"
@@ -28,6 +29,10 @@ struct variant_info {
   /// recurrent family, per query-key pair and head for the softmax family; dk, dv: key and
   /// value head dims.
   double (*nominal_flop)(index_t dk, index_t dv);
+  /// Bytes a decode step moves, `elem` bytes a value: per cached token and kv head for the
+  /// softmax family ((dk + dv) elem: K and V read), per sequence and (value) head for a
+  /// recurrent family (2 dk dv elem: the state read once and written once).
+  double (*decode_bytes)(index_t dk, index_t dv, std::size_t elem);
 };
 
 namespace detail {
@@ -39,31 +44,37 @@ constexpr double gated_linear_flop(index_t k, index_t v) { return 5.0 * double(k
 // delta: w = S^T k (2KV), S += k u^T (2KV), o = S^T q (2KV); a decay multiply adds KV.
 constexpr double delta_flop(index_t k, index_t v) { return 6.0 * double(k * v); }
 constexpr double gated_delta_flop(index_t k, index_t v) { return 7.0 * double(k * v); }
+constexpr double kv_row_bytes(index_t dk, index_t dv, std::size_t elem) {
+  return double(dk + dv) * double(elem);
+}
+constexpr double state_bytes(index_t k, index_t v, std::size_t elem) {
+  return 2.0 * double(k * v) * double(elem);
+}
 }  // namespace detail
 
 inline constexpr variant_info variant_table[] = {
     {"softmax", variant_family::softmax, "standard_attention / standard_attention_kvcache", false,
      false, "q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv]; sinks [Hq]; cu_seqlens_q/k",
-     "o [B,Tq,Hq,Dv], lse [B,Hq,Tq]", detail::softmax_pair_flop},
+     "o [B,Tq,Hq,Dv], lse [B,Hq,Tq]", detail::softmax_pair_flop, detail::kv_row_bytes},
     {"linear_attn", variant_family::linear, "linear_attn", true, true,
      "q, k [B,T,H,K], v [B,T,H,V]; h0 [N,H,K,V]; z0 [N,1,H,K] (normalize); cu_seqlens",
-     "o [B,T,H,V], ht [N,H,K,V], zt [N,1,H,K]", detail::linear_flop},
+     "o [B,T,H,V], ht [N,H,K,V], zt [N,1,H,K]", detail::linear_flop, detail::state_bytes},
     {"simple_gla", variant_family::linear, "simple_gla", true, true,
      "q, k [B,T,H,K], v [B,T,H,V], g [B,T,H] or g_gamma [H]; h0; cu_seqlens",
-     "o [B,T,H,V], ht [N,H,K,V]", detail::gated_linear_flop},
+     "o [B,T,H,V], ht [N,H,K,V]", detail::gated_linear_flop, detail::state_bytes},
     {"gla", variant_family::linear, "gla", true, true,
      "q, k [B,T,H,K], v [B,T,H,V], g [B,T,H,K]; h0; cu_seqlens", "o [B,T,H,V], ht [N,H,K,V]",
-     detail::gated_linear_flop},
+     detail::gated_linear_flop, detail::state_bytes},
     {"delta_rule", variant_family::delta, "delta_rule", true, true,
      "q, k [B,T,H,K], v [B,T,HV,V], beta [B,T,HV]; h0 [N,HV,K,V]; cu_seqlens",
-     "o [B,T,HV,V], ht [N,HV,K,V]", detail::delta_flop},
+     "o [B,T,HV,V], ht [N,HV,K,V]", detail::delta_flop, detail::state_bytes},
     {"gated_delta_rule", variant_family::delta, "gated_delta_rule", true, true,
      "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV], beta [B,T,HV]; A_log, dt_bias; h0; cu_seqlens",
-     "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop},
+     "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop, detail::state_bytes},
     {"kda", variant_family::delta, "kda", false, true,
      "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV]; A_log, dt_bias [HV*K]; h0; "
      "cu_seqlens",
-     "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop},
+     "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop, detail::state_bytes},
 };
 
 /// The descriptor of `name`, or nullptr.

@@ -16,6 +16,16 @@ namespace attnkit::reference {
 
 namespace detail_lin {
 
+/// The initial state S [K, V] and key sum z [K] of (sequence n, head h); zeros where absent.
+template <class A>
+void read_states(const linear_params& p, const attnkit::detail::linear_states<A>& s, index_t n,
+                 index_t h, std::vector<double>& S, std::vector<double>& z) {
+  const index_t K = index_t(z.size()), V = index_t(S.size()) / K;
+  attnkit::detail::read_state(s.h0, p.state_v_first, n, h, K, V, S);
+  for (index_t d = 0; d < K; ++d)
+    z[std::size_t(d)] = s.z0.present() ? double(s.z0(n, 0, h, d)) : 0.0;
+}
+
 /// Runs the recurrence for every (sequence, head). log_gate(b, t, h, d) is the log-decay of row d
 /// of the state at token t (0 without gate).
 template <class Q, class K, class V, class O, class A, class Gate>
@@ -28,9 +38,7 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
     for (index_t h = 0; h < sh.H; ++h) {
-      attnkit::detail::read_state(s.h0, p.state_v_first, n, h, K_, V_, S);
-      for (index_t d = 0; d < K_; ++d)
-        z[std::size_t(d)] = s.z0.present() ? double(s.z0(n, 0, h, d)) : 0.0;
+      read_states(p, s, n, h, S, z);
       for (index_t i = 0; i < sq.len; ++i) {
         const index_t t = sq.t0 + i;
         // S <- diag(exp(g_t)) S + k_t v_t^T ; z <- z + k_t
@@ -80,9 +88,7 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
     for (index_t h = 0; h < sh.H; ++h) {
-      attnkit::detail::read_state(s.h0, p.state_v_first, n, h, K_, V_, S);
-      for (index_t d = 0; d < K_; ++d)
-        z[std::size_t(d)] = s.z0.present() ? double(s.z0(n, 0, h, d)) : 0.0;
+      read_states(p, s, n, h, S, z);
       for (index_t c0 = 0; c0 < sq.len; c0 += C) {
         const index_t L = std::min(C, sq.len - c0);
         G.assign(std::size_t(L * K_), 0.0);
