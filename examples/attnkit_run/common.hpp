@@ -365,15 +365,18 @@ class context {
         done.push_back({tmp, final_path});
         o.write(tmp.string());
       }
-    } catch (const attnkit::error& e) {
+    } catch (const std::exception& e) {
       cleanup();
       fail("OUT_DIR '", out_dir_, "': ", e.what());
     }
-    for (const auto& d : done) {
-      fs::rename(d.first, d.second, ec);
+    // All outputs or none: a failed rename removes the outputs this run already put in place.
+    for (std::size_t i = 0; i < done.size(); ++i) {
+      fs::rename(done[i].first, done[i].second, ec);
       if (ec) {
-        cleanup();
-        fail("'", d.second.string(), "': cannot write (", ec.message(), ")");
+        const std::string why = ec.message();
+        for (std::size_t j = 0; j < i; ++j) fs::remove(done[j].second, ec);
+        for (std::size_t j = i; j < done.size(); ++j) fs::remove(done[j].first, ec);
+        fail("'", done[i].second.string(), "': cannot write (", why, ")");
       }
     }
   }
@@ -387,6 +390,11 @@ class context {
   const attnkit::io::npy_array& raw(const std::string& name) {
     auto it = cache_.find(name);
     if (it != cache_.end()) return it->second;
+    // Only regular files: a FIFO or device would block or stream forever.
+    std::error_code ec;
+    if (std::filesystem::exists(input_path(name), ec) &&
+        !std::filesystem::is_regular_file(input_path(name), ec))
+      fail("'", input_path(name), "': not a regular file");
     try {
       return cache_.emplace(name, attnkit::io::load_npy(input_path(name))).first->second;
     } catch (const attnkit::error& e) {

@@ -309,6 +309,13 @@ TEMPLATE_TEST_CASE("delta: in-kernel q/k L2 norm, beta sigmoid and gates match t
                    "[delta]", double, float) {
   for (variant var : {variant::delta, variant::gated, variant::kda}) {
     problem<TestType> pr(var, 2, 40, 2, 4, 20, 24, 11, 0, false, true);
+    // raw projections, but gates <= 0: without gate_fn they are taken as log decays
+    test::for_each_index<3>(pr.gs.view.extents(), [&](const auto& i) {
+      test::at(pr.gs.view, i) = -std::abs(test::at(pr.gs.view, i));
+    });
+    test::for_each_index<4>(pr.gc.view.extents(), [&](const auto& i) {
+      test::at(pr.gc.view, i) = -std::abs(test::at(pr.gc.view, i));
+    });
     delta_params p;
     p.qk_l2norm = true;
     p.beta_sigmoid = true;
@@ -466,16 +473,27 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
   const index_t B = 2, T = 5, H = 2, HV = 4, K = 8, V = 6;
   std::vector<float> buf(std::size_t(B * T * HV * K * 4), 0.5f), out(buf.size());
   std::vector<float> st(std::size_t(4 * HV * K * V * 2), 0.0f), par(64, 0.0f);
+  std::vector<float> gbuf(buf.size(), -0.5f);  // log decays (<= 0)
   auto q = make_view<const float>(buf.data(), B, T, H, K);
   auto k = q;
   auto v = make_view<const float>(buf.data(), B, T, HV, V);
   auto beta = make_view<const float>(buf.data(), B, T, HV);
-  auto gs = make_view<const float>(buf.data(), B, T, HV);
-  auto gc = make_view<const float>(buf.data(), B, T, HV, K);
+  auto gs = make_view<const float>(gbuf.data(), B, T, HV);
+  auto gc = make_view<const float>(gbuf.data(), B, T, HV, K);
   auto o = make_view(out.data(), B, T, HV, V);
   delta_params p;
   recurrent_state<float> s;
 
+  SECTION("a positive log decay without an in-kernel gate") {
+    gbuf[std::size_t(1 * T * HV + 2 * HV + 1)] = 0.25f;  // g[1, 2, 1] (gc: [0, 0, 3, 5])
+    REQUIRE_THROWS_WITH(gated_delta_rule(p, q, k, v, gs, beta, o),
+                        Contains("tensor 'g' [B,T,HV] holds a positive log decay 0.25 at [1,2,1]"));
+    REQUIRE_THROWS_WITH(kda(p, q, k, v, gc, beta, o), Contains("positive log decay"));
+    REQUIRE_THROWS_WITH(reference::gated_delta_rule(p, q, k, v, gs, beta, o),
+                        Contains("positive log decay"));
+    p.gate_fn = delta_gate_fn::lower_bound;  // a raw gate goes through the transform: fine
+    REQUIRE_NOTHROW(gated_delta_rule(p, q, k, v, gs, beta, o));
+  }
   SECTION("value heads not a multiple of the q/k heads") {
     auto v3 = make_view<const float>(buf.data(), B, T, 3, V);
     auto o3 = make_view(out.data(), B, T, 3, V);

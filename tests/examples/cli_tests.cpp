@@ -4,6 +4,8 @@
 // the error contract: exit 2, one line on stderr naming the file or option, no outputs written.
 // Built by tests/CMakeLists.txt (every tests/*/cli_*.cpp), which passes the program's path as
 // ATTNKIT_RUN_EXE.
+#include <sys/stat.h>
+
 #include <attnkit/io/npy.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -233,5 +235,35 @@ TEST_CASE("attnkit-run: varlen input errors", "[cli][errors]") {
     const std::vector<double> cu = {0, 3, 7, 13};
     io::save_npy(in + "/cu_seqlens_k.npy", cu.data(), {4});
     expect_error({"softmax", in, out}, tmp, {"cu_seqlens_k.npy", "<f8"});
+  }
+}
+
+TEST_CASE("attnkit-run: hostile inputs and failed writes leave no partial output",
+          "[cli][errors]") {
+  temp_dir tmp;
+  const std::string in = bad_case(tmp, "causal_gqa"), out = tmp / "out";
+  SECTION("an input that is not a regular file (a FIFO would block)") {
+    fs::remove(in + "/v.npy");
+    REQUIRE(mkfifo((in + "/v.npy").c_str(), 0600) == 0);
+    expect_error({"softmax", in, out, "--causal"}, tmp, {"v.npy", "not a regular file"});
+  }
+  SECTION("a failed write of the second output removes the first") {
+    fs::create_directories(out + "/lse.npy");  // a folder where an output file must go
+    const auto r = run_cli({"softmax", in, out, "--causal"}, tmp);
+    INFO("stderr: " << r.err);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.err, Contains("lse.npy"));
+    CHECK(!fs::exists(out + "/o.npy"));
+    for (const auto& e : fs::directory_iterator(out))  // no temporaries left either
+      CHECK(e.path().filename() == "lse.npy");
+  }
+  SECTION("ATTNKIT_NUM_THREADS out of range is named") {
+    REQUIRE(setenv("ATTNKIT_NUM_THREADS", "100000", 1) == 0);
+    const auto r = run_cli({"softmax", in, out, "--causal"}, tmp);
+    unsetenv("ATTNKIT_NUM_THREADS");
+    INFO("stderr: " << r.err);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.err, Contains("ATTNKIT_NUM_THREADS"));
+    CHECK(!fs::exists(out));
   }
 }

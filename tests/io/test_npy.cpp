@@ -216,6 +216,10 @@ TEST_CASE("npy rejects bad files with a message naming the file") {
     check_load_error(f.path, "unexpected key 'x'");
     write_raw(f.path, 1, 0, "not a dict", ok_data);
     check_load_error(f.path, "malformed header");
+    // numpy rejects anything but padding after the dict
+    write_raw(f.path, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), } junk",
+              ok_data);
+    check_load_error(f.path, "unexpected text after the header dict");
   }
   SECTION("unwritable output") {
     const float x = 1;

@@ -583,12 +583,24 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
   auto k = q;
   auto v = make_view<const float>(buf.data(), B, T, H, V);
   auto o = make_view(out.data(), B, T, H, V);
-  auto g = make_view<const float>(buf.data(), B, T, H, K);
-  auto gs = make_view<const float>(buf.data(), B, T, H);
+  std::vector<float> gbuf(buf.size(), -0.5f);  // log decays (<= 0)
+  auto g = make_view<const float>(gbuf.data(), B, T, H, K);
+  auto gs = make_view<const float>(gbuf.data(), B, T, H);
   auto h0 = make_view<const float>(st.data(), B, H, K, V);
   linear_params p;
   state_views<float> s;
 
+  SECTION("a positive log decay") {
+    gbuf[std::size_t(7)] = 0.5f;  // gs[0, 2, 1], g[0, 0, 0, 7]
+    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o),
+                        Contains("tensor 'g' [B,T,H] holds a positive log decay 0.5 at [0,2,1]"));
+    REQUIRE_THROWS_WITH(
+        gla(p, q, k, v, g, o),
+        Contains("tensor 'g' [B,T,H,K] holds a positive log decay 0.5 at [0,0,0,7]"));
+    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, make_view<const float>(gbuf.data() + 6, H), o),
+                        Contains("tensor 'g_gamma' [H] holds a positive log decay"));
+    REQUIRE_THROWS_WITH(reference::gla(p, q, k, v, g, o), Contains("positive log decay"));
+  }
   SECTION("gate with the wrong K") {
     auto g31 = make_view<const float>(buf.data(), B, T, H, K - 1);
     REQUIRE_THROWS_AS(gla(p, q, k, v, g31, o), attnkit::error);
@@ -696,7 +708,7 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
         linear_attn(p, qt, k, v, o),
         Contains("linear_attn: tensor 'q' dim 3 (K): the last dimension must have stride 1"));
     REQUIRE_NOTHROW(reference::linear_attn(p, qt, k, v, o));
-    auto gt = transpose(make_view<const float>(buf.data(), B, T, K, H), 2, 3);
+    auto gt = transpose(make_view<const float>(gbuf.data(), B, T, K, H), 2, 3);
     REQUIRE_THROWS_WITH(gla(p, q, k, v, gt, o),
                         Contains("tensor 'g' dim 3 (K): the last dimension must have stride 1"));
     auto o_overlap = tensor_view<float, 4>(out.data(), {B, T, H, V}, {0, H * V, V, 1});

@@ -151,11 +151,18 @@ class thread_pool final : public executor {
 };
 
 /// The process-wide pool used when params.exec is null: one thread per hardware thread, or
-/// ATTNKIT_NUM_THREADS if set in the environment.
+/// ATTNKIT_NUM_THREADS if set in the environment (1 to 1024; any other value is an error naming the
+/// variable).
 inline executor& default_executor() {
   static thread_pool pool([] {
-    if (const char* s = std::getenv("ATTNKIT_NUM_THREADS")) return std::atoi(s);
-    return 0;
+    const char* s = std::getenv("ATTNKIT_NUM_THREADS");
+    if (!s || !*s) return 0;
+    char* end = nullptr;
+    const long n = std::strtol(s, &end, 10);
+    if (*end != '\0' || n < 1 || n > 1024)
+      detail::fail("environment variable ATTNKIT_NUM_THREADS='", s,
+                   "': expected a thread count in [1, 1024]");
+    return int(n);
   }());
   return pool;
 }

@@ -8,9 +8,12 @@
 // whole row converted to A lanes (the kernels).
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <string>
 
 #include "config.hpp"
+#include "error.hpp"
 #include "simd.hpp"
 #include "tensor_view.hpp"
 #include "types.hpp"
@@ -21,6 +24,34 @@ namespace attnkit {
 enum class gate_kind { none, scalar, head_decay, channel };
 
 namespace detail {
+
+/// Log decays must be <= 0 (a positive one grows the state without bound: inf/NaN downstream).
+/// Checked on the caller's gate tensor `name` (any rank) unless the gate goes through an in-kernel
+/// transform; NaN is let through (it propagates like any other NaN input).
+template <class G, std::size_t R>
+void check_log_decays(const char* fn, const char* name, const char* axes,
+                      const tensor_view<G, R>& g) {
+  std::array<index_t, R> i{};
+  const auto& ext = g.extents();
+  for (std::size_t r = 0; r < R; ++r)
+    if (ext[r] == 0) return;
+  for (;;) {
+    const double x = to_compute<double>(g.data()[g.offset(i)]);
+    if (x > 0) {
+      std::string at;
+      for (std::size_t r = 0; r < R; ++r) at += (r ? "," : "") + std::to_string(i[r]);
+      fail(fn, ": tensor '", name, "' [", axes, "] holds a positive log decay ", x, " at [", at,
+           "]: gates are natural-log decays <= 0 (a raw gate needs an in-kernel transform)");
+    }
+    std::size_t r = R;
+    while (r > 0) {
+      --r;
+      if (++i[r] < ext[r]) break;
+      i[r] = 0;
+      if (r == 0) return;
+    }
+  }
+}
 
 template <class A, class Arch, class GateView>
 struct gate_reader;

@@ -43,7 +43,7 @@ namespace attnkit {
 
 /// How the g tensor is turned into the log decay (fla's in-kernel gate options).
 enum class delta_gate_fn {
-  none,         ///< g already holds the log decays (<= 0)
+  none,         ///< g already holds the log decays (<= 0; a positive one is an error)
   softplus,     ///< g = -exp(A_log[j]) * softplus(g + dt_bias)
   lower_bound,  ///< g = lower_bound * sigmoid(exp(A_log[j]) * (g + dt_bias)) (A_log optional)
 };
@@ -173,6 +173,7 @@ void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& 
     if (gp.A_log.present() || gp.dt_bias.present())
       fail(fn, ": tensors 'A_log'/'dt_bias' are only used with an in-kernel gate (option ",
            "'gate_fn' softplus or lower_bound)");
+    check_log_decays(fn, "g", R == 3 ? "B,T,HV" : "B,T,HV,K", g);
     return;
   }
   if (p.gate_fn == delta_gate_fn::softplus && !gp.A_log.present())

@@ -125,6 +125,8 @@ class npy_header_parser {
       fail_header("expected ',' or '}'");
     }
     ++i_;
+    skip_ws();  // numpy pads the header with spaces up to a '\n'; anything else is malformed
+    if (i_ != s_.size()) fail_header("unexpected text after the header dict");
     if (!seen_descr || !seen_fortran || !seen_shape)
       fail_header(std::string("missing key '") +
                   (!seen_descr     ? "descr"

@@ -11,7 +11,7 @@
 // linear_attn with normalize: o_t = (S_t^T q~_t) / (q~_t . z_t + 1e-10), z_t = z_0 + sum_{s<=t} k_s
 // (the denominator uses z only, never S_0; fla's additive 1e-10).
 // Layouts: q, k [B,T,H,K]; v, o [B,T,H,V]; state [N,H,K,V] ("K-first"), or [N,H,V,K] with
-// state_v_first; z [N,1,H,K]. Gates are natural-log decays (<= 0). N = B, or the number of
+// state_v_first; z [N,1,H,K]. Gates are natural-log decays (<= 0; a positive one is an error). N = B, or the number of
 // sequences with varlen (cu_seqlens [N+1], B = 1, one state row per sequence).
 #pragma once
 
@@ -126,16 +126,19 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
 template <class G>
 void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 3>& g) {
   check_tensor({fn, "g", "B,T,H"}, g, {sh.B, sh.T, sh.H});
+  check_log_decays(fn, "g", "B,T,H", g);
 }
 /// g_gamma [H] (simple_gla with a fixed per-head decay).
 template <class G>
 void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 1>& g) {
   check_tensor({fn, "g_gamma", "H"}, g, {sh.H});
+  check_log_decays(fn, "g_gamma", "H", g);
 }
 /// g [B,T,H,K] (gla).
 template <class G>
 void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 4>& g) {
   check_tensor({fn, "g", "B,T,H,K"}, g, {sh.B, sh.T, sh.H, sh.K});
+  check_log_decays(fn, "g", "B,T,H,K", g);
 }
 
 }  // namespace detail
