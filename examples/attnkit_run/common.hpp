@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -106,8 +107,10 @@ class options {
     const auto r = std::from_chars(b, e, v);
     if (s->empty() || r.ec != std::errc() || r.ptr != e)
       fail("option '--", name, "': expected an integer, got '", *s, "'");
-    if (v < lo || v > hi) {
-      if (hi >= (1LL << 40)) fail("option '--", name, "': must be >= ", lo, ", got ", v);
+    if (v > hi) fail("option '--", name, "': ", v, " exceeds the largest supported value ", hi);
+    if (v < lo) {
+      if (hi == std::numeric_limits<long long>::max())
+        fail("option '--", name, "': must be >= ", lo, ", got ", v);
       fail("option '--", name, "': ", v, " is out of range [", lo, ", ", hi, "]");
     }
     return v;

@@ -4,6 +4,8 @@
 //   [N+1] (int32 or int64; then B = 1) -> o [B,Tq,Hq,Dv], lse [B,Hq,Tq] in the input dtype.
 // With --cache contiguous|paged, k and v are first copied into a KV cache of that kind (varlen:
 // one cache row per sequence) and the kernel attends from the cache.
+#include <limits>
+
 #include "common.hpp"
 
 namespace attnkit_run {
@@ -20,7 +22,8 @@ softmax_options read_options(context& ctx, bool sliding) {
   auto& o = ctx.opts();
   softmax_options s;
   s.p.causal = o.flag("causal");
-  const long long max_i = 1LL << 40;
+  // any window: one wider than the context is the same as none
+  const long long max_i = std::numeric_limits<long long>::max();
   if (sliding && !o.has("window-left"))
     fail("option '--window-left' is required for variant 'sliding_window'");
   s.p.window_left = index_t(o.get_int("window-left", -1, sliding ? 0 : -1, max_i));

@@ -484,6 +484,14 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
   delta_params p;
   recurrent_state<float> s;
 
+  SECTION("outputs aliasing inputs, options outside the compute type") {
+    s.ht = make_view(buf.data(), B, HV, K, V);  // ht over q's buffer
+    REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o, s),
+                        Contains("output tensor 'ht' overlaps tensor 'q'"));
+    s.ht = {};
+    p.scale = 1e300;
+    REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o), Contains("option 'scale' = 1e+300"));
+  }
   SECTION("a positive log decay without an in-kernel gate") {
     gbuf[std::size_t(1 * T * HV + 2 * HV + 1)] = 0.25f;  // g[1, 2, 1] (gc: [0, 0, 3, 5])
     REQUIRE_THROWS_WITH(gated_delta_rule(p, q, k, v, gs, beta, o),

@@ -257,6 +257,18 @@ TEST_CASE("attnkit-run: hostile inputs and failed writes leave no partial output
     for (const auto& e : fs::directory_iterator(out))  // no temporaries left either
       CHECK(e.path().filename() == "lse.npy");
   }
+  SECTION("options outside the float32 compute type; windows of any width") {
+    const std::string in32 = tmp / "in32";
+    fs::create_directories(in32);
+    copy_inputs(kData + "causal_gqa", in32, /*f32=*/true, false);
+    expect_error({"softmax", in32, out, "--causal", "--scale", "1e300"}, tmp,
+                 {"scale", "outside the range of the float32"});
+    expect_error({"softmax", in32, out, "--causal", "--softcap", "1e-40"}, tmp, {"softcap"});
+    const auto r = run_cli({"softmax", in, out, "--causal", "--window-left", "1099511627777"}, tmp);
+    INFO("stderr: " << r.err);
+    CHECK(r.status == 0);  // wider than the context: the same as no window
+    check_output(out, kData + "causal_gqa", "o", "<f8", test::tolerance<double>());
+  }
   SECTION("ATTNKIT_NUM_THREADS out of range is named") {
     REQUIRE(setenv("ATTNKIT_NUM_THREADS", "100000", 1) == 0);
     const auto r = run_cli({"softmax", in, out, "--causal"}, tmp);

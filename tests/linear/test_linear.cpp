@@ -590,6 +590,16 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
   linear_params p;
   state_views<float> s;
 
+  SECTION("outputs aliasing inputs, options outside the compute type") {
+    s.ht = make_view(const_cast<float*>(q.data()), B, H, K, V);  // ht over q's buffer
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o, rs_of(s)),
+                        Contains("output tensor 'ht' overlaps tensor 'q'"));
+    s.ht = {};
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, make_view(buf.data() + 8, B, T, H, V)),
+                        Contains("output tensor 'o' overlaps tensor 'q'"));
+    p.scale = 1e300;
+    REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o), Contains("option 'scale' = 1e+300"));
+  }
   SECTION("a positive log decay") {
     gbuf[std::size_t(7)] = 0.5f;  // gs[0, 2, 1], g[0, 0, 0, 7]
     REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o),

@@ -468,6 +468,26 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
   tensor_view<float, 4> o_overlap(obuf.data(), {1, 4, 4, 8}, {128, 8, 8, 1});
   CHECK_THROWS_WITH(standard_attention(p, q, k, v, o_overlap),
                     Contains("output tensor 'o'") && Contains("overlap"));
+  // outputs aliasing inputs: o over q's buffer, lse over o's
+  CHECK_THROWS_WITH(standard_attention(p, q, k, v, make_view(b, 1, 4, 4, 8)),
+                    Contains("output tensor 'o' overlaps tensor 'q'"));
+  {
+    softmax_extras<float> xl;
+    xl.lse = make_view(obuf.data() + 8, 1, 4, 4);
+    CHECK_THROWS_WITH(standard_attention(p, q, k, v, o, xl),
+                      Contains("output tensor 'lse' overlaps tensor 'o'"));
+  }
+  // options outside the float compute type (the double reference and double kernels take them)
+  {
+    softmax_params ps;
+    ps.scale = 1e300;
+    CHECK_THROWS_WITH(standard_attention(ps, q, k, v, o),
+                      Contains("option 'scale' = 1e+300 is outside the range of the float32"));
+    ps = {};
+    ps.softcap = 1e-40;
+    CHECK_THROWS_WITH(standard_attention(ps, q, k, v, o), Contains("option 'softcap'"));
+    CHECK_NOTHROW(reference::standard_attention(ps, q, k, v, o));
+  }
   tensor_view<const float, 4> k_neg(b + 200, {1, 6, 2, 8}, {96, -16, 8, 1});
   CHECK_THROWS_WITH(standard_attention(p, q, k_neg, v, o), Contains("stride must be positive"));
   // options

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "config.hpp"
 #include "error.hpp"
@@ -99,6 +100,16 @@ paged_rows<KV> cache_rows(const paged_kv_cache<KV>& c, index_t b, index_t hk) {
           c.block_table.data() + b * c.block_table.stride(0),
           c.block_table.stride(1),
           c.k_pages.extent(1)};
+}
+
+/// The K and V storage of a cache (rows or pages), for aliasing checks.
+template <class KV>
+std::pair<tensor_view<KV, 4>, tensor_view<KV, 4>> cache_tensors(const kv_cache<KV>& c) {
+  return {c.k, c.v};
+}
+template <class KV>
+std::pair<tensor_view<KV, 4>, tensor_view<KV, 4>> cache_tensors(const paged_kv_cache<KV>& c) {
+  return {c.k_pages, c.v_pages};
 }
 
 /// What a validated cache holds: token slots per sequence, kv heads, key and value dims.

@@ -183,6 +183,22 @@ void write_state(const tensor_view<T, 4>& t, bool v_first, index_t n, index_t he
       (v_first ? t(n, head, e, d) : t(n, head, d, e)) = T(S[std::size_t(d * V + e)]);
 }
 
+/// No output of a recurrent-family call aliases an input: o and ht against q, k, v (and ht
+/// against o, o against h0); ht over h0 is the in-place form that check_in_place governs.
+template <class Q, class K, class V, class O, class A>
+void check_outputs_disjoint(const char* fn, const tensor_view<Q, 4>& q, const tensor_view<K, 4>& k,
+                            const tensor_view<V, 4>& v, const tensor_view<O, 4>& o,
+                            const cview<A, 4>& h0, const tensor_view<A, 4>& ht) {
+  check_disjoint(fn, "o", o, "q", q);
+  check_disjoint(fn, "o", o, "k", k);
+  check_disjoint(fn, "o", o, "v", v);
+  check_disjoint(fn, "o", o, "h0", h0);
+  check_disjoint(fn, "ht", ht, "q", q);
+  check_disjoint(fn, "ht", ht, "k", k);
+  check_disjoint(fn, "ht", ht, "v", v);
+  check_disjoint(fn, "ht", ht, "o", o);
+}
+
 /// The longest sequence of a call (what the automatic algorithm choice looks at).
 inline index_t longest(const std::vector<token_seq>& seqs) {
   index_t m = 0;

@@ -8,9 +8,11 @@
 #include <Eigen/Core>
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "config.hpp"
 #include "error.hpp"
@@ -234,6 +236,27 @@ void check_no_self_overlap(const tensor_desc& d, const tensor_view<T, R>& v) {
            v.stride(r), " makes elements overlap (needs >= ", span, ")");
     span = v.stride(r) * v.extent(r);
   }
+}
+
+/// An output must not share memory with an input (the documented in-place forms, such as
+/// ht == h0, have their own check): the two views' byte ranges must be disjoint. Absent or empty
+/// views pass.
+template <class T, std::size_t R, class U, std::size_t S>
+void check_disjoint(const char* fn, const char* out_name, const tensor_view<T, R>& out,
+                    const char* in_name, const tensor_view<U, S>& in) {
+  if (!out.present() || !in.present() || out.size() == 0 || in.size() == 0) return;
+  const auto range = [](const auto& v) {
+    using E = std::remove_pointer_t<decltype(v.data())>;
+    index_t span = 0;
+    for (std::size_t r = 0; r < v.extents().size(); ++r) span += (v.extent(r) - 1) * v.stride(r);
+    const auto* lo = reinterpret_cast<const unsigned char*>(v.data());
+    return std::make_pair(lo, lo + (span + 1) * index_t(sizeof(E)));
+  };
+  const auto a = range(out), b = range(in);
+  if (std::less<const unsigned char*>()(a.first, b.second) &&
+      std::less<const unsigned char*>()(b.first, a.second))
+    fail(fn, ": output tensor '", out_name, "' overlaps tensor '", in_name,
+         "' (an output must not share memory with another tensor of the call)");
 }
 
 template <class T, std::size_t R>

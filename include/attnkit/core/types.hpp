@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "config.hpp"
+#include "error.hpp"
 
 namespace attnkit {
 
@@ -120,6 +121,7 @@ constexpr void check_element_types() {
                                               std::is_same_v<std::remove_cv_t<V>, double>),
       "attnkit: double queries need double keys/values");
 }
+
 }  // namespace detail
 
 /// Converts one stored element to the compute type A.
@@ -158,5 +160,20 @@ inline const char* type_name() {
   else
     return "unknown";
 }
+
+namespace detail {
+/// An option the kernel applies in compute type A (scale, softcap) must be representable there:
+/// zero, or of magnitude within A's normal range (a float kernel would otherwise compute with
+/// inf or a flushed 0 where the double reference does not).
+template <class A>
+void check_option_range(const char* fn, const char* name, double value) {
+  const double m = std::abs(value);
+  if (value != 0 &&
+      !(m <= double(std::numeric_limits<A>::max()) && m >= double(std::numeric_limits<A>::min())))
+    fail(fn, ": option '", name, "' = ", value, " is outside the range of the ", type_name<A>(),
+         " compute type [", double(std::numeric_limits<A>::min()), ", ",
+         double(std::numeric_limits<A>::max()), "]");
+}
+}  // namespace detail
 
 }  // namespace attnkit

@@ -77,6 +77,7 @@ void entry(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
   using A = accum_t<Q>;
   using Raw = gate_reader<A, Arch, GateView>;
   const auto sh = check_delta(fn, p, Raw::kind, q, k, v, beta, o, s);
+  check_option_range<A>(fn, "scale", sh.scale);
   if constexpr (!std::is_void_v<GateView>) check_delta_gate(fn, p, sh, *g, gp);
   check_fast(fn, p, q, k, v, o);
   if constexpr (std::is_void_v<GateView>)

@@ -72,6 +72,7 @@ void entry(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
   using A = accum_t<Q>;
   using Reader = gate_reader<A, Arch, GateView>;
   const auto sh = check_linear(fn, p, Reader::kind, q, k, v, o, s);
+  check_option_range<A>(fn, "scale", sh.scale);
   check_fast_layout(fn, p, q, k, v, o, s);
   if constexpr (std::is_void_v<GateView>) {
     run<A, Arch>(sh, p, q, k, v, o, s, Reader{});

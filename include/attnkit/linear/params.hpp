@@ -11,8 +11,8 @@
 // linear_attn with normalize: o_t = (S_t^T q~_t) / (q~_t . z_t + 1e-10), z_t = z_0 + sum_{s<=t} k_s
 // (the denominator uses z only, never S_0; fla's additive 1e-10).
 // Layouts: q, k [B,T,H,K]; v, o [B,T,H,V]; state [N,H,K,V] ("K-first"), or [N,H,V,K] with
-// state_v_first; z [N,1,H,K]. Gates are natural-log decays (<= 0; a positive one is an error). N = B, or the number of
-// sequences with varlen (cu_seqlens [N+1], B = 1, one state row per sequence).
+// state_v_first; z [N,1,H,K]. Gates are natural-log decays (<= 0; a positive one is an error). N =
+// B, or the number of sequences with varlen (cu_seqlens [N+1], B = 1, one state row per sequence).
 #pragma once
 
 #include <cmath>
@@ -115,6 +115,11 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
   check_z("zt", s.zt);
   if (s.zt.present()) check_no_self_overlap({fn, "zt", "N,1,H,K"}, s.zt);
   check_in_place(fn, "z0", s.z0, "zt", s.zt);
+  check_outputs_disjoint(fn, q, k, v, o, s.h0, s.ht);
+  check_disjoint(fn, "zt", s.zt, "q", q);
+  check_disjoint(fn, "zt", s.zt, "k", k);
+  check_disjoint(fn, "zt", s.zt, "o", o);
+  check_disjoint(fn, "zt", s.zt, "ht", s.ht);
   // A normalised run continues only from both parts of its state (fla passes (h0, z0) together).
   if (p.normalize && s.h0.present() != s.z0.present())
     fail(fn, ": option 'normalize' with an initial state needs both 'h0' and 'z0' (got only '",

@@ -25,6 +25,16 @@
 namespace attnkit {
 namespace detail {
 
+/// scale, softcap and the query scale scale / softcap are applied in compute type A.
+template <class A>
+void check_compute_range(const char* fn, const softmax_params& p, const softmax_shape& sh) {
+  check_option_range<A>(fn, "scale", sh.scale);
+  if (p.softcap > 0) {
+    check_option_range<A>(fn, "softcap", p.softcap);
+    check_option_range<A>(fn, "scale / softcap", sh.scale / p.softcap);
+  }
+}
+
 template <class Q, class KV, class O>
 void check_fast_layout(const char* fn, const tensor_view<Q, 4>& q, const tensor_view<O, 4>& o) {
   require_inner_contiguous({fn, "q", "B,Tq,Hq,Dk"}, q);
@@ -46,6 +56,7 @@ void standard_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_vie
   using A = accum_t<Q>;
   const char* fn = "standard_attention";
   const auto sh = detail::check_dense(fn, p, q, k, v, o, x);
+  detail::check_compute_range<A>(fn, p, sh);
   detail::check_fast_layout<Q, K>(fn, q, o);
   detail::require_inner_contiguous({fn, "k", "B,Tk,Hkv,Dk"}, k);
   detail::require_inner_contiguous({fn, "v", "B,Tk,Hkv,Dv"}, v);
@@ -73,6 +84,7 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
   using A = accum_t<Q>;
   const char* fn = "standard_attention_kvcache";
   const auto sh = detail::check_cache(fn, p, q, cache, o, x, k_new, v_new);
+  detail::check_compute_range<A>(fn, p, sh);
   detail::check_fast_layout<Q, KV>(fn, q, o);
   if constexpr (std::is_same_v<Cache, kv_cache<KV>>) {
     detail::require_inner_contiguous({fn, "k_cache", "B,capacity,Hkv,Dk"}, cache.k);

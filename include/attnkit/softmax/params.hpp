@@ -102,6 +102,20 @@ void check_queries(const char* fn, const softmax_params& p, const tensor_view<Q,
   s.mask = mask_rule{p.causal, p.window_left, p.window_right};
 }
 
+/// o and lse must not alias the inputs q, k, v (or the cache) nor each other.
+template <class Q, class K, class V, class O, class A>
+void check_softmax_outputs_disjoint(const char* fn, const tensor_view<Q, 4>& q,
+                                    const tensor_view<K, 4>& k, const tensor_view<V, 4>& v,
+                                    const tensor_view<O, 4>& o, const softmax_extras<A>& x) {
+  check_disjoint(fn, "o", o, "q", q);
+  check_disjoint(fn, "o", o, "k", k);
+  check_disjoint(fn, "o", o, "v", v);
+  check_disjoint(fn, "lse", x.lse, "q", q);
+  check_disjoint(fn, "lse", x.lse, "k", k);
+  check_disjoint(fn, "lse", x.lse, "v", v);
+  check_disjoint(fn, "lse", x.lse, "o", o);
+}
+
 /// Validates a dense (or varlen) call and returns its problem description.
 template <class Q, class K, class V, class O, class A>
 softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
@@ -130,6 +144,7 @@ softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_
   } else {
     for (index_t b = 0; b < s.B; ++b) s.seqs.push_back({b, 0, s.Tq, b, 0, Tk});
   }
+  check_softmax_outputs_disjoint(fn, q, k, v, o, x);
   return s;
 }
 
@@ -161,6 +176,8 @@ softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_
     check_cache_pages(fn, c, b, len + tn);
     s.seqs.push_back({b, 0, s.Tq, b, 0, len + tn});
   }
+  const auto [ck, cv] = cache_tensors(c);
+  check_softmax_outputs_disjoint(fn, q, ck, cv, o, x);
   return s;
 }
 
