@@ -443,6 +443,22 @@ recurrent_options<Params>::recurrent_options(context& ctx) {
   p.exec = ctx.exec();
 }
 
+/// The element count of an output or work buffer `what` of shape `dims`, refused when it cannot
+/// be allocated (an input with a zero extent may carry any other extents).
+inline std::size_t checked_elems(const std::string& what, std::initializer_list<index_t> dims) {
+  index_t n = 1;
+  std::string shape;
+  bool overflow = false;
+  for (index_t d : dims) {
+    overflow |= __builtin_mul_overflow(n, d, &n);
+    if (!shape.empty()) shape += ',';
+    shape += std::to_string(d);
+  }
+  if (overflow || n > (index_t(1) << 40))
+    fail("output '", what, "' of shape (", shape, ") is too large to allocate");
+  return std::size_t(n);
+}
+
 /// The tensors every recurrent-family runner reads and writes: q, k [B,T,H,K], v [B,T,HV,V]
 /// (HV = H unless the family groups value heads), optional cu_seqlens [N+1] (then B = 1) and
 /// h0 [N,HV,K,V]; outputs o [B,T,HV,V] and ht [N,HV,K,V]. A runner calls load_qkv, loads its
@@ -493,8 +509,8 @@ struct recurrent_io {
   /// Zeroes q (an explicit --scale 0), sizes the outputs and returns the state views.
   attnkit::recurrent_state<T> outputs(bool zero_scale) {
     if (zero_scale) std::fill(q.buf.begin(), q.buf.end(), T(0));
-    o.assign(std::size_t(B * T_ * HV * V), T(0));
-    ht.assign(std::size_t(N * HV * K * V), T(0));
+    o.assign(checked_elems("o", {B, T_, HV, V}), T(0));
+    ht.assign(checked_elems("ht", {N, HV, K, V}), T(0));
     attnkit::recurrent_state<T> s;
     if (h0.present()) s.h0 = h0.template cview<4>();
     s.ht = attnkit::make_view(ht.data(), N, HV, K, V);

@@ -64,11 +64,12 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
       missing.file = ctx.input_path(h0_given ? "z0" : "h0") + " (absent: zeros)";
       missing.shape =
           h0_given ? std::vector<index_t>{N, 1, H, K} : std::vector<index_t>{N, H, K, V};
-      missing.buf.assign(std::size_t(h0_given ? N * H * K : N * H * K * V), T(0));
+      missing.buf.assign(
+          h0_given ? checked_elems("z0", {N, H, K}) : checked_elems("h0", {N, H, K, V}), T(0));
     }
   }
   const auto s = io.outputs(so.zero_scale);
-  std::vector<T> zt(std::size_t(N * H * K), T(0));
+  std::vector<T> zt(checked_elems("zt", {N, 1, H, K}), T(0));
   attnkit::linear_extras<T> x;
   if (normalize) {
     if (z0.present()) x.z0 = z0.template cview<4>();

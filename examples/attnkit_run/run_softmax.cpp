@@ -66,8 +66,8 @@ void build_cache(cache_store<T>& cs, const softmax_options& so, const attnkit::c
   // row(n, t) -> (k row pointer, v row pointer) of cached token t of sequence n
   std::function<std::pair<T*, T*>(index_t, index_t)> row;
   if (so.cache == "contiguous") {
-    cs.kbuf.assign(std::size_t(N * max_len * Hkv * Dk), T(0));
-    cs.vbuf.assign(std::size_t(N * max_len * Hkv * Dv), T(0));
+    cs.kbuf.assign(checked_elems("k_cache", {N, max_len, Hkv, Dk}), T(0));
+    cs.vbuf.assign(checked_elems("v_cache", {N, max_len, Hkv, Dv}), T(0));
     cs.contiguous = {attnkit::make_view(cs.kbuf.data(), N, max_len, Hkv, Dk),
                      attnkit::make_view(cs.vbuf.data(), N, max_len, Hkv, Dv), lens};
     row = [&](index_t n, index_t t) {
@@ -75,8 +75,8 @@ void build_cache(cache_store<T>& cs, const softmax_options& so, const attnkit::c
     };
   } else {
     const index_t P = so.page_size, per_seq = (max_len + P - 1) / P, np = N * per_seq + 1;
-    cs.kbuf.assign(std::size_t(np * P * Hkv * Dk), T(0));
-    cs.vbuf.assign(std::size_t(np * P * Hkv * Dv), T(0));
+    cs.kbuf.assign(checked_elems("k_pages", {np, P, Hkv, Dk}), T(0));
+    cs.vbuf.assign(checked_elems("v_pages", {np, P, Hkv, Dv}), T(0));
     cs.table.resize(std::size_t(N * per_seq));
     for (index_t n = 0; n < N; ++n)
       for (index_t j = 0; j < per_seq; ++j)
@@ -194,7 +194,8 @@ void run_typed(context& ctx, const softmax_options& so) {
   }
 
   if (so.zero_scale) std::fill(q.buf.begin(), q.buf.end(), T(0));
-  std::vector<T> o(std::size_t(B * Tq * Hq * Dv), T(0)), lse(std::size_t(B * Hq * Tq), T(0));
+  std::vector<T> o(checked_elems("o", {B, Tq, Hq, Dv}), T(0)),
+      lse(checked_elems("lse", {B, Hq, Tq}), T(0));
   const auto ov = attnkit::make_view(o.data(), B, Tq, Hq, Dv);
   attnkit::softmax_extras<T> x;
   x.lse = attnkit::make_view(lse.data(), B, Hq, Tq);

@@ -232,3 +232,26 @@ TEST_CASE("core: online-softmax state merges exactly and never makes NaN", "[cor
   CHECK(s.output_factor(-std::numeric_limits<double>::infinity()) == Approx(1.0 / 3.0));
   CHECK(std::isfinite(s.output_factor(1000.0)));
 }
+
+TEST_CASE("core: huge extents are refused by name; a zero extent makes any view empty",
+          "[core][view][errors]") {
+  using Catch::Matchers::Contains;
+  float x[8] = {};
+  const index_t huge = index_t(1) << 62;
+  const tensor_view<const float, 2> big(x, {huge, 4});
+  CHECK_THROWS_WITH(detail::check_tensor({"f", "q", "A,B"}, big, {-1, -1}),
+                    Contains("tensor 'q' [A,B] with extents (4611686018427387904,4) cannot be "
+                             "addressed"));
+  const tensor_view<const float, 2> empty(x, {0, huge});
+  CHECK_NOTHROW(detail::check_tensor({"f", "q", "A,B"}, empty, {-1, -1}));
+  // empty work returns at once, whatever the other extents (2^40 heads, no tokens, no state)
+  const index_t H = index_t(1) << 40;
+  const auto q = make_view<const float>(x, 1, 0, H, 4);
+  const auto beta = make_view<const float>(x, 1, 0, H);
+  const auto o = make_view(x, 1, 0, H, 4);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_NOTHROW(delta_rule(delta_params{}, q, q, q, beta, o));
+  CHECK_NOTHROW(reference::delta_rule(delta_params{}, q, q, q, beta, o));
+  CHECK_NOTHROW(linear_attn(linear_params{}, q, q, q, o));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+}

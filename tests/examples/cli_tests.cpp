@@ -269,6 +269,16 @@ TEST_CASE("attnkit-run: hostile inputs and failed writes leave no partial output
     CHECK(r.status == 0);  // wider than the context: the same as no window
     check_output(out, kData + "causal_gqa", "o", "<f8", test::tolerance<double>());
   }
+  SECTION("a zero extent beside a huge one: a clear error, no crash") {
+    const std::string inz = tmp / "inz";
+    fs::create_directories(inz);
+    const double none = 0;
+    const index_t huge = index_t(1) << 62;
+    for (const char* n : {"q", "k", "v"})
+      io::save_npy(inz + "/" + n + ".npy", &none, {1, 0, 4, huge});
+    io::save_npy(inz + "/beta.npy", &none, {1, 0, 4});
+    expect_error({"delta_rule", inz, out}, tmp, {"too large"});
+  }
   SECTION("ATTNKIT_NUM_THREADS out of range is named") {
     REQUIRE(setenv("ATTNKIT_NUM_THREADS", "100000", 1) == 0);
     const auto r = run_cli({"softmax", in, out, "--causal"}, tmp);

@@ -39,7 +39,10 @@ void check_log_decays(const char* fn, const char* name, const char* axes,
     const double x = to_compute<double>(g.data()[g.offset(i)]);
     if (x > 0) {
       std::string at;
-      for (std::size_t r = 0; r < R; ++r) at += (r ? "," : "") + std::to_string(i[r]);
+      for (std::size_t r = 0; r < R; ++r) {
+        if (r) at += ',';
+        at += std::to_string(i[r]);
+      }
       fail(fn, ": tensor '", name, "' [", axes, "] holds a positive log decay ", x, " at [", at,
            "]: gates are natural-log decays <= 0 (a raw gate needs an in-kernel transform)");
     }

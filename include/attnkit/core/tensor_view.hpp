@@ -210,7 +210,28 @@ void check_tensor(const tensor_desc& d, const tensor_view<T, R>& v,
            "): negative extent ", v.extent(r));
     check_extent(d, v, r, expected[r]);
   }
-  if (v.size() == 0) return;  // strides of an empty tensor are irrelevant
+  for (std::size_t r = 0; r < R; ++r)
+    if (v.extent(r) == 0) return;  // empty: nothing is addressed, whatever the other extents
+  // The element count and the addressed span (in bytes) must fit in index_t.
+  index_t count = 1, span = 0;
+  bool overflow = false;
+  for (std::size_t r = 0; r < R; ++r) {
+    index_t step = 0;
+    overflow |= __builtin_mul_overflow(count, v.extent(r), &count);
+    overflow |= __builtin_mul_overflow(v.extent(r) - 1,
+                                       v.stride(r) < 0 ? -v.stride(r) : v.stride(r), &step);
+    overflow |= __builtin_add_overflow(span, step, &span);
+  }
+  overflow |= __builtin_mul_overflow(span + 1, index_t(sizeof(T)), &span);
+  if (overflow) {
+    std::string ext;
+    for (std::size_t r = 0; r < R; ++r) {
+      if (r) ext += ',';
+      ext += std::to_string(v.extent(r));
+    }
+    fail(d.fn, ": tensor '", d.name, "' [", d.axes, "] with extents (", ext,
+         ") cannot be addressed (its size overflows)");
+  }
   for (std::size_t r = 0; r < R; ++r)
     if (v.extent(r) > 1 && v.stride(r) <= 0)
       fail(d.fn, ": tensor '", d.name, "' dim ", r, " (", axis_name(d.axes, r),

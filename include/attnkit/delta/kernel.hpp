@@ -26,6 +26,8 @@ template <class A, class Arch, class Q, class Kt, class Vt, class Bt, class O, c
 void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<Bt, 3>& beta,
          const tensor_view<O, 4>& o, const recurrent_state<A>& s, const Gate& gate) {
+  // No tokens and no state to write: nothing to do, however many heads.
+  if (sh.T == 0 && !s.ht.present()) return;
   const item_ctx<A, Q, Kt, Vt, Bt, O, Gate> c{sh, p, q, k, v, beta, o, s, gate};
   if (resolve_algorithm(p) == algorithm::chunk) {
     resolve(p.exec).parallel_for(sh.N * sh.HV, [&](index_t item) {

@@ -184,6 +184,7 @@ void call(const char* fn, gate_kind kind, const delta_params& p, const tensor_vi
       return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j, c)), j,
                                                    c);
   };
+  if (sh.T == 0 && !s.ht.present()) return;  // nothing to compute or write
   if (p.algo == algorithm::chunk)
     run_chunk(sh, p, q, k, v, beta, o, s, log_decay);
   else

@@ -27,6 +27,8 @@ template <class A, class Arch, class Q, class Kt, class Vt, class O, class Gr>
 void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<O, 4>& o,
          const linear_states<A>& s, const Gr& gate) {
+  // No tokens and no state to write: nothing to do, however many heads.
+  if (sh.T == 0 && !s.ht.present() && !s.zt.present()) return;
   const item_ctx<A, Q, Kt, Vt, O, Gr> c{sh, p, q, k, v, o, s, gate};
   executor& ex = resolve(p.exec);
   if (resolve_algorithm(p, sh) == algorithm::recurrent) {

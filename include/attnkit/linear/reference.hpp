@@ -166,6 +166,7 @@ void call(const char* fn, gate_kind kind, const linear_params& p, const tensor_v
     else
       return to_compute<double>(g(b, t, h, d));
   };
+  if (sh.T == 0 && !s.ht.present() && !s.zt.present()) return;  // nothing to compute or write
   if (p.algo == algorithm::chunk)
     run_chunk(sh, p, q, k, v, o, s, gate);
   else
