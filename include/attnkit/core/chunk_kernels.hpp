@@ -71,7 +71,9 @@ class prefetch_queue {
 // GEMM micro-kernel: C[0:MR, 0:2W] = diag(cs) C + sum_{p<kd} a(i, p) Bm[p, 0:2W]
 // with a(i, p) = a[i*ars + p*acs] (row-major A: acs = 1; A^T of a row-major buffer: ars = 1),
 // Bm rows contiguous (stride ldb). acc = false: C starts at 0; cs = nullptr: no row scaling.
-template <int MR, class A, class Arch>
+// Lower: row i also adds the lower triangle sum_{q<=i} a(i, kd + q) Bm[kd + q, 0:2W] (causal
+// products: row i never touches the Bm rows of later positions, whatever they hold).
+template <int MR, class A, class Arch, bool Lower = false>
 inline void gemm_tile(const A* a, index_t ars, index_t acs, const A* ATTNKIT_RESTRICT b,
                       index_t ldb, A* ATTNKIT_RESTRICT c, index_t ldc, index_t kd, bool acc,
                       const A* cs) {
@@ -100,6 +102,18 @@ inline void gemm_tile(const A* a, index_t ars, index_t acs, const A* ATTNKIT_RES
       c1[i] = xsimd::fma(ai, b1, c1[i]);
     }
   }
+  if constexpr (Lower) {
+    ATTNKIT_UNROLL for (int q = 0; q < MR; ++q) {
+      const index_t p = kd + q;
+      const B b0 = B::load_unaligned(b + p * ldb), b1 = B::load_unaligned(b + p * ldb + W);
+      const A* ap = a + p * acs;
+      ATTNKIT_UNROLL for (int i = q; i < MR; ++i) {
+        const B ai(ap[i * ars]);
+        c0[i] = xsimd::fma(ai, b0, c0[i]);
+        c1[i] = xsimd::fma(ai, b1, c1[i]);
+      }
+    }
+  }
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
     c0[i].store_unaligned(c + i * ldc);
     c1[i].store_unaligned(c + i * ldc + W);
@@ -123,6 +137,23 @@ void gemm(index_t M, index_t N, const A* a, index_t ars, index_t acs, const A* b
       if (j0 >= col_end(r1)) return;
       gemm_tile<R, A, Arch>(a + i0 * ars, ars, acs, b + j0, ldb, c + i0 * ldc + j0, ldc, kd_of(r1),
                             acc, cs ? cs + i0 : nullptr);
+      if (pf) pf->step();
+    });
+}
+
+// C[0:M, 0:N] += A[0:M, 0:M] Bm[0:M, 0:N] for a lower-triangular A (row i reads A[i, 0..i] and Bm
+// rows 0..i only): the causal intra-chunk product. Whatever A's upper triangle and the Bm rows of
+// later positions hold (NaN, inf) never reaches a row, as it would through a zero multiplied in.
+template <class A, class Arch>
+void gemm_lower(index_t M, index_t N, const A* a, index_t lda, const A* b, index_t ldb, A* c,
+                index_t ldc, prefetch_queue* pf = nullptr) {
+  constexpr index_t NR = 2 * simd::lanes<A, Arch>;
+  constexpr int MR = 6;
+  for (index_t j0 = 0; j0 < N; j0 += NR)
+    simd::dispatch_rows<MR>(M, [&](auto mr, index_t i0) {
+      constexpr int R = decltype(mr)::value;
+      gemm_tile<R, A, Arch, true>(a + i0 * lda, lda, 1, b + j0, ldb, c + i0 * ldc + j0, ldc, i0,
+                                  true, nullptr);
       if (pf) pf->step();
     });
 }

@@ -23,13 +23,30 @@ namespace delta_impl {
 //     = U - W S0  with  U = (I + A)^{-1} diag(beta) V,  W = (I + A)^{-1} diag(beta e^G) K
 //   O = diag(e^G) Q~ S0 + ((Q~ K^T) * Gamma) u,  Gamma[r,c] = e^{G_r - G_c} (c <= r), else 0
 //   S = e^{G_{L-1}} S0 + (diag(e^{G_{L-1} - G}) K)^T u
-// Every exponent is <= 0. The products are Eigen GEMMs and one unit-lower triangular solve.
+// Every exponent is <= 0. The products are Eigen GEMMs and one unit-lower triangular solve; the
+// causal ones read only the lower triangles (later tokens never reach earlier rows).
 template <class A>
 struct chunk_workspace {
   using Mat = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   Mat S, Q, K, V, KK, U, Wm, u, O, P;
   std::vector<A> G, beta;
 };
+
+// O[r0 + i] += sum_{c <= i} P[r0 + i, r0 + c] u[r0 + c] for i < n: the causal product, halved
+// recursively into dense GEMMs below the diagonal and row products on 8-row triangles, so that a
+// row never reads the u rows of later tokens (0 * NaN would reach it through a dense product).
+template <class Mat>
+void add_lower_product(const Mat& P, const Mat& u, Mat& O, index_t r0, index_t n) {
+  if (n <= 8) {
+    for (index_t i = 0; i < n; ++i)
+      O.row(r0 + i).noalias() += P.row(r0 + i).segment(r0, i + 1) * u.middleRows(r0, i + 1);
+    return;
+  }
+  const index_t h = n / 2;
+  add_lower_product(P, u, O, r0, h);
+  O.middleRows(r0 + h, n - h).noalias() += P.block(r0 + h, r0, n - h, h) * u.middleRows(r0, h);
+  add_lower_product(P, u, O, r0 + h, n - h);
+}
 
 template <class A, class Arch, class Ctx>
 void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
@@ -84,14 +101,12 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
     ws.u = ws.U;
     ws.u.noalias() -= ws.Wm * S;
     // O = diag(e^G) Q~ S0 + ((Q~ K^T) * Gamma) u
-    ws.P.noalias() = ws.Q * ws.K.transpose();
-    for (index_t r = 0; r < L; ++r) {
-      for (index_t cc = 0; cc <= r && decayed; ++cc) ws.P(r, cc) *= std::exp(G[r] - G[cc]);
-      for (index_t cc = r + 1; cc < L; ++cc) ws.P(r, cc) = A(0);
-    }
+    ws.P.noalias() = ws.Q * ws.K.transpose();  // only its lower triangle is read below
+    for (index_t r = 0; r < L && decayed; ++r)
+      for (index_t cc = 0; cc <= r; ++cc) ws.P(r, cc) *= std::exp(G[r] - G[cc]);
     ws.O.noalias() = ws.Q * S;
     for (index_t r = 0; r < L && decayed; ++r) ws.O.row(r) *= std::exp(G[r]);
-    ws.O.noalias() += ws.P * ws.u;
+    add_lower_product(ws.P, ws.u, ws.O, 0, L);
     for (index_t i = 0; i < L; ++i)
       simd::store_converted(ws.O.row(i).data(), &c.o(sq.b, sq.t0 + t0 + i, j, 0), V);
     // S = e^{G_last} S0 + (diag(e^{G_last - G}) K)^T u

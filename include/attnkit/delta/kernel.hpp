@@ -14,6 +14,7 @@
 #include "../core/gating.hpp"
 #include "../core/simd.hpp"
 #include "../core/variants.hpp"
+#include "../core/workspace.hpp"
 #include "chunk.hpp"
 #include "params.hpp"
 #include "recurrent.hpp"
@@ -26,8 +27,6 @@ template <class A, class Arch, class Q, class Kt, class Vt, class Bt, class O, c
 void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<Bt, 3>& beta,
          const tensor_view<O, 4>& o, const recurrent_state<A>& s, const Gate& gate) {
-  // No tokens and no state to write: nothing to do, however many heads.
-  if (sh.T == 0 && !s.ht.present()) return;
   const item_ctx<A, Q, Kt, Vt, Bt, O, Gate> c{sh, p, q, k, v, beta, o, s, gate};
   if (resolve_algorithm(p) == algorithm::chunk) {
     resolve(p.exec).parallel_for(sh.N * sh.HV, [&](index_t item) {
@@ -40,6 +39,27 @@ void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& 
     thread_local workspace<A> ws;
     run_recurrent<A, Arch>(c, item / sh.HV, item % sh.HV, ws);
   });
+}
+
+/// The per-thread workspace of a call, every size checked (rows padded to 32 elements). The
+/// chunk algorithm's chunk is at most the longest sequence.
+template <class A>
+workspace_plan plan_workspace(const char* fn, const delta_shape& sh, const delta_params& p) {
+  constexpr index_t pad = 32;
+  const index_t Vp = round_up(sh.V, pad);
+  const index_t threads = index_t(resolve(p.exec).num_threads());
+  workspace_plan ws(fn);
+  if (resolve_algorithm(p) == algorithm::recurrent) {
+    ws.add("state", {sh.K, Vp}, sizeof(A), threads)
+        .add("token block rows", {kTokenBlock, sh.K, 3}, sizeof(A), threads);
+  } else {
+    const index_t C = std::min(p.chunk_size, longest(sh.seqs));
+    ws.add("state", {sh.K, sh.V}, sizeof(A), threads)
+        .add("chunk rows (q, k, w)", {3, C, sh.K}, sizeof(A), threads)
+        .add("chunk rows (v, u, o)", {4, C, sh.V}, sizeof(A), threads)
+        .add("intra-chunk products", {2, C, C}, sizeof(A), threads);
+  }
+  return ws;
 }
 
 /// Checks shared by the fast entry points: the algorithm and stride 1 on the last dimension of
@@ -82,10 +102,14 @@ void entry(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
   check_option_range<A>(fn, "scale", sh.scale);
   if constexpr (!std::is_void_v<GateView>) check_delta_gate(fn, p, sh, *g, gp);
   check_fast(fn, p, q, k, v, o);
-  if constexpr (std::is_void_v<GateView>)
-    run<A, Arch>(sh, p, q, k, v, beta, o, s, Raw{});
-  else
-    run<A, Arch>(sh, p, q, k, v, beta, o, s, transformed_gate<Raw, P>{p, sh, Raw{*g}, gp});
+  // No tokens and no state to write: nothing to do, however many heads.
+  if (sh.T == 0 && !s.ht.present()) return;
+  plan_workspace<A>(fn, sh, p).run([&] {
+    if constexpr (std::is_void_v<GateView>)
+      run<A, Arch>(sh, p, q, k, v, beta, o, s, Raw{});
+    else
+      run<A, Arch>(sh, p, q, k, v, beta, o, s, transformed_gate<Raw, P>{p, sh, Raw{*g}, gp});
+  });
 }
 
 }  // namespace delta_impl

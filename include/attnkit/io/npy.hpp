@@ -32,10 +32,16 @@ struct npy_array {
   std::string dtype;
   std::vector<char> data;
 
-  /// Number of elements (product of the shape; 1 for a 0-d array).
+  /// Number of elements (product of the shape; 1 for a 0-d array; 0 when any extent is 0, however
+  /// large the others). Throws attnkit::error if the product overflows.
   index_t size() const {
+    for (auto e : shape)
+      if (e == 0) return 0;
     index_t n = 1;
-    for (auto e : shape) n *= e;
+    for (auto e : shape)
+      if (e < 0 || __builtin_mul_overflow(n, e, &n))
+        attnkit::detail::fail("npy: an array of shape with ", shape.size(),
+                              " dims has an element count that cannot be addressed");
     return n;
   }
   index_t rank() const { return index_t(shape.size()); }
@@ -237,14 +243,14 @@ template <class T>
 std::vector<T> npy_array::as() const {
   using detail::read_le_uint;
   const index_t n = size();
-  std::vector<T> out(std::size_t(n > 0 ? n : 0));
+  // the data must hold the shape's elements before anything is allocated for them
+  const std::size_t itemsize = detail::npy_itemsize(dtype);
+  attnkit::detail::require(itemsize == 0 || std::size_t(n) <= data.size() / itemsize,
+                           "npy: array of dtype '", dtype, "' holds ", data.size(),
+                           " bytes, fewer than its shape needs");
+  std::vector<T> out(itemsize == 0 ? 0 : std::size_t(n));
   const char* p = data.data();
-  const auto need = [&](std::size_t item) {
-    attnkit::detail::require(data.size() >= std::size_t(n) * item, "npy: array of dtype '", dtype,
-                             "' holds ", data.size(), " bytes, fewer than its shape needs");
-  };
   if (dtype == "<f4") {
-    need(4);
     for (index_t i = 0; i < n; ++i) {
       const std::uint32_t u = read_le_uint<std::uint32_t>(p + 4 * i);
       float f;
@@ -252,7 +258,6 @@ std::vector<T> npy_array::as() const {
       out[std::size_t(i)] = detail::npy_convert<T>(f, dtype);
     }
   } else if (dtype == "<f8") {
-    need(8);
     for (index_t i = 0; i < n; ++i) {
       const std::uint64_t u = read_le_uint<std::uint64_t>(p + 8 * i);
       double f;
@@ -260,17 +265,14 @@ std::vector<T> npy_array::as() const {
       out[std::size_t(i)] = detail::npy_convert<T>(f, dtype);
     }
   } else if (dtype == "<i4") {
-    need(4);
     for (index_t i = 0; i < n; ++i)
       out[std::size_t(i)] = detail::npy_convert<T>(
           static_cast<std::int32_t>(read_le_uint<std::uint32_t>(p + 4 * i)), dtype);
   } else if (dtype == "<i8") {
-    need(8);
     for (index_t i = 0; i < n; ++i)
       out[std::size_t(i)] = detail::npy_convert<T>(
           static_cast<std::int64_t>(read_le_uint<std::uint64_t>(p + 8 * i)), dtype);
   } else if (dtype == "<u2") {
-    need(2);
     for (index_t i = 0; i < n; ++i) {
       const std::uint16_t u = read_le_uint<std::uint16_t>(p + 2 * i);
       if constexpr (std::is_same_v<T, bf16>) {
@@ -280,7 +282,6 @@ std::vector<T> npy_array::as() const {
       }
     }
   } else if (dtype == "<f2") {
-    need(2);
     for (index_t i = 0; i < n; ++i) {
       const std::uint16_t u = read_le_uint<std::uint16_t>(p + 2 * i);
       if constexpr (std::is_same_v<T, fp16>) {
@@ -295,13 +296,12 @@ std::vector<T> npy_array::as() const {
   return out;
 }
 
-/// Reads a .npy file. Throws attnkit::error naming the file for: a missing or unreadable file,
-/// bad magic, an unsupported version, a malformed header, fortran_order True, big-endian or
-/// unsupported dtypes, and truncated data.
-inline npy_array load_npy(const std::string& path) {
+/// Reads .npy bytes from a stream (`path` names it in messages). Throws attnkit::error naming it
+/// for: bad magic, an unsupported version, a malformed header, fortran_order True, big-endian or
+/// unsupported dtypes, and truncated data. Memory grows with the bytes actually read, never
+/// with a length or shape the header claims.
+inline npy_array read_npy(std::istream& f, const std::string& path) {
   using attnkit::detail::fail;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("npy: '", path, "': cannot open file (", std::strerror(errno), ")");
   char pre[8];
   if (!f.read(pre, 8) || std::memcmp(pre, "\x93NUMPY", 6) != 0)
     fail("npy: '", path, "': not a .npy file (bad magic)");
@@ -366,6 +366,13 @@ inline npy_array load_npy(const std::string& path) {
       fail("npy: '", path, "': truncated data (shape needs ", bytes, " bytes, file has ", got, ")");
   }
   return a;
+}
+
+/// Reads a .npy file: read_npy on the file, or attnkit::error naming a missing or unreadable file.
+inline npy_array load_npy(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) attnkit::detail::fail("npy: '", path, "': cannot open file (", std::strerror(errno), ")");
+  return read_npy(f, path);
 }
 
 /// Writes data (C order, `shape`) as a version 1.0 .npy file (2.0 if the header is very long).

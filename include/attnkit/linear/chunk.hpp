@@ -40,7 +40,8 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
   constexpr gate_kind kind = std::decay_t<decltype(c.gate)>::kind;
   const auto& sh = c.sh;
   const auto& sq = sh.seqs[std::size_t(n)];
-  const index_t K = sh.K, V = sh.V, C = c.p.chunk_size;
+  // a chunk longer than the sequence is the whole sequence (same grid, bounded workspace)
+  const index_t K = sh.K, V = sh.V, C = std::min(c.p.chunk_size, std::max<index_t>(sq.len, 1));
   const index_t Kp = round_up(K, NR), Vp = round_up(V, NR), Cp = round_up(C, NR);
   const bool vf = c.p.state_v_first;
   const index_t nh = he - hb;
@@ -248,9 +249,7 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
       // ---- O = (q~ * exp(P)) S + A V ----
       gemm<A, Arch>(
           L, V, Qg, Kp, 1, S, Vp, Ob, Vp, false, nullptr, [&](index_t) { return K; }, all, pf);
-      gemm<A, Arch>(
-          L, V, Am, Cp, 1, Vc, Vp, Ob, Vp, true, nullptr,
-          [&](index_t r1) { return std::min(L, r1); }, all, pf);
+      gemm_lower<A, Arch>(L, V, Am, Cp, Vc, Vp, Ob, Vp, pf);
       for (index_t r = 0; r < L; ++r)
         write_out<A, Arch>(c, sq.b, sq.t0 + c0 + r, h, Ob + r * Vp, Qs + r * Kp, Kc + r * Kp, z,
                            Kp);

@@ -15,6 +15,7 @@
 #include "../core/config.hpp"
 #include "../core/executor.hpp"
 #include "../core/simd.hpp"
+#include "../core/workspace.hpp"
 #include "chunk.hpp"
 #include "params.hpp"
 #include "recurrent.hpp"
@@ -27,8 +28,6 @@ template <class A, class Arch, class Q, class Kt, class Vt, class O, class Gr>
 void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>& q,
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<O, 4>& o,
          const linear_states<A>& s, const Gr& gate) {
-  // No tokens and no state to write: nothing to do, however many heads.
-  if (sh.T == 0 && !s.ht.present() && !s.zt.present()) return;
   const item_ctx<A, Q, Kt, Vt, O, Gr> c{sh, p, q, k, v, o, s, gate};
   executor& ex = resolve(p.exec);
   if (resolve_algorithm(p, sh) == algorithm::recurrent) {
@@ -50,6 +49,29 @@ void run(const linear_shape& sh, const linear_params& p, const tensor_view<Q, 4>
     const index_t n = item / groups, hb = item % groups * hg;
     run_chunked<A, Arch>(c, n, hb, std::min(sh.H, hb + hg), ws);
   });
+}
+
+/// The per-thread workspace of a call, every size checked (rows padded to 32 elements, the
+/// widest register tile). The chunk algorithm's chunk is at most the longest sequence.
+template <class A>
+workspace_plan plan_workspace(const char* fn, const linear_shape& sh, const linear_params& p) {
+  constexpr index_t pad = 32;
+  const index_t Kp = round_up(sh.K, pad), Vp = round_up(sh.V, pad);
+  const index_t threads = index_t(resolve(p.exec).num_threads());
+  workspace_plan ws(fn);
+  if (resolve_algorithm(p, sh) == algorithm::recurrent) {
+    ws.add("state", {Kp, Vp}, sizeof(A), threads)
+        .add("token rows", {8, std::max(Kp, Vp)}, sizeof(A), threads);
+  } else {
+    const index_t C = std::min(p.chunk_size, longest(sh.seqs)), Cp = round_up(C, pad);
+    ws.add("states", {std::min<index_t>(8, sh.H), Kp, Vp}, sizeof(A), threads)
+        .add("chunk rows (q, k, gates)", {6, C, Kp}, sizeof(A), threads)
+        .add("chunk rows (v, o)", {2, C, Vp}, sizeof(A), threads)
+        .add("chunk k^T", {Kp, Cp}, sizeof(A), threads)
+        .add("intra-chunk scores", {C, Cp}, sizeof(A), threads)
+        .add("sub-chunk products", {C + 18, Kp}, sizeof(A), threads);
+  }
+  return ws;
 }
 
 /// Strides the fast kernels need: stride 1 on the last dimension of q, k, v, o and the states.
@@ -76,14 +98,19 @@ void entry(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
   const auto sh = check_linear(fn, p, Reader::kind, q, k, v, o, s);
   check_option_range<A>(fn, "scale", sh.scale);
   check_fast_layout(fn, p, q, k, v, o, s);
-  if constexpr (std::is_void_v<GateView>) {
-    run<A, Arch>(sh, p, q, k, v, o, s, Reader{});
-  } else {
+  if constexpr (!std::is_void_v<GateView>) {
     check_gate(fn, sh, *g);
     if constexpr (Reader::kind == gate_kind::channel)
       require_inner_contiguous({fn, "g", "B,T,H,K"}, *g);
-    run<A, Arch>(sh, p, q, k, v, o, s, Reader{*g});
   }
+  // No tokens and no state to write: nothing to do, however many heads.
+  if (sh.T == 0 && !s.ht.present() && !s.zt.present()) return;
+  plan_workspace<A>(fn, sh, p).run([&] {
+    if constexpr (std::is_void_v<GateView>)
+      run<A, Arch>(sh, p, q, k, v, o, s, Reader{});
+    else
+      run<A, Arch>(sh, p, q, k, v, o, s, Reader{*g});
+  });
 }
 
 }  // namespace linear_impl

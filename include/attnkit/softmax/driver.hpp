@@ -19,6 +19,7 @@
 #include "../core/executor.hpp"
 #include "../core/online_softmax.hpp"
 #include "../core/simd.hpp"
+#include "../core/workspace.hpp"
 #include "item.hpp"
 #include "params.hpp"
 #include "tiles.hpp"
@@ -128,8 +129,10 @@ inline std::vector<std::size_t> schedule_items(const softmax_shape& sh, const so
 template <class A, class Arch>
 class pack_store {
  public:
+  /// Adds the store's size to ws (checked) before allocating it.
   template <class RowsOf>
-  pack_store(const softmax_shape& sh, const softmax_plan& plan, executor& ex, RowsOf rows_of)
+  pack_store(const softmax_shape& sh, const softmax_plan& plan, executor& ex, RowsOf rows_of,
+             workspace_plan& ws)
       : sh_(sh), Dvp_(round_up(sh.Dv, 2 * index_t(xsimd::batch<A, Arch>::size))) {
     constexpr index_t W = index_t(xsimd::batch<A, Arch>::size), NB = softmax_tiling::kBlockN;
     kt_block_ = sh.Dk * NB;
@@ -142,6 +145,7 @@ class pack_store {
         const auto& sq = sh.seqs[n];
         if (sq.tq <= plan.nq_per_item) continue;
         const index_t nblocks = (sq.tk + NB - 1) / NB;
+        ws.add("packed K^T and V", {nblocks, kt_block_ + v_block_}, sizeof(A), sh.Hkv);
         for (index_t hk = 0; hk < sh.Hkv; ++hk) {
           off_[n * std::size_t(sh.Hkv) + std::size_t(hk)] = total;
           total += std::size_t(nblocks * (kt_block_ + v_block_));
@@ -233,21 +237,19 @@ void merge_splits(const softmax_shape& sh, const softmax_plan& plan, const A* pa
   });
 }
 
-/// Runs a validated problem through plan, schedule, pack, run and merge. rows_of(seq, hk)
-/// returns the key/value rows of one (sequence, kv head).
+/// The items of a planned call, then the merge of split rows (run_softmax's work).
 template <class A, class Arch, class Q, class O, class RowsOf>
-void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_view<Q, 4>& q,
-                 const tensor_view<O, 4>& o, const softmax_extras<A>& x, RowsOf rows_of) {
+void run_items(const softmax_params& p, const softmax_shape& sh, const softmax_plan& plan,
+               const std::vector<std::size_t>& order, const tensor_view<Q, 4>& q,
+               const tensor_view<O, 4>& o, const softmax_extras<A>& x, RowsOf rows_of,
+               workspace_plan& ws) {
   constexpr index_t W = index_t(xsimd::batch<A, Arch>::size);
   const index_t Dvp = round_up(sh.Dv, 2 * W);
   // softcap: x = cap * tanh(scale q.k / cap), so q is scaled by scale / cap
   const A softcap = A(p.softcap);
   const A qscale = A(p.softcap > 0 ? sh.scale / p.softcap : sh.scale);
   executor& ex = resolve(p.exec);
-
-  const softmax_plan plan = plan_items(p, sh);
-  const std::vector<std::size_t> order = schedule_items(sh, plan);
-  const pack_store<A, Arch> packs(sh, plan, ex, rows_of);
+  const pack_store<A, Arch> packs(sh, plan, ex, rows_of, ws);
   const index_t slot_size = plan.M_max * (Dvp + 2);
   aligned_vector<A> partial(std::size_t(plan.slots * slot_size));
 
@@ -277,6 +279,33 @@ void run_softmax(const softmax_params& p, const softmax_shape& sh, const tensor_
     }
   });
   if (plan.slots > 0) merge_splits(sh, plan, partial.data(), slot_size, Dvp, ex, o, x);
+}
+
+/// Runs a validated problem through plan, schedule, pack, run and merge. rows_of(seq, hk)
+/// returns the key/value rows of one (sequence, kv head). Every workspace size is checked before
+/// the work starts; running out of memory is reported as an attnkit::error naming fn.
+template <class A, class Arch, class Q, class O, class RowsOf>
+void run_softmax(const char* fn, const softmax_params& p, const softmax_shape& sh,
+                 const tensor_view<Q, 4>& q, const tensor_view<O, 4>& o, const softmax_extras<A>& x,
+                 RowsOf rows_of) {
+  constexpr index_t W = index_t(xsimd::batch<A, Arch>::size);
+  const index_t Dvp = round_up(sh.Dv, 2 * W);
+  executor& ex = resolve(p.exec);
+
+  constexpr index_t NB = softmax_tiling::kBlockN;
+  const index_t threads = index_t(ex.num_threads());
+  workspace_plan ws(fn);
+  ws.run([&] {  // (planning allocates too)
+    const softmax_plan plan = plan_items(p, sh);
+    const std::vector<std::size_t> order = schedule_items(sh, plan);
+    ws.add("query rows", {plan.M_max, round_up(sh.Dk, W)}, sizeof(A), threads)
+        .add("accumulators", {plan.M_max, Dvp}, sizeof(A), threads)
+        .add("scores", {plan.M_max, NB}, sizeof(A), threads)
+        .add("K^T block", {sh.Dk, NB}, sizeof(A), threads)
+        .add("V block", {NB, Dvp}, sizeof(A), threads)
+        .add("split partial states", {plan.slots, plan.M_max, Dvp + 2}, sizeof(A));
+    run_items<A, Arch>(p, sh, plan, order, q, o, x, rows_of, ws);
+  });
 }
 
 }  // namespace detail

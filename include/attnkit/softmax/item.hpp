@@ -106,6 +106,42 @@ index_t softmax_block_rows(index_t M, index_t j0, index_t nb, index_t ncols, A s
   return pv_cols;
 }
 
+/// O = alpha O + P V for the MR rows [r0, r0 + MR) of a prefill tile over key block j0 (pv_cols
+/// columns of P, V packed as in pack_v). A row accumulates only the keys it sees, selected by
+/// range, never multiplied by a zero P: 0 * NaN (an invisible key's garbage) would reach it. The
+/// keys all MR rows see go through the MR-row tile; at the edges of the visible region (the
+/// causal diagonal, window borders, split ends) each row adds its remaining keys on its own.
+template <int MR, class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void pv_tile_rows(const A* S, const A* vp, softmax_workspace<A>& ws,
+                                        index_t r0, index_t j0, index_t pv_cols, index_t Dvp) {
+  constexpr index_t NB = softmax_tiling::kBlockN, TW = 2 * index_t(simd::lanes<A, Arch>);
+  index_t lo[MR], hi[MR], clo = 0, chi = pv_cols - 1;
+  for (int i = 0; i < MR; ++i) {
+    lo[i] = std::max<index_t>(ws.lo[std::size_t(r0 + i)] - j0, 0);
+    hi[i] = std::min(ws.hi[std::size_t(r0 + i)] - j0, pv_cols - 1);
+    clo = std::max(clo, lo[i]);
+    chi = std::min(chi, hi[i]);
+  }
+  const index_t nk = std::max<index_t>(chi - clo + 1, 0), a = nk > 0 ? clo : 0;
+  A* acc = ws.acc.data() + r0 * Dvp;
+  for (index_t c = 0; c < Dvp; c += TW)
+    pv_tile<MR, A, Arch>(S + r0 * NB + a, NB, vp + c * NB + a * TW, TW, acc + c, Dvp,
+                         ws.alpha.data() + r0, nk);
+  if (nk == pv_cols) return;  // interior tile: every row sees every column
+  static constexpr A one(1);
+  for (int i = 0; i < MR; ++i) {
+    // the row's own keys outside the common range: [lo, a) and [a + nk, hi]
+    const index_t seg[2][2] = {{lo[i], std::min(hi[i] + 1, a)},
+                               {std::max(lo[i], a + nk), hi[i] + 1}};
+    for (const auto& sg : seg) {
+      if (sg[1] <= sg[0]) continue;
+      for (index_t c = 0; c < Dvp; c += TW)
+        pv_tile<1, A, Arch>(S + (r0 + i) * NB + sg[0], NB, vp + c * NB + sg[0] * TW, TW,
+                            acc + i * Dvp + c, Dvp, &one, sg[1] - sg[0]);
+    }
+  }
+}
+
 /// A prefill-shaped item (one kv head, >= kSmallRows rows): packed Q K^T and P V tiles.
 template <class A, class Arch, class Q, class Rows>
 void prefill_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
@@ -139,10 +175,7 @@ void prefill_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_
     // Tile height: softmax_tiling::pv_rows (4 rows below 16 lanes: faster for this tile than
     // Q K^T's 6; 8 rows with AVX-512's 32 registers).
     simd::dispatch_rows<softmax_tiling::pv_rows<W>()>(M, [&](auto mr, index_t r0) {
-      for (index_t c = 0; c < Dvp; c += 2 * W)
-        pv_tile<decltype(mr)::value, A, Arch>(S + r0 * NB, NB, vp + c * NB, 2 * W,
-                                              ws.acc.data() + r0 * Dvp + c, Dvp,
-                                              ws.alpha.data() + r0, pv_cols);
+      pv_tile_rows<decltype(mr)::value, A, Arch>(S, vp, ws, r0, j0, pv_cols, Dvp);
     });
   }
 }
@@ -202,14 +235,31 @@ void decode_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
       A* o = ws.acc.data() + r * Dvp;
       for (index_t c = 0; c < Dvp; c += W) (B::load_aligned(o + c) * B(al)).store_aligned(o + c);
     }
-    for_each_key_group(head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
-                       [&](auto ku, const auto* v, index_t j, index_t hh) {
-                         simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
-                           r0 += hh * Mh;
-                           pv_rows_keys<decltype(mr)::value, decltype(ku)::value, A, Arch>(
-                               S + r0 * NB + j, NB, v, Dv, ws.acc.data() + r0 * Dvp, Dvp);
-                         });
-                       });
+    for_each_key_group(
+        head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
+        [&](auto ku, const auto* v, index_t j, index_t hh) {
+          simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
+            constexpr int MR = decltype(mr)::value, KU = decltype(ku)::value;
+            r0 += hh * Mh;
+            A* acc = ws.acc.data() + r0 * Dvp;
+            const A* P = S + r0 * NB + j;
+            const index_t key = j0 + j;
+            bool all_see = true;
+            for (int i = 0; i < MR; ++i)
+              all_see &=
+                  ws.lo[std::size_t(r0 + i)] <= key && ws.hi[std::size_t(r0 + i)] >= key + KU - 1;
+            if (all_see) {
+              pv_rows_keys<MR, KU, A, Arch>(P, NB, v, Dv, acc, Dvp);
+              return;
+            }
+            // an edge of the visible region: each row adds only the keys it
+            // sees (selected, not multiplied by a zero P)
+            for (int i = 0; i < MR; ++i)
+              for (int u = 0; u < KU; ++u)
+                if (ws.lo[std::size_t(r0 + i)] <= key + u && key + u <= ws.hi[std::size_t(r0 + i)])
+                  pv_rows_keys<1, 1, A, Arch>(P + i * NB + u, NB, v + u, Dv, acc + i * Dvp, Dvp);
+          });
+        });
   }
 }
 

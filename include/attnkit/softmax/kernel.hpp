@@ -62,7 +62,7 @@ void standard_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_vie
   detail::require_inner_contiguous({fn, "v", "B,Tk,Hkv,Dv"}, v);
   using KV = std::remove_const_t<K>;
   const cview<KV, 4> kc(k), vc(v);
-  detail::run_softmax<A, Arch>(p, sh, q, o, x, [&](const detail::softmax_seq& sq, index_t hk) {
+  detail::run_softmax<A, Arch>(fn, p, sh, q, o, x, [&](const detail::softmax_seq& sq, index_t hk) {
     return detail::rows_of(kc, vc, sq, hk);
   });
 }
@@ -94,7 +94,7 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
     detail::require_inner_contiguous({fn, "v_pages", "num_pages,P,Hkv,Dv"}, cache.v_pages);
   }
   detail::append_rows(cache, sh, k_new, v_new);
-  detail::run_softmax<A, Arch>(p, sh, q, o, x, [&](const detail::softmax_seq& sq, index_t hk) {
+  detail::run_softmax<A, Arch>(fn, p, sh, q, o, x, [&](const detail::softmax_seq& sq, index_t hk) {
     return detail::rows_of(cache, sq, hk);
   });
 }
