@@ -3,7 +3,10 @@
 //   q [B,Tq,Hq,Dk], k [B,Tk,Hkv,Dk], v [B,Tk,Hkv,Dv], optional sinks [Hq], optional cu_seqlens_q/k
 //   [N+1] (int32 or int64; then B = 1) -> o [B,Tq,Hq,Dv], lse [B,Hq,Tq] in the input dtype.
 // With --cache contiguous|paged, k and v are first copied into a KV cache of that kind (varlen:
-// one cache row per sequence) and the kernel attends from the cache.
+// one cache row per sequence) and the kernel attends from the cache. sliding_window runs the
+// sliding-window variant (--window-left required; --n-sink N, --chunk C) and adds --cache ring:
+// a ring of window_left + Tq + n_sink slots per sequence is fed k, v one token at a time (so it
+// wraps around), then the Tq queries (the last positions) attend from it.
 #include <limits>
 
 #include "common.hpp"
@@ -13,6 +16,7 @@ namespace {
 
 struct softmax_options {
   attnkit::softmax_params p;
+  bool sliding = false;     // the sliding_window variant
   bool zero_scale = false;  // --scale 0: every logit is 0
   std::string cache;        // "", "contiguous" or "paged"
   index_t page_size = 16;
@@ -35,7 +39,16 @@ softmax_options read_options(context& ctx, bool sliding) {
   s.p.scale = s.zero_scale ? 1.0 : scale;
   s.p.softcap = o.get_double("softcap", 0.0);
   if (s.p.softcap < 0) fail("option '--softcap': must be >= 0 (0 = off), got ", s.p.softcap);
-  s.cache = o.get_choice("cache", {"contiguous", "paged"}, "");
+  s.sliding = sliding;
+  if (sliding) {
+    s.p.n_sink = index_t(o.get_int("n-sink", 0, 0, max_i));
+    s.p.chunk = index_t(o.get_int("chunk", 0, 0, max_i));
+  }
+  s.cache = sliding ? o.get_choice("cache", {"contiguous", "paged", "ring"}, "")
+                    : o.get_choice("cache", {"contiguous", "paged"}, "");
+  if (s.cache == "ring" && !s.p.causal) fail("option '--cache ring' needs '--causal'");
+  if (s.cache == "ring" && s.p.window_right > 0)
+    fail("option '--cache ring' needs '--window-right' 0 or -1, got ", s.p.window_right);
   s.page_size = index_t(o.get_int("page-size", 16, 1, 1 << 20));
   if (o.has("page-size") && s.cache.empty()) fail("option '--page-size' needs '--cache paged'");
   s.p.exec = ctx.exec();
@@ -49,7 +62,54 @@ struct cache_store {
   std::vector<std::int32_t> seqlens, table;
   attnkit::kv_cache<T> contiguous;
   attnkit::paged_kv_cache<T> paged;
+  attnkit::ring_kv_cache<T> ring;
 };
+
+/// Restricts a cache to row n (a B = 1 cache for one varlen sequence).
+template <class T>
+attnkit::kv_cache<T> cache_row(const attnkit::kv_cache<T>& c, index_t n) {
+  return {slice(c.k, 0, n, n + 1), slice(c.v, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1)};
+}
+template <class T>
+attnkit::paged_kv_cache<T> cache_row(const attnkit::paged_kv_cache<T>& c, index_t n) {
+  return {c.k_pages, c.v_pages, slice(c.block_table, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1)};
+}
+template <class T>
+attnkit::ring_kv_cache<T> cache_row(const attnkit::ring_kv_cache<T>& c, index_t n) {
+  return {slice(c.k, 0, n, n + 1), slice(c.v, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1),
+          c.n_sink};
+}
+
+/// A ring cache of window_left + max Tq + n_sink slots per sequence, fed each sequence's keys one
+/// token at a time (cache_append, then the length advanced), so it wraps around.
+template <class T>
+void build_ring(cache_store<T>& cs, const softmax_options& so, const attnkit::cview<T, 4>& k,
+                const attnkit::cview<T, 4>& v,
+                const std::vector<attnkit::detail::softmax_seq>& seqs) {
+  const index_t N = index_t(seqs.size()), Hkv = k.extent(2), Dk = k.extent(3), Dv = v.extent(3);
+  index_t max_tq = 0;
+  for (const auto& s : seqs) max_tq = std::max(max_tq, s.tq);
+  if (so.p.window_left > std::numeric_limits<index_t>::max() / 4 - max_tq - so.p.n_sink)
+    fail("option '--window-left' ", so.p.window_left, " is too large for a ring cache");
+  const index_t cap = so.p.window_left + max_tq + so.p.n_sink;
+  cs.kbuf.assign(checked_elems("k_cache", {N, cap, Hkv, Dk}), T(0));
+  cs.vbuf.assign(checked_elems("v_cache", {N, cap, Hkv, Dv}), T(0));
+  cs.seqlens.assign(std::size_t(N), 0);
+  cs.ring = {attnkit::make_view(cs.kbuf.data(), N, cap, Hkv, Dk),
+             attnkit::make_view(cs.vbuf.data(), N, cap, Hkv, Dv),
+             attnkit::make_view(static_cast<const std::int32_t*>(cs.seqlens.data()), N),
+             so.p.n_sink};
+  for (index_t n = 0; n < N; ++n) {
+    const auto& s = seqs[std::size_t(n)];
+    const auto row = cache_row(cs.ring, n);
+    for (index_t t = 0; t < s.tk; ++t) {
+      const auto kt = slice(slice(k, 0, s.kb, s.kb + 1), 1, s.k0 + t, s.k0 + t + 1);
+      const auto vt = slice(slice(v, 0, s.kb, s.kb + 1), 1, s.k0 + t, s.k0 + t + 1);
+      attnkit::cache_append(row, kt, vt);
+      ++cs.seqlens[std::size_t(n)];
+    }
+  }
+}
 
 /// Copies sequence n's keys (tokens [k0, k0+len) of batch row kb) into cache row n. Pages of a
 /// paged cache are handed out interleaved across sequences and in reverse order (plus one spare
@@ -102,21 +162,15 @@ void build_cache(cache_store<T>& cs, const softmax_options& so, const attnkit::c
   }
 }
 
-/// Restricts a cache to row n (a B = 1 cache for one varlen sequence).
-template <class T>
-attnkit::kv_cache<T> cache_row(const attnkit::kv_cache<T>& c, index_t n) {
-  return {slice(c.k, 0, n, n + 1), slice(c.v, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1)};
-}
-template <class T>
-attnkit::paged_kv_cache<T> cache_row(const attnkit::paged_kv_cache<T>& c, index_t n) {
-  return {c.k_pages, c.v_pages, slice(c.block_table, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1)};
-}
-
 template <class T, class Cache>
 void attend_cache(const softmax_options& so, bool ref, const attnkit::cview<T, 4>& q,
                   const Cache& cache, const attnkit::tensor_view<T, 4>& o,
                   const attnkit::softmax_extras<T>& x) {
-  if (ref)
+  if (so.sliding && ref)
+    attnkit::reference::sliding_window_attention_kvcache(so.p, q, cache, o, x);
+  else if (so.sliding)
+    attnkit::sliding_window_attention_kvcache(so.p, q, cache, o, x);
+  else if (ref)
     attnkit::reference::standard_attention_kvcache(so.p, q, cache, o, x);
   else
     attnkit::standard_attention_kvcache(so.p, q, cache, o, x);
@@ -208,7 +262,11 @@ void run_typed(context& ctx, const softmax_options& so) {
   const auto kv = k.template cview<4>(), vv = v.template cview<4>();
 
   if (so.cache.empty()) {
-    if (ctx.reference())
+    if (so.sliding && ctx.reference())
+      attnkit::reference::sliding_window_attention(so.p, qv, kv, vv, ov, x);
+    else if (so.sliding)
+      attnkit::sliding_window_attention(so.p, qv, kv, vv, ov, x);
+    else if (ctx.reference())
       attnkit::reference::standard_attention(so.p, qv, kv, vv, ov, x);
     else
       attnkit::standard_attention(so.p, qv, kv, vv, ov, x);
@@ -217,12 +275,17 @@ void run_typed(context& ctx, const softmax_options& so) {
     // the per-sequence key ranges to load into the cache.
     const auto shape = attnkit::detail::check_dense("attnkit-run", so.p, qv, kv, vv, ov, x);
     cache_store<T> cs;
-    build_cache(cs, so, kv, vv, shape.seqs);
+    if (so.cache == "ring")
+      build_ring(cs, so, kv, vv, shape.seqs);
+    else
+      build_cache(cs, so, kv, vv, shape.seqs);
     attnkit::softmax_extras<T> xc = x;
     xc.cu_seqlens_q = {};
     xc.cu_seqlens_k = {};
     if (so.cache == "contiguous")
       attend_cache_seqs(so, ctx.reference(), qv, cs.contiguous, ov, xc, shape.seqs, varlen);
+    else if (so.cache == "ring")
+      attend_cache_seqs(so, ctx.reference(), qv, cs.ring, ov, xc, shape.seqs, varlen);
     else
       attend_cache_seqs(so, ctx.reference(), qv, cs.paged, ov, xc, shape.seqs, varlen);
   }
@@ -245,8 +308,10 @@ constexpr const char* kUsage =
     "(-1 = unbounded), --scale X, --softcap X, --cache contiguous|paged, --page-size P (16)";
 
 const variant_registrar reg_softmax("softmax", &run_softmax, kUsage);
-const variant_registrar reg_sliding("sliding_window", &run_sliding_window,
-                                    "as softmax, --window-left N (>= 0) required");
+const variant_registrar reg_sliding(
+    "sliding_window", &run_sliding_window,
+    "as softmax, --window-left N (>= 0) required; --n-sink N (token sinks), --chunk C "
+    "(chunked-local), --cache contiguous|paged|ring");
 
 }  // namespace
 }  // namespace attnkit_run

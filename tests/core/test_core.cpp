@@ -57,18 +57,35 @@ TEST_CASE("core: dense views, const conversion and Eigen interop", "[core][view]
 TEST_CASE("core: mask ranges agree with the per-element rule", "[core][mask]") {
   const bool causal = GENERATE(false, true);
   const index_t left = GENERATE(-1, 0, 3, 100), right = GENERATE(-1, 0, 2);
-  const mask_rule m{causal, left, right};
+  const index_t n_sink = GENERATE(0, 1, 4), chunk = GENERATE(0, 1, 4);
+  const mask_rule m{causal, left, right, n_sink, chunk};
   for (index_t tq : {1, 5, 9})
     for (index_t tk : {0, 1, 5, 12})
       for (index_t i = 0; i < tq; ++i) {
-        index_t lo, hi;
-        m.range(i, tq, tk, lo, hi);
+        index_t lo, hi, sink_hi;
+        m.ranges(i, tq, tk, lo, hi, sink_hi);
+        CHECK((sink_hi < 0 || sink_hi < lo - 1));  // sinks: disjoint from the window, below it
         for (index_t j = -2; j < tk + 2; ++j) {
-          INFO("causal=" << causal << " left=" << left << " right=" << right << " tq=" << tq
-                         << " tk=" << tk << " i=" << i << " j=" << j);
-          CHECK(m.visible(i, j, tq, tk) == (j >= lo && j <= hi && j >= 0 && j < tk));
+          INFO("causal=" << causal << " left=" << left << " right=" << right << " n_sink=" << n_sink
+                         << " chunk=" << chunk << " tq=" << tq << " tk=" << tk << " i=" << i
+                         << " j=" << j);
+          const bool in_ranges = (j >= lo && j <= hi) || (j >= 0 && j <= sink_hi);
+          CHECK(m.visible(i, j, tq, tk) == (in_ranges && j >= 0 && j < tk));
         }
       }
+}
+
+TEST_CASE("core: chunked-local and sink visibility by the definitions", "[core][mask]") {
+  // chunk C = 4, causal: position 9 sees 8, 9 (its chunk [8, 12)); position 7 sees 4..7
+  const mask_rule chunked{true, -1, -1, 0, 4};
+  for (index_t j = 0; j < 12; ++j) {
+    CHECK(chunked.visible(9, j, 12, 12) == (j == 8 || j == 9));
+    CHECK(chunked.visible(7, j, 12, 12) == (j >= 4 && j <= 7));
+  }
+  // StreamingLLM: window of 3 keys (left 2) and 2 sinks at position 10
+  const mask_rule sinks{true, 2, 0, 2, 0};
+  for (index_t j = 0; j < 12; ++j)
+    CHECK(sinks.visible(10, j, 12, 12) == (j < 2 || (j >= 8 && j <= 10)));
 }
 
 TEST_CASE("core: bf16 and fp16 round to nearest even and keep specials", "[core][types]") {

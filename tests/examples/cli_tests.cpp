@@ -66,7 +66,7 @@ void copy_inputs(const std::string& src, const std::string& dst, bool f32, bool 
 void replay(const std::string& variant, const std::string& name,
             const std::vector<std::string>& case_opts) {
   const std::string golden = kData + name;
-  const std::vector<std::vector<std::string>> modes = {
+  std::vector<std::vector<std::string>> modes = {
       {},
       {"--cache", "contiguous"},
       {"--cache", "paged", "--page-size", "3"},
@@ -74,6 +74,10 @@ void replay(const std::string& variant, const std::string& name,
       {"--reference", "--cache", "paged", "--page-size", "2"},
       {"--threads", "2", "--cache", "paged"},
   };
+  if (variant == "sliding_window") {  // the ring cache, fed token by token
+    modes.push_back({"--cache", "ring"});
+    modes.push_back({"--reference", "--cache", "ring", "--threads", "2"});
+  }
   test::replay_golden({variant, golden, case_opts, modes,
                        [&](const std::string& in, bool f32) {
                          // the float32 copy also uses int64 offsets
@@ -116,6 +120,15 @@ TEST_CASE("attnkit-run replays golden varlen (dense and per-sequence caches)", "
 TEST_CASE("attnkit-run replays golden window with softmax and sliding_window", "[cli]") {
   replay("softmax", "window", {"--causal", "--window-left", "4", "--window-right", "0"});
   replay("sliding_window", "window", {"--causal", "--window-left=4", "--window-right", "0"});
+}
+TEST_CASE("attnkit-run replays golden window_nsink and chunked_local with sliding_window",
+          "[cli]") {
+  replay("sliding_window", "window_nsink",
+         {"--causal", "--window-left", "5", "--window-right", "0", "--n-sink", "2"});
+  // chunks of 8 under a window wider than the context
+  replay("sliding_window", "chunked_local", {"--causal", "--window-left", "1000", "--chunk", "8"});
+  // varlen through per-sequence rings (a window wider than every sequence is plain causal)
+  replay("sliding_window", "varlen", {"--causal", "--window-left", "50"});
 }
 
 TEST_CASE("attnkit-run: an explicit --scale equal to the default gives the same result", "[cli]") {
@@ -161,6 +174,18 @@ TEST_CASE("attnkit-run: usage errors exit 2 with one line", "[cli][errors]") {
     expect_error({"softmax", good, out, "--threads", "two"}, tmp, {"--threads", "'two'"});
     expect_error({"softmax", good, out, "--softcap", "-1"}, tmp, {"--softcap"});
     expect_error({"softmax", good, out, "--causal=yes"}, tmp, {"--causal", "takes no value"});
+  }
+  SECTION("sliding_window options out of range, and the ring's conditions") {
+    expect_error({"sliding_window", good, out, "--causal", "--window-left", "2", "--n-sink", "-1"},
+                 tmp, {"--n-sink", ">= 0"});
+    expect_error({"sliding_window", good, out, "--causal", "--window-left", "2", "--chunk", "-3"},
+                 tmp, {"--chunk", ">= 0"});
+    expect_error({"sliding_window", good, out, "--window-left", "2", "--cache", "ring"}, tmp,
+                 {"--cache ring", "--causal"});
+    expect_error({"sliding_window", good, out, "--causal", "--window-left", "2", "--window-right",
+                  "1", "--cache", "ring"},
+                 tmp, {"--cache ring", "--window-right"});
+    expect_error({"softmax", good, out, "--causal", "--cache", "ring"}, tmp, {"--cache", "ring"});
   }
   SECTION("sliding_window needs --window-left") {
     expect_error({"sliding_window", good, out, "--causal"}, tmp, {"--window-left", "required"});

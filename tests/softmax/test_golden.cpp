@@ -19,6 +19,7 @@ struct golden_case {
   index_t window_left, window_right;
   double softcap;
   bool sinks, varlen;
+  index_t n_sink = 0, chunk = 0;
 };
 
 const golden_case kCases[] = {
@@ -26,6 +27,8 @@ const golden_case kCases[] = {
     {"sinks_softcap", true, -1, -1, 5.0, true, false},
     {"varlen", true, -1, -1, 0.0, false, true},
     {"window", true, 4, 0, 0.0, false, false},
+    {"window_nsink", true, 5, 0, 0.0, false, false, 2, 0},
+    {"chunked_local", true, -1, -1, 0.0, false, false, 0, 8},
 };
 
 std::string case_file(const golden_case& c, const char* name) {
@@ -74,6 +77,8 @@ struct golden_inputs {
     p.window_left = c.window_left;
     p.window_right = c.window_right;
     p.softcap = c.softcap;  // scale stays 0: every case uses the default Dk^-0.5
+    p.n_sink = c.n_sink;
+    p.chunk = c.chunk;
   }
   index_t B() const { return q.view.extent(0); }
   index_t Tq() const { return q.view.extent(1); }
@@ -237,6 +242,44 @@ TEMPLATE_TEST_CASE("golden: contiguous and paged KV cache paths", "[golden][kvca
         }
         g.check(o, lse);
       }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("golden: sliding_window variant, dense and through a ring cache",
+                   "[golden][sliding_window]", double, float) {
+  using T = TestType;
+  for (const auto& c : kCases) {
+    if (c.window_left < 0 && c.chunk == 0) continue;  // not a bounded window
+    INFO("case " << c.name);
+    golden_inputs<T> g(c);
+    for (const bool ref : {false, true}) {
+      INFO((ref ? "reference" : "fast kernel"));
+      auto o = g.make_o();
+      auto lse = g.make_lse();
+      ATTNKIT_CALL(ref, sliding_window_attention, g.p, g.q.cv(), g.k.cv(), g.v.cv(), o.v(),
+                   g.extras(lse));
+      g.check(o, lse);
+    }
+    if (c.window_left < 0 || c.varlen) continue;
+    // A ring of window_left + Tq + n_sink slots fed one token at a time (wrapping around), then
+    // the Tq queries (the last positions) attend from it.
+    const index_t B = g.B(), Tk = g.Tk(), cap = c.window_left + g.Tq() + c.n_sink;
+    owned_tensor<T, 4> kr({B, cap, g.Hkv(), g.Dk()}), vr({B, cap, g.Hkv(), g.Dv()});
+    std::vector<std::int32_t> lens(std::size_t(B), 0);
+    const ring_kv_cache<T> ring{
+        kr.v(), vr.v(), make_view(static_cast<const std::int32_t*>(lens.data()), B), c.n_sink};
+    for (index_t t = 0; t < Tk; ++t) {
+      cache_append(ring, slice(g.k.cv(), 1, t, t + 1), slice(g.v.cv(), 1, t, t + 1));
+      for (auto& l : lens) ++l;
+    }
+    for (const bool ref : {false, true}) {
+      INFO((ref ? "reference" : "fast kernel") << " over the ring of " << cap << " slots");
+      auto o = g.make_o();
+      auto lse = g.make_lse();
+      ATTNKIT_CALL(ref, sliding_window_attention_kvcache, g.p, g.q.cv(), ring, o.v(),
+                   g.extras(lse));
+      g.check(o, lse);
     }
   }
 }

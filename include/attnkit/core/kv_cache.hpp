@@ -7,8 +7,14 @@
 //   paged:      k_pages [num_pages, P, Hkv, Dk], v_pages [num_pages, P, Hkv, Dv],
 //               block_table [B, max_pages], seqlens [B]; token t of sequence b is row t % P of
 //               page block_table[b][t / P]
-// seqlens[b] counts the valid tokens of row b. Appending never advances it: the caller does,
-// after the call (FlashAttention's flash_attn_with_kvcache contract).
+//   ring:       k [B, capacity, Hkv, Dk], v [B, capacity, Hkv, Dv], seqlens [B], n_sink: the
+//               first n_sink slots keep tokens 0 .. n_sink-1 for good; token t >= n_sink lives in
+//               slot n_sink + (t - n_sink) % (capacity - n_sink), so the ring holds the most
+//               recent capacity - n_sink tokens (sliding-window attention: memory W + n_sink + Tq
+//               slots whatever the generation length)
+// seqlens[b] counts the tokens of row b (for the ring: every token ever appended, its position).
+// Appending never advances it: the caller does, after the call (FlashAttention's
+// flash_attn_with_kvcache contract).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +46,24 @@ struct paged_kv_cache {
   cview<std::int32_t, 2> block_table;  ///< [B, max_pages_per_seq]
   cview<std::int32_t, 1> seqlens;      ///< [B] tokens already cached
 };
+
+/// A ring-buffer KV cache for sliding-window attention (see the layout above). Positions stay
+/// absolute: seqlens[b] is the number of tokens appended so far, and a query at position p sees
+/// the window of keys before p as if every token were still cached. The caller applies RoPE at
+/// the absolute positions before appending.
+template <class KV>
+struct ring_kv_cache {
+  using value_type = KV;
+  tensor_view<KV, 4> k;            ///< [B, capacity, Hkv, Dk]
+  tensor_view<KV, 4> v;            ///< [B, capacity, Hkv, Dv]
+  cview<std::int32_t, 1> seqlens;  ///< [B] tokens appended so far (the next token's position)
+  index_t n_sink = 0;              ///< leading slots that keep the first tokens (token sinks)
+};
+
+/// Slot of token t in a ring of `capacity` slots with n_sink sink slots (t >= 0).
+constexpr index_t ring_slot(index_t t, index_t capacity, index_t n_sink) {
+  return t < n_sink ? t : n_sink + (t - n_sink) % (capacity - n_sink);
+}
 
 namespace detail {
 
@@ -73,6 +97,27 @@ struct paged_rows {
   }
 };
 
+/// Key/value rows of one (sequence, kv head) in a ring cache: token j is slot ring_slot(j). The
+/// live tokens (the last L = capacity - n_sink) map without a division: j - n_sink - base, with
+/// base a multiple of L just below them, lies in [0, 2L).
+template <class KV>
+struct ring_rows {
+  KV* k;
+  index_t ks, kd;
+  KV* v;
+  index_t vs, vd;
+  index_t n_sink, L, base;
+  index_t slot(index_t j) const {
+    if (j < n_sink) return j;
+    const index_t r = j - n_sink - base;
+    if (r >= 0 && r < L) return n_sink + r;
+    if (r >= L && r < 2 * L) return n_sink + r - L;
+    return n_sink + (j - n_sink) % L;  // a token out of the window's reach
+  }
+  KV* k_row(index_t j) const { return k + slot(j) * ks; }
+  KV* v_row(index_t j) const { return v + slot(j) * vs; }
+};
+
 /// Rows of kv head hk of batch row b, starting at token t0, in dense k [B,T,Hkv,Dk], v
 /// [B,T,Hkv,Dv].
 template <class K, class V>
@@ -102,6 +147,13 @@ paged_rows<KV> cache_rows(const paged_kv_cache<KV>& c, index_t b, index_t hk) {
           c.k_pages.extent(1)};
 }
 
+template <class KV>
+ring_rows<KV> cache_rows(const ring_kv_cache<KV>& c, index_t b, index_t hk) {
+  const dense_rows<KV> d = dense_rows_of(c.k, c.v, b, 0, hk);
+  const index_t L = c.k.extent(1) - c.n_sink, live0 = index_t(c.seqlens(b)) - c.n_sink - L;
+  return {d.k, d.ks, d.kd, d.v, d.vs, d.vd, c.n_sink, L, live0 > 0 ? live0 / L * L : 0};
+}
+
 /// The K and V storage of a cache (rows or pages), for aliasing checks.
 template <class KV>
 std::pair<tensor_view<KV, 4>, tensor_view<KV, 4>> cache_tensors(const kv_cache<KV>& c) {
@@ -110,6 +162,10 @@ std::pair<tensor_view<KV, 4>, tensor_view<KV, 4>> cache_tensors(const kv_cache<K
 template <class KV>
 std::pair<tensor_view<KV, 4>, tensor_view<KV, 4>> cache_tensors(const paged_kv_cache<KV>& c) {
   return {c.k_pages, c.v_pages};
+}
+template <class KV>
+std::pair<tensor_view<KV, 4>, tensor_view<KV, 4>> cache_tensors(const ring_kv_cache<KV>& c) {
+  return {c.k, c.v};
 }
 
 /// What a validated cache holds: token slots per sequence, kv heads, key and value dims.
@@ -128,6 +184,24 @@ cache_dims check_kv_cache(const char* fn, const kv_cache<KV>& c, index_t B, bool
     check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v);
   }
   check_tensor({fn, "cache_seqlens", "B"}, c.seqlens, {B});
+  return {cap, Hkv, c.k.extent(3), c.v.extent(3)};
+}
+
+/// Checks a ring cache for B sequences (capacity: its slots; the window check is the caller's).
+template <class KV>
+cache_dims check_kv_cache(const char* fn, const ring_kv_cache<KV>& c, index_t B, bool written) {
+  check_tensor({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k, {B, -1, -1, -1});
+  const index_t cap = c.k.extent(1), Hkv = c.k.extent(2);
+  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v, {B, cap, Hkv, -1});
+  if (written) {
+    check_no_self_overlap({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k);
+    check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v);
+  }
+  check_tensor({fn, "cache_seqlens", "B"}, c.seqlens, {B});
+  if (c.n_sink < 0) fail(fn, ": ring cache n_sink must be >= 0, got ", c.n_sink);
+  if (cap <= c.n_sink)
+    fail(fn, ": tensor 'k_cache' dim 1 (capacity): a ring cache needs more slots than its ",
+         c.n_sink, " sink slots, got ", cap);
   return {cap, Hkv, c.k.extent(3), c.v.extent(3)};
 }
 
@@ -151,6 +225,8 @@ cache_dims check_kv_cache(const char* fn, const paged_kv_cache<KV>& c, index_t B
 template <class KV>
 void check_cache_pages(const char*, const kv_cache<KV>&, index_t, index_t) {}
 template <class KV>
+void check_cache_pages(const char*, const ring_kv_cache<KV>&, index_t, index_t) {}
+template <class KV>
 void check_cache_pages(const char* fn, const paged_kv_cache<KV>& c, index_t b, index_t tokens) {
   const index_t np = c.k_pages.extent(0), P = c.k_pages.extent(1);
   for (index_t i = 0; i < (tokens + P - 1) / P; ++i) {
@@ -158,6 +234,18 @@ void check_cache_pages(const char* fn, const paged_kv_cache<KV>& c, index_t b, i
     if (pg < 0 || pg >= np)
       fail(fn, ": block_table[", b, "][", i, "] = ", pg, " is not a page index in [0, ", np, ")");
   }
+}
+
+/// The tokens t0 <= t < tn of an append at positions pos0 .. pos0 + tn - 1 that a ring cache
+/// keeps: its sinks and the last capacity - n_sink (earlier ones would be overwritten in the same
+/// append). Every token for the other caches.
+template <class Cache>
+bool kept_token(const Cache&, index_t, index_t, index_t) {
+  return true;
+}
+template <class KV>
+bool kept_token(const ring_kv_cache<KV>& c, index_t pos, index_t pos0, index_t tn) {
+  return pos < c.n_sink || pos >= pos0 + tn - (c.k.extent(1) - c.n_sink);
 }
 
 /// Writes tokens [0, Tnew) of k_new/v_new [B,Tnew,Hkv,D] row b into the cache of sequence b at
@@ -170,6 +258,7 @@ void write_cache_tokens(const Cache& c, index_t b, index_t pos0, const tensor_vi
   for (index_t hk = 0; hk < Hkv; ++hk) {
     const auto rows = cache_rows(c, b, hk);
     for (index_t t = 0; t < tn; ++t) {
+      if (!kept_token(c, pos0 + t, pos0, tn)) continue;
       auto* kd = rows.k_row(pos0 + t);
       auto* vd = rows.v_row(pos0 + t);
       for (index_t d = 0; d < Dk; ++d) kd[d * rows.kd] = k_new(b, t, hk, d);
@@ -179,4 +268,35 @@ void write_cache_tokens(const Cache& c, index_t b, index_t pos0, const tensor_vi
 }
 
 }  // namespace detail
+
+/// Writes k_new/v_new [B,Tnew,Hkv,D] into the cache at positions seqlens[b] .. seqlens[b] + Tnew
+/// - 1 without attending (vLLM's reshape_and_cache), converting to the cache's element type.
+/// seqlens is not advanced: the caller does, after the call. A ring cache keeps its sinks and
+/// the last capacity - n_sink tokens; the other caches must have room for every token.
+template <class Cache, class KN>
+void cache_append(const Cache& cache, tensor_view<KN, 4> k_new, tensor_view<KN, 4> v_new) {
+  const char* fn = "cache_append";
+  const index_t B = k_new.extent(0);
+  const detail::cache_dims cd = detail::check_kv_cache(fn, cache, B, true);
+  detail::check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new, {B, -1, cd.Hkv, cd.Dk});
+  const index_t tn = k_new.extent(1);
+  detail::check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new, {B, tn, cd.Hkv, cd.Dv});
+  const auto [ck, cv] = detail::cache_tensors(cache);
+  detail::check_disjoint(fn, "k_cache", ck, "k_new", k_new);
+  detail::check_disjoint(fn, "k_cache", ck, "v_new", v_new);
+  detail::check_disjoint(fn, "v_cache", cv, "k_new", k_new);
+  detail::check_disjoint(fn, "v_cache", cv, "v_new", v_new);
+  constexpr bool ring = std::is_same_v<Cache, ring_kv_cache<typename Cache::value_type>>;
+  for (index_t b = 0; b < B; ++b) {
+    const index_t len = cache.seqlens(b);
+    if (len < 0) detail::fail(fn, ": cache_seqlens[", b, "] must be >= 0, got ", len);
+    if (!ring && len + tn > cd.capacity)
+      detail::fail(fn, ": cache_seqlens[", b, "] + Tnew = ", len + tn,
+                   " exceeds the cache capacity ", cd.capacity);
+    detail::check_cache_pages(fn, cache, b, len + tn);
+  }
+  for (index_t b = 0; b < B; ++b)
+    detail::write_cache_tokens(cache, b, cache.seqlens(b), k_new, v_new);
+}
+
 }  // namespace attnkit

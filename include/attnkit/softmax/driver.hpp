@@ -55,7 +55,7 @@ inline softmax_plan plan_items(const softmax_params& p, const softmax_shape& sh)
       index_t klo = sq.tk, khi = -1;
       for (index_t t = 0; t < nq; ++t) {
         index_t lo, hi;
-        sh.mask.range(i0 + t, sq.tq, sq.tk, lo, hi);
+        sh.mask.range(i0 + t, sq.tq, sq.tk, lo, hi);  // (sinks: the first split's own pass)
         if (lo <= hi) {
           klo = std::min(klo, lo);
           khi = std::max(khi, hi);
@@ -86,7 +86,7 @@ inline softmax_plan plan_items(const softmax_params& p, const softmax_shape& sh)
     for (index_t s = 0; s < ns; ++s) {
       const index_t kb = b.klo + s * per, ke = std::min(b.khi + 1, kb + per);
       plan.items.push_back({b.seq, b.hk, b.nh, b.i0, b.nq, ns == 1 ? 0 : kb,
-                            ns == 1 ? sh.seqs[b.seq].tk : ke, ns == 1 ? -1 : plan.slots++});
+                            ns == 1 ? sh.seqs[b.seq].tk : ke, ns == 1 ? -1 : plan.slots++, s == 0});
     }
     plan.M_max = std::max(plan.M_max, b.nh * b.nq * G);
   }

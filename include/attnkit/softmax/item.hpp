@@ -34,6 +34,7 @@ struct softmax_item {
   std::size_t seq;
   index_t hk, nh, i0, nq, kbeg, kend;
   index_t slot;  // partial-state slot (split-KV), -1 = write output directly
+  bool sinks;    // visits the rows' token sinks too (the first split of a row block)
 
   /// Whether the item runs as prefill_item (packed tiles) rather than decode_item.
   bool packed(index_t group) const { return nh == 1 && nq * group >= softmax_tiling::kSmallRows; }
@@ -44,11 +45,32 @@ struct key_span {
   index_t kmin, kmax;
 };
 
-/// Sizes the workspace for M rows, loads the scaled queries and each row's visible key range
-/// clipped to the item's split; returns the union of those ranges.
+/// The key passes of an item: its window (every row's window range clipped to the item's split,
+/// in ws.lo / ws.hi) and, for the first split, the rows' token sinks below their windows.
+struct item_spans {
+  key_span window, sinks;
+};
+
+/// Visits the item's keys: visit(span) runs the block loop over ws.lo / ws.hi, first for the
+/// sinks (the rows' ranges [0, sink_hi]), then for the windows.
+template <class A, class Visit>
+void visit_passes(const item_spans& sp, softmax_workspace<A>& ws, Visit visit) {
+  if (sp.sinks.kmin <= sp.sinks.kmax) {
+    std::fill(ws.lo.begin(), ws.lo.end(), index_t(0));
+    ws.hi = ws.sink_hi;
+    visit(sp.sinks);
+    ws.lo = ws.window_lo;
+    ws.hi = ws.window_hi;
+  }
+  if (sp.window.kmin <= sp.window.kmax) visit(sp.window);
+}
+
+/// Sizes the workspace for M rows, loads the scaled queries and each row's visible key ranges
+/// (the window clipped to the item's split; the sinks when the item visits them); returns the
+/// unions of those ranges.
 template <class A, class Arch, class Q>
-key_span begin_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
-                    const tensor_view<Q, 4>& q, A qscale, softmax_workspace<A>& ws) {
+item_spans begin_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_item& it,
+                      const tensor_view<Q, 4>& q, A qscale, softmax_workspace<A>& ws) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   const index_t G = sh.group, M = it.nh * it.nq * G;
@@ -60,26 +82,34 @@ key_span begin_item(const softmax_shape& sh, const softmax_seq& sq, const softma
   ws.st.assign(std::size_t(M), softmax_state<A>{});
   ws.lo.resize(std::size_t(M));
   ws.hi.resize(std::size_t(M));
-  key_span span{std::numeric_limits<index_t>::max(), -1};
+  ws.sink_hi.resize(std::size_t(M));
+  item_spans sp{{std::numeric_limits<index_t>::max(), -1}, {0, -1}};
   for (index_t t = 0; t < it.nq; ++t) {
-    index_t lo, hi;
-    sh.mask.range(it.i0 + t, sq.tq, sq.tk, lo, hi);
+    index_t lo, hi, sink_hi;
+    sh.mask.ranges(it.i0 + t, sq.tq, sq.tk, lo, hi, sink_hi);
     lo = std::max(lo, it.kbeg);
     hi = std::min(hi, it.kend - 1);
+    if (!it.sinks) sink_hi = -1;
     for (index_t hh = 0; hh < it.nh; ++hh)
       for (index_t g = 0; g < G; ++g) {
         const index_t r = (hh * it.nq + t) * G + g;
         ws.lo[std::size_t(r)] = lo;
         ws.hi[std::size_t(r)] = hi;
+        ws.sink_hi[std::size_t(r)] = sink_hi;
         const Q* src = &q(sq.qb, sq.q0 + it.i0 + t, (it.hk + hh) * G + g, 0);
         simd::convert<A, Arch>(src, ws.q.data() + r * Dkp, sh.Dk, qscale);
       }
     if (lo <= hi) {
-      span.kmin = std::min(span.kmin, lo);
-      span.kmax = std::max(span.kmax, hi);
+      sp.window.kmin = std::min(sp.window.kmin, lo);
+      sp.window.kmax = std::max(sp.window.kmax, hi);
     }
+    sp.sinks.kmax = std::max(sp.sinks.kmax, sink_hi);
   }
-  return span;
+  if (sp.sinks.kmax >= 0) {  // the window ranges are restored after the sink pass
+    ws.window_lo = ws.lo;
+    ws.window_hi = ws.hi;
+  }
+  return sp;
 }
 
 /// Online softmax over the M rows of the score tile S [M, kBlockN] of key block j0 (nb keys,
@@ -152,32 +182,37 @@ void prefill_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_
   constexpr index_t NB = softmax_tiling::kBlockN;
   const index_t M = it.nq * sh.group, Dk = sh.Dk, Dv = sh.Dv;
   const index_t Dkp = round_up(Dk, W), Dvp = round_up(Dv, 2 * W);
-  const key_span span = begin_item<A, Arch>(sh, sq, it, q, qscale, ws);
+  const item_spans spans = begin_item<A, Arch>(sh, sq, it, q, qscale, ws);
   ws.kt.resize(std::size_t(Dk * NB));
   ws.vp.resize(std::size_t(NB * Dvp));
-  // Key blocks are aligned to multiples of NB (so pre-packed blocks can be shared by all items).
-  for (index_t j0 = span.kmin / NB * NB; j0 <= span.kmax; j0 += NB) {
-    const index_t nb = std::min(NB, sq.tk - j0);
-    const index_t ncols = round_up(std::min(nb, span.kmax + 1 - j0), 2 * W);
-    A* S = ws.s.data();
-    const A* kt = pre.kt ? pre.kt + (j0 / NB) * Dk * NB : ws.kt.data();
-    if (!pre.kt)
-      pack_kt<A, Arch, 2 * W>(rows, j0, std::min(nb, span.kmax + 1 - j0), ncols, Dk, ws.kt.data());
-    // Row tiles outer: the tile's Q rows stay in L1 while K^T streams sequentially.
-    simd::dispatch_rows<softmax_tiling::qk_rows<W>()>(M, [&](auto mr, index_t r0) {
-      for (index_t c = 0; c < ncols; c += 2 * W)
-        qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt + c * Dk, 2 * W,
-                                              S + r0 * NB + c, NB, Dk);
-    });
-    const index_t pv_cols = softmax_block_rows<A, Arch>(M, j0, nb, ncols, softcap, ws);
-    const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
-    if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
-    // Tile height: softmax_tiling::pv_rows (4 rows below 16 lanes: faster for this tile than
-    // Q K^T's 6; 8 rows with AVX-512's 32 registers).
-    simd::dispatch_rows<softmax_tiling::pv_rows<W>()>(M, [&](auto mr, index_t r0) {
-      pv_tile_rows<decltype(mr)::value, A, Arch>(S, vp, ws, r0, j0, pv_cols, Dvp);
-    });
-  }
+  visit_passes(spans, ws, [&](const key_span& span) {
+    // Key blocks are aligned to multiples of NB (so pre-packed blocks can be shared by all items).
+    for (index_t j0 = span.kmin / NB * NB; j0 <= span.kmax; j0 += NB) {
+      const index_t nb = std::min(NB, sq.tk - j0);
+      const index_t ncols = round_up(std::min(nb, span.kmax + 1 - j0), 2 * W);
+      A* S = ws.s.data();
+      const A* kt = pre.kt ? pre.kt + (j0 / NB) * Dk * NB : ws.kt.data();
+      if (!pre.kt)
+        pack_kt<A, Arch, 2 * W>(rows, j0, std::min(nb, span.kmax + 1 - j0), ncols, Dk,
+                                ws.kt.data());
+      // Row tiles outer: the tile's Q rows stay in L1 while K^T streams sequentially.
+      // column tiles below the span (the lower edge of a window) are not computed
+      const index_t c_first = std::max<index_t>(0, span.kmin - j0) / (2 * W) * (2 * W);
+      simd::dispatch_rows<softmax_tiling::qk_rows<W>()>(M, [&](auto mr, index_t r0) {
+        for (index_t c = c_first; c < ncols; c += 2 * W)
+          qk_tile<decltype(mr)::value, A, Arch>(ws.q.data() + r0 * Dkp, Dkp, kt + c * Dk, 2 * W,
+                                                S + r0 * NB + c, NB, Dk);
+      });
+      const index_t pv_cols = softmax_block_rows<A, Arch>(M, j0, nb, ncols, softcap, ws);
+      const A* vp = pre.v ? pre.v + (j0 / NB) * NB * Dvp : ws.vp.data();
+      if (!pre.v) pack_v<A, Arch, 2 * W>(rows, j0, pv_cols, Dv, Dvp, ws.vp.data());
+      // Tile height: softmax_tiling::pv_rows (4 rows below 16 lanes: faster for this tile than
+      // Q K^T's 6; 8 rows with AVX-512's 32 registers).
+      simd::dispatch_rows<softmax_tiling::pv_rows<W>()>(M, [&](auto mr, index_t r0) {
+        pv_tile_rows<decltype(mr)::value, A, Arch>(S, vp, ws, r0, j0, pv_cols, Dvp);
+      });
+    }
+  });
 }
 
 /// A decode-shaped item (every kv head, fewer than kSmallRows rows per head): row dot products
@@ -192,75 +227,78 @@ void decode_item(const softmax_shape& sh, const softmax_seq& sq, const softmax_i
   constexpr index_t NB = softmax_tiling::kBlockN;
   const index_t Mh = it.nq * sh.group, M = it.nh * Mh, Dk = sh.Dk, Dv = sh.Dv;
   const index_t Dkp = round_up(Dk, W), Dvp = round_up(Dv, 2 * W);
-  const key_span span = begin_item<A, Arch>(sh, sq, it, q, qscale, ws);
+  const item_spans spans = begin_item<A, Arch>(sh, sq, it, q, qscale, ws);
   ws.vp.clear();
   using KV = std::remove_cv_t<std::remove_pointer_t<decltype(head_rows[0].k_row(0))>>;
   const bool sw_prefetch =
       std::size_t(it.nh * std::max(Dk, Dv)) * sizeof(KV) <= kPrefetchMaxTokenBytes;
   const auto k_of = [](const Rows& hr, index_t key) { return hr.k_row(key); };
   const auto v_of = [](const Rows& hr, index_t key) { return hr.v_row(key); };
-  for (index_t j0 = span.kmin / NB * NB; j0 <= span.kmax; j0 += NB) {
-    const index_t nb = std::min(NB, sq.tk - j0);
-    const index_t ncols = round_up(std::min(nb, span.kmax + 1 - j0), 2 * W);
-    A* S = ws.s.data();
-    // Q K^T: K is prefetched here, V by the P V walk below.
-    for_each_key_group(
-        head_rows, it.nh, j0, std::min(nb, span.kmax + 1 - j0), sw_prefetch ? sq.tk : 0, Dk, k_of,
-        [&](auto ku, const auto* k, index_t j, index_t hh) {
-          simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
-            constexpr int MR = decltype(mr)::value;
-            r0 += hh * Mh;
-            const A* Qr = ws.q.data() + r0 * Dkp;
-            A* Sr = S + r0 * NB + j;
-            if constexpr (decltype(ku)::value == 1) {
-              dot_rows<MR, A, Arch>(Qr, Dkp, k[0], Dk, Sr, NB);
-            } else if constexpr (MR == 1 || MR == 2) {
-              dot_rows_keys<MR, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-            } else if constexpr (MR == 4 && W >= 16) {  // 16 accumulators
-              dot_rows_keys<4, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-            } else if constexpr (MR == 4) {
-              dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-              dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k + 2, Dk, Sr + 2, NB);
-            } else {  // 3 rows: one pair, one single
-              dot_rows_keys<2, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
-              dot_rows_keys<1, 4, A, Arch>(Qr + 2 * Dkp, Dkp, k, Dk, Sr + 2 * NB, NB);
-            }
+  visit_passes(spans, ws, [&](const key_span& span) {
+    for (index_t j0 = span.kmin / NB * NB; j0 <= span.kmax; j0 += NB) {
+      const index_t nb = std::min(NB, sq.tk - j0);
+      const index_t ncols = round_up(std::min(nb, span.kmax + 1 - j0), 2 * W);
+      A* S = ws.s.data();
+      // Q K^T: K is prefetched here, V by the P V walk below.
+      for_each_key_group(
+          head_rows, it.nh, j0, std::min(nb, span.kmax + 1 - j0), sw_prefetch ? sq.tk : 0, Dk, k_of,
+          [&](auto ku, const auto* k, index_t j, index_t hh) {
+            simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
+              constexpr int MR = decltype(mr)::value;
+              r0 += hh * Mh;
+              const A* Qr = ws.q.data() + r0 * Dkp;
+              A* Sr = S + r0 * NB + j;
+              if constexpr (decltype(ku)::value == 1) {
+                dot_rows<MR, A, Arch>(Qr, Dkp, k[0], Dk, Sr, NB);
+              } else if constexpr (MR == 1 || MR == 2) {
+                dot_rows_keys<MR, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+              } else if constexpr (MR == 4 && W >= 16) {  // 16 accumulators
+                dot_rows_keys<4, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+              } else if constexpr (MR == 4) {
+                dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+                dot_rows_keys<4, 2, A, Arch>(Qr, Dkp, k + 2, Dk, Sr + 2, NB);
+              } else {  // 3 rows: one pair, one single
+                dot_rows_keys<2, 4, A, Arch>(Qr, Dkp, k, Dk, Sr, NB);
+                dot_rows_keys<1, 4, A, Arch>(Qr + 2 * Dkp, Dkp, k, Dk, Sr + 2 * NB, NB);
+              }
+            });
           });
-        });
-    const index_t pv_cols = softmax_block_rows<A, Arch>(M, j0, nb, ncols, softcap, ws);
-    // Rescale the accumulators, then add P V.
-    for (index_t r = 0; r < M; ++r) {
-      const A al = ws.alpha[std::size_t(r)];
-      if (al == A(1)) continue;
-      A* o = ws.acc.data() + r * Dvp;
-      for (index_t c = 0; c < Dvp; c += W) (B::load_aligned(o + c) * B(al)).store_aligned(o + c);
+      const index_t pv_cols = softmax_block_rows<A, Arch>(M, j0, nb, ncols, softcap, ws);
+      // Rescale the accumulators, then add P V.
+      for (index_t r = 0; r < M; ++r) {
+        const A al = ws.alpha[std::size_t(r)];
+        if (al == A(1)) continue;
+        A* o = ws.acc.data() + r * Dvp;
+        for (index_t c = 0; c < Dvp; c += W) (B::load_aligned(o + c) * B(al)).store_aligned(o + c);
+      }
+      for_each_key_group(
+          head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
+          [&](auto ku, const auto* v, index_t j, index_t hh) {
+            simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
+              constexpr int MR = decltype(mr)::value, KU = decltype(ku)::value;
+              r0 += hh * Mh;
+              A* acc = ws.acc.data() + r0 * Dvp;
+              const A* P = S + r0 * NB + j;
+              const index_t key = j0 + j;
+              bool all_see = true;
+              for (int i = 0; i < MR; ++i)
+                all_see &=
+                    ws.lo[std::size_t(r0 + i)] <= key && ws.hi[std::size_t(r0 + i)] >= key + KU - 1;
+              if (all_see) {
+                pv_rows_keys<MR, KU, A, Arch>(P, NB, v, Dv, acc, Dvp);
+                return;
+              }
+              // an edge of the visible region: each row adds only the keys it
+              // sees (selected, not multiplied by a zero P)
+              for (int i = 0; i < MR; ++i)
+                for (int u = 0; u < KU; ++u)
+                  if (ws.lo[std::size_t(r0 + i)] <= key + u &&
+                      key + u <= ws.hi[std::size_t(r0 + i)])
+                    pv_rows_keys<1, 1, A, Arch>(P + i * NB + u, NB, v + u, Dv, acc + i * Dvp, Dvp);
+            });
+          });
     }
-    for_each_key_group(
-        head_rows, it.nh, j0, pv_cols, sw_prefetch ? j0 + pv_cols : 0, Dv, v_of,
-        [&](auto ku, const auto* v, index_t j, index_t hh) {
-          simd::dispatch_rows<4>(Mh, [&](auto mr, index_t r0) {
-            constexpr int MR = decltype(mr)::value, KU = decltype(ku)::value;
-            r0 += hh * Mh;
-            A* acc = ws.acc.data() + r0 * Dvp;
-            const A* P = S + r0 * NB + j;
-            const index_t key = j0 + j;
-            bool all_see = true;
-            for (int i = 0; i < MR; ++i)
-              all_see &=
-                  ws.lo[std::size_t(r0 + i)] <= key && ws.hi[std::size_t(r0 + i)] >= key + KU - 1;
-            if (all_see) {
-              pv_rows_keys<MR, KU, A, Arch>(P, NB, v, Dv, acc, Dvp);
-              return;
-            }
-            // an edge of the visible region: each row adds only the keys it
-            // sees (selected, not multiplied by a zero P)
-            for (int i = 0; i < MR; ++i)
-              for (int u = 0; u < KU; ++u)
-                if (ws.lo[std::size_t(r0 + i)] <= key + u && key + u <= ws.hi[std::size_t(r0 + i)])
-                  pv_rows_keys<1, 1, A, Arch>(P + i * NB + u, NB, v + u, Dv, acc + i * Dvp, Dvp);
-          });
-        });
-  }
+  });
 }
 
 /// Writes the final o (and lse) rows of an item from its state: o = acc / (l + e^{sink - m}).

@@ -9,6 +9,7 @@
 // Query head h reads kv head h / (Hq / Hkv). Visibility: core/mask.hpp (bottom-right causal).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -31,6 +32,10 @@ struct softmax_params {
   bool causal = false;        ///< bottom-right aligned causal mask
   index_t window_left = -1;   ///< inclusive left window (keys >= pos - left); -1 = unbounded
   index_t window_right = -1;  ///< inclusive right window (keys <= pos + right); -1 = unbounded
+  index_t n_sink = 0;         ///< StreamingLLM token sinks: keys j < n_sink stay visible beside
+                              ///< the window (still causal)
+  index_t chunk = 0;          ///< chunked-local attention (FA3 attention_chunk): a query sees
+                              ///< only keys of its chunk of `chunk` positions; 0 = off
   double softcap = 0;         ///< x = cap * tanh(x / cap) when > 0; 0 = off
   int num_splits = 0;         ///< split-KV partitions per row: 0 = automatic, 1 = off
   executor* exec = nullptr;   ///< where work runs; nullptr = attnkit::default_executor()
@@ -45,7 +50,55 @@ struct softmax_extras {
   cview<std::int32_t, 1> cu_seqlens_k;  ///< [N+1] varlen key offsets (then B = 1)
 };
 
+/// The params of a model's sliding-window layer from its config value W (Hugging Face
+/// `sliding_window`, llama.cpp `n_swa`): W keys are visible including the current token, so
+/// FlashAttention's inclusive window is (W - 1, 0), causal. Passing W itself as window_left
+/// shows W + 1 keys: the off-by-one that broke ports (Hugging Face passed (W, W), then
+/// (W - 1, W - 1), to FlashAttention before settling on (W - 1, 0) in 2025; some early model
+/// references let W + 1 keys through). Local layers of common models:
+///   Mistral 7B v0.1   W = 4096 on every layer
+///   Gemma 2           W = 4096, local : global 1 : 1, attention softcap 50
+///   Gemma 3           W = 1024, local : global 5 : 1
+///   gpt-oss           W = 128, banded : full 1 : 1, learned sinks (softmax_extras::sinks)
+///   Llama 4           chunked-local, chunks of 8192 (p.chunk = 8192, no window)
+/// StreamingLLM keeps the first tokens besides the window: p.n_sink (about 4).
+inline softmax_params sliding_window_of_model(index_t W) {
+  if (W < 1) detail::fail("sliding_window_of_model: the model's window W must be >= 1, got ", W);
+  softmax_params p;
+  p.causal = true;
+  p.window_left = W - 1;
+  p.window_right = 0;
+  return p;
+}
+
+/// Pages [first, last) of one sequence's block table that no query at position >= next_pos can
+/// see under p (causal): every token in them is past the window (and before the query's chunk)
+/// and not a token sink. An engine may give those pages to other sequences; the entries may keep
+/// pointing at them (their tokens are masked, never reaching an output).
+struct page_range {
+  index_t first = 0, last = 0;
+};
+inline page_range reclaimable_pages(const softmax_params& p, index_t next_pos, index_t page_size) {
+  if (page_size < 1) detail::fail("reclaimable_pages: page_size must be >= 1, got ", page_size);
+  index_t dead_end = 0;  // tokens [n_sink, dead_end) are out of every later query's reach
+  if (p.window_left >= 0 && next_pos - p.window_left > 0) dead_end = next_pos - p.window_left;
+  if (p.chunk > 0) dead_end = std::max(dead_end, next_pos / p.chunk * p.chunk);
+  page_range r;
+  r.first = (std::max<index_t>(p.n_sink, 0) + page_size - 1) / page_size;
+  r.last = std::max(r.first, dead_end / page_size);
+  return r;
+}
+
 namespace detail {
+
+/// sliding_window: keys bounded by a window (window_left >= 0) or by chunks (chunk > 0).
+inline void require_window(const char* fn, const softmax_params& p) {
+  if (p.window_left < 0 && p.chunk <= 0)
+    fail(fn,
+         ": needs a bounded window: option 'window_left' must be >= 0 (or 'chunk' > 0), got "
+         "window_left = ",
+         p.window_left);
+}
 
 /// One attention problem after validation: sequence n has tq query rows starting at token q0 of
 /// batch row qb, and tk keys (starting at k0 of batch row kb for dense inputs).
@@ -68,6 +121,8 @@ inline void check_softmax_params(const char* fn, const softmax_params& p) {
   if (p.window_left < -1) fail(fn, ": option 'window_left' must be >= -1, got ", p.window_left);
   if (p.window_right < -1) fail(fn, ": option 'window_right' must be >= -1, got ", p.window_right);
   if (p.num_splits < 0) fail(fn, ": option 'num_splits' must be >= 0, got ", p.num_splits);
+  if (p.n_sink < 0) fail(fn, ": option 'n_sink' must be >= 0, got ", p.n_sink);
+  if (p.chunk < 0) fail(fn, ": option 'chunk' must be >= 0 (0 = off), got ", p.chunk);
 }
 
 /// Checks q and o (and the optional sinks/lse) and fills B, Tq, Hq, Dk, Dv, scale, mask.
@@ -99,7 +154,7 @@ void check_queries(const char* fn, const softmax_params& p, const tensor_view<Q,
     check_no_self_overlap({fn, "lse", "B,Hq,Tq"}, x.lse);
   }
   s.scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(double(Dk));
-  s.mask = mask_rule{p.causal, p.window_left, p.window_right};
+  s.mask = mask_rule{p.causal, p.window_left, p.window_right, p.n_sink, p.chunk};
 }
 
 /// o and lse must not alias the inputs q, k, v (or the cache) nor each other.
@@ -148,6 +203,31 @@ softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_
   return s;
 }
 
+/// A contiguous or paged cache must hold every token of sequence b.
+template <class Cache>
+void check_cache_room(const char* fn, const softmax_params&, const Cache&, const cache_dims& cd,
+                      index_t b, index_t tokens, index_t) {
+  if (tokens > cd.capacity)
+    fail(fn, ": cache_seqlens[", b, "] + Tnew = ", tokens, " exceeds the cache capacity ",
+         cd.capacity);
+}
+/// A ring cache must hold every key the Tq queries can see: their window (the ring keeps the
+/// last capacity - n_sink tokens) and their token sinks (kept in the sink slots).
+template <class KV>
+void check_cache_room(const char* fn, const softmax_params& p, const ring_kv_cache<KV>& c,
+                      const cache_dims& cd, index_t, index_t, index_t Tq) {
+  if (p.window_left < 0)
+    fail(fn, ": a ring cache needs a bounded window (option 'window_left' >= 0, got ",
+         p.window_left, ")");
+  if (p.n_sink > c.n_sink)
+    fail(fn, ": option 'n_sink' = ", p.n_sink,
+         " needs as many sink slots in the ring cache, which has ", c.n_sink);
+  if (p.window_left > cd.capacity - c.n_sink - Tq)
+    fail(fn, ": tensor 'k_cache' dim 1 (capacity): a ring of ", cd.capacity, " slots (", c.n_sink,
+         " sinks) is too small for window_left = ", p.window_left, " and Tq = ", Tq,
+         " (it needs window_left + Tq + n_sink slots)");
+}
+
 /// Validates a KV-cache call (contiguous or paged cache of core/kv_cache.hpp); k_new/v_new
 /// [B,Tnew,Hkv,D] are optional tokens appended before attending.
 template <class Q, class O, class A, class Cache, class KN, class VN>
@@ -170,9 +250,7 @@ softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_
   for (index_t b = 0; b < s.B; ++b) {
     const index_t len = c.seqlens(b);
     if (len < 0) fail(fn, ": cache_seqlens[", b, "] must be >= 0, got ", len);
-    if (len + tn > cd.capacity)
-      fail(fn, ": cache_seqlens[", b, "] + Tnew = ", len + tn, " exceeds the cache capacity ",
-           cd.capacity);
+    check_cache_room(fn, p, c, cd, b, len + tn, s.Tq);
     check_cache_pages(fn, c, b, len + tn);
     s.seqs.push_back({b, 0, s.Tq, b, 0, len + tn});
   }

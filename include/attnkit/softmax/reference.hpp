@@ -96,4 +96,24 @@ void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, co
   });
 }
 
+/// Reference of attnkit::sliding_window_attention (standard attention with a bounded window).
+template <class Q, class K, class V, class O>
+void sliding_window_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
+                              tensor_view<V, 4> v, tensor_view<O, 4> o,
+                              const softmax_extras<accum_t<Q>>& x = {}) {
+  attnkit::detail::require_window("reference::sliding_window_attention", p);
+  reference::standard_attention(p, q, k, v, o, x);
+}
+
+/// Reference of attnkit::sliding_window_attention_kvcache (any cache, including the ring).
+template <class Q, class Cache, class O, class KN = const typename Cache::value_type>
+void sliding_window_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q,
+                                      const Cache& cache, tensor_view<O, 4> o,
+                                      const softmax_extras<accum_t<Q>>& x = {},
+                                      tensor_view<KN, 4> k_new = {},
+                                      tensor_view<KN, 4> v_new = {}) {
+  attnkit::detail::require_window("reference::sliding_window_attention_kvcache", p);
+  reference::standard_attention_kvcache(p, q, cache, o, x, k_new, v_new);
+}
+
 }  // namespace attnkit::reference

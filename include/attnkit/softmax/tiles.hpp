@@ -43,7 +43,8 @@ template <class A>
 struct softmax_workspace {
   aligned_vector<A> q, kt, vp, s, acc, alpha;
   std::vector<softmax_state<A>> st;
-  std::vector<index_t> lo, hi;
+  std::vector<index_t> lo, hi;                         // each row's keys in the current pass
+  std::vector<index_t> window_lo, window_hi, sink_hi;  // the window pass and the sinks [0, sink_hi]
 };
 
 // S[i, 0:2W] = sum_d Q[i, d] * Kt[d, 0:2W] for MR rows (one column tile; Kt rows 2W-aligned).
@@ -254,34 +255,38 @@ inline void for_each_key_group(const Rows* head_rows, index_t nh, index_t j0, in
     }
 }
 
-// Online-softmax update of one row of a tile. s[0, ncols) holds the scores (scaled); columns
-// outside [vis_lo, vis_hi] are masked. On return s holds P = e^{x - m_new} and st is updated;
-// returns alpha.
+// Online-softmax update of one row of a tile. s[0, ncols) holds the scores (scaled); the row sees
+// columns [vis_lo, vis_hi]. Only the W-aligned columns around that range are touched: on return
+// they hold P = e^{x - m_new} (0 outside the range) and st is updated; returns alpha. Columns
+// further out keep whatever they held: the P V products read only the columns a row sees.
 template <class A, class Arch>
 inline A softmax_row(A* ATTNKIT_RESTRICT s, index_t ncols, index_t vis_lo, index_t vis_hi,
                      A softcap, softmax_state<A>& st) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   constexpr A ninf = -std::numeric_limits<A>::infinity();
+  const index_t cb = std::max<index_t>(vis_lo, 0) / W * W,
+                ce = std::min(ncols, round_up(std::max<index_t>(vis_hi + 1, 0), W));
+  if (cb >= ce) return A(1);
   if (softcap > 0) {
     const B cap(softcap);
-    for (index_t c = 0; c < ncols; c += W)
+    for (index_t c = cb; c < ce; c += W)
       (cap * xsimd::tanh(B::load_aligned(s + c))).store_aligned(s + c);
   }
-  for (index_t c = 0; c < std::min(vis_lo, ncols); ++c) s[c] = ninf;
-  for (index_t c = std::max<index_t>(vis_hi + 1, 0); c < ncols; ++c) s[c] = ninf;
+  for (index_t c = cb; c < std::min(vis_lo, ce); ++c) s[c] = ninf;
+  for (index_t c = std::max<index_t>(vis_hi + 1, cb); c < ce; ++c) s[c] = ninf;
   B mx(ninf);
-  for (index_t c = 0; c < ncols; c += W) mx = xsimd::max(mx, B::load_aligned(s + c));
+  for (index_t c = cb; c < ce; c += W) mx = xsimd::max(mx, B::load_aligned(s + c));
   const A m_blk = simd::reduce_max(mx);
   if (m_blk == ninf) {  // nothing visible in this tile for this row
-    for (index_t c = 0; c < ncols; ++c) s[c] = A(0);
+    for (index_t c = cb; c < ce; ++c) s[c] = A(0);
     return A(1);
   }
   const A m_new = std::max(st.m, m_blk);
   const A alpha = softmax_state<A>::rescale(st.m, m_new);
   const B mb(m_new);
   B sum(A(0));
-  for (index_t c = 0; c < ncols; c += W) {
+  for (index_t c = cb; c < ce; c += W) {
     const B p = simd::exp(B::load_aligned(s + c) - mb);
     p.store_aligned(s + c);
     sum += p;
