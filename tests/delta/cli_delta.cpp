@@ -2,7 +2,8 @@
 // attnkit-run delta_rule / gated_delta_rule / kda end to end: replays the
 // golden delta cases (tests/data/delta) through the built program in float64 (<= 1e-10 relative)
 // and float32 (relative RMS <= 1e-5), both --mode values, --reference and --threads 2, the
-// layer-style cases through --l2norm --beta-sigmoid --gate softplus; and the error contract.
+// layer-style cases through --l2norm --beta-sigmoid --gate softplus; the conv1d golden cases
+// (tests/data/conv1d) with --reference and --threads 2; and the error contract.
 // Built by tests/CMakeLists.txt (every tests/*/cli_*.cpp), which passes the program's path as
 // ATTNKIT_RUN_EXE.
 #include <attnkit/io/npy.hpp>
@@ -83,4 +84,49 @@ TEST_CASE("delta cli: bad inputs exit 2 naming the file or option", "[delta][cli
                "option --lower-bound needs --gate lowerbound", tmp);
   expect_error({"delta_rule", dr, out, "--mode", "fast"},
                "option '--mode': expected chunk|recurrent|auto, got 'fast'", tmp);
+}
+
+// ---- conv1d
+
+namespace {
+
+const std::string kConvData = golden_dir("conv1d");
+
+void replay_conv(const std::string& name, const std::vector<std::string>& case_opts) {
+  const std::string golden = kConvData + name;
+  test::replay_golden(
+      {"conv1d",
+       golden,
+       case_opts,
+       {{}, {"--reference"}, {"--threads", "2"}},
+       [&](const std::string& in, bool f32) {
+         test::copy_golden_inputs(golden, in, f32, /*i64=*/f32, {"y", "conv_state_out"});
+       },
+       [&](const std::string& out, bool f32) {
+         test::check_npy_output(out, golden, "y", f32);
+         test::check_npy_output(out, golden, "conv_state_out", f32);
+       }});
+}
+
+}  // namespace
+
+TEST_CASE("conv1d cli: golden cases (SiLU with bias and state; varlen, no activation)",
+          "[conv1d][cli]") {
+  replay_conv("conv_small", {});
+  replay_conv("conv_small", {"--activation", "silu"});
+  replay_conv("conv_varlen_small", {"--activation", "none"});
+}
+
+TEST_CASE("conv1d cli: bad inputs exit 2 naming the file or option", "[conv1d][cli]") {
+  temp_dir tmp;
+  const std::string good = kConvData + "conv_small", out = tmp / "out";
+  expect_error({"conv1d", good, out, "--activation", "relu"}, "--activation", tmp);
+  expect_error({"conv1d", kConvData + "nothing_here", out}, "IN_DIR", tmp);
+  // a conv state whose width does not match w
+  const std::string in = tmp / "in";
+  fs::create_directories(in);
+  test::copy_golden_inputs(good, in, false, false, {"y", "conv_state_out"});
+  const std::vector<double> w(4 * 5, 0.5);
+  attnkit::io::save_npy(in + "/w.npy", w.data(), {4, 5});
+  expect_error({"conv1d", in, out}, "conv_state.npy': dim 2 (W-1) is 3, expected 4", tmp);
 }

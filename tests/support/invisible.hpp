@@ -17,14 +17,6 @@ inline constexpr garbage kGarbage[] = {
     {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()},
     {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}};
 
-/// A copy with its own buffer (same layout).
-template <class T, std::size_t R>
-owned_tensor<T, R> clone(const owned_tensor<T, R>& x) {
-  owned_tensor<T, R> c = x;
-  c.view = tensor_view<T, R>(c.buf.data(), x.view.extents(), x.view.strides());
-  return c;
-}
-
 /// Sets every element of token t (batch row b) of x [B,T,...] to value.
 template <class T, std::size_t R>
 void plant(const tensor_view<T, R>& x, index_t b, index_t t, double value) {

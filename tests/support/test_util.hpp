@@ -58,6 +58,14 @@ struct owned_tensor {
   index_t size() const { return view.size(); }
 };
 
+/// A copy with its own buffer (same layout).
+template <class T, std::size_t R>
+owned_tensor<T, R> clone(const owned_tensor<T, R>& x) {
+  owned_tensor<T, R> c = x;
+  c.view = tensor_view<T, R>(c.buf.data(), x.view.extents(), x.view.strides());
+  return c;
+}
+
 /// Calls f(idx) for every multi-index of the extents.
 template <std::size_t R, class F>
 void for_each_index(const std::array<index_t, R>& ext, F f) {

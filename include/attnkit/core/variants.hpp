@@ -44,6 +44,12 @@ constexpr double gated_linear_flop(index_t k, index_t v) { return 5.0 * double(k
 // delta: w = S^T k (2KV), S += k u^T (2KV), o = S^T q (2KV); a decay multiply adds KV.
 constexpr double delta_flop(index_t k, index_t v) { return 6.0 * double(k * v); }
 constexpr double gated_delta_flop(index_t k, index_t v) { return 7.0 * double(k * v); }
+// conv1d: W multiply-adds per token and channel (dk = W, dv unused).
+constexpr double conv_flop(index_t w, index_t) { return 2.0 * double(w); }
+// conv1d decode: the W-1 state values of a channel read and written.
+constexpr double conv_state_bytes(index_t w, index_t, std::size_t elem) {
+  return 2.0 * double(w - 1) * double(elem);
+}
 constexpr double kv_row_bytes(index_t dk, index_t dv, std::size_t elem) {
   return double(dk + dv) * double(elem);
 }
@@ -79,6 +85,9 @@ inline constexpr variant_info variant_table[] = {
      "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV]; A_log, dt_bias [HV*K]; h0; "
      "cu_seqlens",
      "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop, detail::state_bytes},
+    {"conv1d", variant_family::delta, "short_conv1d", false, false,
+     "x [B,T,D], w [D,W]; bias [D]; state_in [N,D,W-1]; cu_seqlens; state_indices [N]",
+     "y [B,T,D], state_out [N,D,W-1]", detail::conv_flop, detail::conv_state_bytes},
 };
 
 /// The descriptor of `name`, or nullptr.

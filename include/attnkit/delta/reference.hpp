@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "conv.hpp"
 #include "params.hpp"
 
 namespace attnkit::reference {
@@ -218,6 +219,47 @@ void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor
          tensor_view<G, 4> g, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
          const recurrent_state<accum_t<Q>>& s = {}, const delta_gate_params<P>& gp = {}) {
   detail_delta::call("reference::kda", gate_kind::channel, p, q, k, v, g, beta, o, s, gp);
+}
+
+/// Reference of attnkit::short_conv1d: plain loops over xp = state followed by the inputs,
+/// double accumulation.
+template <class X, class Wt, class Y>
+void short_conv1d(const conv1d_params& p, tensor_view<X, 3> x, tensor_view<Wt, 2> w,
+                  tensor_view<Wt, 1> bias, tensor_view<Y, 3> y,
+                  const conv1d_state<accum_t<X>>& s = {}) {
+  using A = accum_t<X>;
+  const auto c = attnkit::detail::check_conv1d("reference::short_conv1d", x, w, bias, y, s);
+  const index_t D = c.D, W = c.W, H = W - 1;
+  std::vector<double> xp, out_state;
+  for (std::size_t n = 0; n < c.seqs.size(); ++n) {
+    const attnkit::detail::token_seq& sq = c.seqs[n];
+    const index_t row = c.rows[n];
+    if (row < 0) {
+      for (index_t t = 0; t < sq.len; ++t)
+        for (index_t d = 0; d < D; ++d) y(sq.b, sq.t0 + t, d) = from_compute<Y>(0.0);
+      continue;
+    }
+    // xp [H + len, D]
+    xp.assign(std::size_t((H + sq.len) * D), 0.0);
+    for (index_t j = 0; j < H; ++j)
+      for (index_t d = 0; d < D; ++d)
+        xp[std::size_t(j * D + d)] = s.state_in.present() ? double(s.state_in(row, d, j)) : 0.0;
+    for (index_t t = 0; t < sq.len; ++t)
+      for (index_t d = 0; d < D; ++d)
+        xp[std::size_t((H + t) * D + d)] = to_compute<double>(x(sq.b, sq.t0 + t, d));
+    for (index_t t = 0; t < sq.len; ++t)
+      for (index_t d = 0; d < D; ++d) {
+        double acc = bias.present() ? to_compute<double>(bias(d)) : 0.0;
+        for (index_t i = 0; i < W; ++i)
+          acc += to_compute<double>(w(d, i)) * xp[std::size_t((t + i) * D + d)];
+        if (p.activation == conv_activation::silu) acc = acc / (1.0 + std::exp(-acc));
+        y(sq.b, sq.t0 + t, d) = from_compute<Y>(acc);
+      }
+    if (s.state_out.present())
+      for (index_t j = 0; j < H; ++j)
+        for (index_t d = 0; d < D; ++d)
+          s.state_out(row, d, j) = A(xp[std::size_t((sq.len + j) * D + d)]);
+  }
 }
 
 }  // namespace attnkit::reference
