@@ -310,10 +310,11 @@ class context {
     return has_input(name) ? load<T>(name, axes) : tensor<T>{};
   }
   /// An optional rank-1 index array (int32 or int64) as int32.
-  tensor<std::int32_t> load_index_optional(const std::string& name) {
+  tensor<std::int32_t> load_index_optional(const std::string& name,
+                                           const std::string& axes = "N+1") {
     if (!has_input(name)) return {};
     const auto& a = raw(name);
-    check_rank(name, a, "N+1");
+    check_rank(name, a, axes);
     if (a.dtype != "<i4" && a.dtype != "<i8")
       fail("'", input_path(name), "': dtype '", a.dtype,
            "' is not an index type (expected <i4 or <i8)");
@@ -470,6 +471,9 @@ struct recurrent_io {
   index_t B = 0, T_ = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
   std::string n_why;  // where N comes from, for messages
   std::vector<T> o, ht;
+  bool pool = false;           // --state-indices: h0 and ht are pools of P rows
+  tensor<std::int32_t> idx;    // state_indices [N]
+  index_t P = 0;
 
   void load_qkv(context& ctx, bool grouped_v) {
     const std::string qa = "B,T,H,K", va = "B,T,HV,V";
@@ -497,6 +501,17 @@ struct recurrent_io {
     if (cu.present() && cu.dim(0) < 1) fail("'", cu.file, "': needs at least one entry (N+1 >= 1)");
     N = cu.present() ? cu.dim(0) - 1 : B;
     n_why = cu.present() ? "one state per sequence of cu_seqlens.npy" : "B of q.npy";
+    if (pool) {  // h0 [P,HV,K,V] is the pool, state_indices [N] names each sequence's row
+      idx = ctx.load_index_optional("state_indices", "N");
+      if (!idx.present()) fail("option '--state-indices' needs state_indices.npy in IN_DIR");
+      ctx.expect_dim(idx, "N", 0, N, n_why);
+      h0 = ctx.load<T>("h0", "P,HV,K,V");
+      P = h0.dim(0);
+      ctx.expect_dim(h0, "P,HV,K,V", 1, HV, "HV of v.npy");
+      ctx.expect_dim(h0, "P,HV,K,V", 2, K, "K of q.npy");
+      ctx.expect_dim(h0, "P,HV,K,V", 3, V, "V of v.npy");
+      return;
+    }
     h0 = ctx.load_optional<T>("h0", sa);
     if (h0.present()) {
       ctx.expect_dim(h0, sa, 0, N, n_why);
@@ -510,8 +525,16 @@ struct recurrent_io {
   attnkit::recurrent_state<T> outputs(bool zero_scale) {
     if (zero_scale) std::fill(q.buf.begin(), q.buf.end(), T(0));
     o.assign(checked_elems("o", {B, T_, HV, V}), T(0));
-    ht.assign(checked_elems("ht", {N, HV, K, V}), T(0));
     attnkit::recurrent_state<T> s;
+    if (pool) {  // ht starts as the pool and is updated in place: rows not named stay as they came
+      ht = h0.buf;
+      s.h0 = attnkit::make_view(static_cast<const T*>(ht.data()), P, HV, K, V);
+      s.ht = attnkit::make_view(ht.data(), P, HV, K, V);
+      if (cu.present()) s.cu_seqlens = cu.template cview<1>();
+      s.state_indices = idx.template cview<1>();
+      return s;
+    }
+    ht.assign(checked_elems("ht", {N, HV, K, V}), T(0));
     if (h0.present()) s.h0 = h0.template cview<4>();
     s.ht = attnkit::make_view(ht.data(), N, HV, K, V);
     if (cu.present()) s.cu_seqlens = cu.template cview<1>();
@@ -521,7 +544,7 @@ struct recurrent_io {
 
   void save(context& ctx) {
     ctx.save("o", std::move(o), {B, T_, HV, V});
-    ctx.save("ht", std::move(ht), {N, HV, K, V});
+    ctx.save("ht", std::move(ht), {pool ? P : N, HV, K, V});
   }
 };
 

@@ -6,8 +6,10 @@
 // K^-0.5), --mode chunk|recurrent|auto, --chunk-size C, --l2norm (q, k normalised in the kernel),
 // --beta-sigmoid (beta holds logits), --gate softplus|lowerbound (g holds the raw gate; A_log [HV]
 // (required for softplus) and dt_bias ([HV] gated_delta_rule, [HV*K] kda; optional) are read),
-// --lower-bound L (default -5; needs --gate lowerbound). kda has no chunk algorithm: its
-// --mode chunk runs the recurrent one and says so on stderr.
+// --lower-bound L (default -5; needs --gate lowerbound), --state-indices (h0 [P,HV,K,V] is a
+// pool and state_indices [N] names each sequence's row, -1 = skip; ht is the whole pool after
+// the call). kda has no chunk algorithm: its --mode chunk runs the recurrent one and says so on
+// stderr.
 #include <attnkit/delta.hpp>
 
 #include "common.hpp"
@@ -64,6 +66,7 @@ void run_typed(context& ctx, delta_variant var, const delta_options& so) {
       ctx.expect_dim(dt_bias, channel ? "HV*K" : "HV", 0, channel ? io.HV * io.K : io.HV,
                      channel ? "HV*K of v.npy and q.npy" : "HV of v.npy");
   }
+  io.pool = ctx.opts().flag("state-indices");
   io.load_states(ctx);
   const auto s = io.outputs(so.zero_scale);
   attnkit::delta_gate_params<T> gp;
@@ -102,7 +105,8 @@ void run_gated_delta_rule(context& ctx) { run_variant(ctx, delta_variant::gated)
 void run_kda(context& ctx) { run_variant(ctx, delta_variant::kda); }
 
 const char* const kOptions =
-    "--scale X, --mode chunk|recurrent|auto, --chunk-size C, --l2norm, --beta-sigmoid";
+    "--scale X, --mode chunk|recurrent|auto, --chunk-size C, --l2norm, --beta-sigmoid, "
+    "--state-indices";
 const char* const kGateOptions = ", --gate softplus|lowerbound, --lower-bound L";
 const variant_registrar reg_delta_rule("delta_rule", &run_delta_rule,
                                        usage_of("delta_rule", kOptions).c_str());

@@ -130,3 +130,49 @@ TEST_CASE("conv1d cli: bad inputs exit 2 naming the file or option", "[conv1d][c
   attnkit::io::save_npy(in + "/w.npy", w.data(), {4, 5});
   expect_error({"conv1d", in, out}, "conv_state.npy': dim 2 (W-1) is 3, expected 4", tmp);
 }
+
+TEST_CASE("delta cli: --state-indices runs a state pool", "[delta][cli][pool]") {
+  // golden delta_rule/T37_h0 (B = 2): sequence 0 reads its h0 from pool row 3, sequence 1 is
+  // skipped (-1); pool rows 0-2 hold other values and must come back unchanged
+  temp_dir tmp;
+  const std::string golden = kData + "delta_rule/T37_h0", in = tmp / "in", out = tmp / "out";
+  fs::create_directories(in);
+  copy_inputs(golden, in, false, true);
+  const auto h0 = io::load_npy(golden + "/h0.npy");
+  const std::size_t row = h0.data.size() / sizeof(double) / 2;  // elements of one state row
+  const auto h0v = h0.as<double>();
+  std::vector<double> pool(4 * row, 7.0);
+  std::copy(h0v.begin(), h0v.begin() + std::ptrdiff_t(row), pool.begin() + std::ptrdiff_t(3 * row));
+  io::save_npy(in + "/h0.npy", pool.data(), {4, h0.shape[1], h0.shape[2], h0.shape[3]});
+  const std::vector<std::int32_t> idx = {3, -1};
+  io::save_npy(in + "/state_indices.npy", idx.data(), {2});
+  const auto r = run_cli({"delta_rule", in, out, "--state-indices"}, tmp);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  const auto o = io::load_npy(out + "/o.npy").as<double>();
+  const auto o_gold = io::load_npy(golden + "/o.npy").as<double>();
+  const auto ht = io::load_npy(out + "/ht.npy");
+  const auto ht_gold = io::load_npy(golden + "/ht.npy").as<double>();
+  REQUIRE(ht.shape == std::vector<index_t>{4, h0.shape[1], h0.shape[2], h0.shape[3]});
+  const auto htv = ht.as<double>();
+  const std::size_t half = o.size() / 2;
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < half; ++i) {
+    err = std::max(err, std::abs(o[i] - o_gold[i]));
+    ref = std::max(ref, std::abs(o_gold[i]));
+  }
+  for (std::size_t i = 0; i < row; ++i) {
+    err = std::max(err, std::abs(htv[3 * row + i] - ht_gold[i]));
+    ref = std::max(ref, std::abs(ht_gold[i]));
+  }
+  CHECK(err <= 1e-10 * ref);
+  bool zeros = true, kept = true;
+  for (std::size_t i = half; i < o.size(); ++i) zeros &= o[i] == 0.0;
+  for (std::size_t i = 0; i < 3 * row; ++i) kept &= htv[i] == 7.0;
+  CHECK(zeros);
+  CHECK(kept);
+  // a pool row out of range is an error naming it
+  const std::vector<std::int32_t> bad = {4, 0};
+  io::save_npy(in + "/state_indices.npy", bad.data(), {2});
+  expect_error({"delta_rule", in, tmp / "out2", "--state-indices"}, "state_indices[0] = 4", tmp);
+}

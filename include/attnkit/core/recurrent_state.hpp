@@ -42,6 +42,11 @@ struct recurrent_state {
   cview<A, 4> h0;                     ///< [N,H,K,V] (or [N,H,V,K]) initial state
   tensor_view<A, 4> ht;               ///< [N,H,K,V] (or [N,H,V,K]) final state (output)
   cview<std::int32_t, 1> cu_seqlens;  ///< [N+1] varlen token offsets (then B = 1)
+  /// [N] state pool rows (continuous batching, as serving engines index their states): h0 and
+  /// ht are pools [P,H,K,V] and sequence n reads and writes row state_indices[n] (-1: skip the
+  /// sequence: its o rows are zeros and no state row is touched). Absent: row n is sequence n.
+  /// Rows no sequence names are never read or written. Delta-rule family.
+  cview<std::int32_t, 1> state_indices = {};
 };
 
 namespace detail {
@@ -103,11 +108,48 @@ void check_state_rows(const char* fn, const char* name, const tensor_view<T, 4>&
   check_tensor({fn, name, axes}, t, {N, heads, d2, d3});
 }
 
-/// Checks h0 / ht of a call with N sequences (state layout `axes`, dims d2 x d3 per head).
+/// The state row of each of N sequences: n, or the pool row state_indices[n] (-1: skipped).
+/// Pool rows must be in [0, P) (P: the pool's first extent) and distinct.
+template <class A>
+std::vector<index_t> state_rows(const char* fn, const recurrent_state<A>& s, index_t N) {
+  std::vector<index_t> rows;
+  if (!s.state_indices.present()) {
+    for (index_t n = 0; n < N; ++n) rows.push_back(n);
+    return rows;
+  }
+  check_tensor({fn, "state_indices", "N"}, s.state_indices, {N});
+  if (!s.h0.present() && !s.ht.present())
+    fail(fn, ": 'state_indices' names rows of a state pool, but neither h0 nor ht is given");
+  const index_t P = s.h0.present() ? s.h0.extent(0) : s.ht.extent(0);
+  std::vector<char> used(std::size_t(P), 0);
+  for (index_t n = 0; n < N; ++n) {
+    const index_t r = s.state_indices(n);
+    if (r == -1) {
+      rows.push_back(-1);
+      continue;
+    }
+    if (r < 0 || r >= P)
+      fail(fn, ": state_indices[", n, "] = ", r, " is not a pool row in [0, ", P,
+           ") (or -1 to skip the sequence)");
+    if (used[std::size_t(r)])
+      fail(fn, ": state_indices[", n, "] = ", r, " names a pool row another sequence uses");
+    used[std::size_t(r)] = 1;
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+/// Checks h0 / ht of a call with N sequences (state layout `axes`, dims d2 x d3 per head); with
+/// state_indices they are pools of P rows (P = h0's, or ht's, first extent; both must agree).
 template <class A>
 void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const char* axes, index_t N,
                            index_t heads, index_t d2, index_t d3) {
   const bool varlen = s.cu_seqlens.present();
+  if (s.state_indices.present()) {
+    N = s.h0.present() ? s.h0.extent(0) : s.ht.present() ? s.ht.extent(0) : N;
+    if (s.h0.present()) check_tensor({fn, "h0", axes}, s.h0, {N, heads, d2, d3});
+    if (s.ht.present()) check_tensor({fn, "ht", axes}, s.ht, {N, heads, d2, d3});
+  }
   check_state_rows(fn, "h0", s.h0, axes, varlen, N, heads, d2, d3);
   check_state_rows(fn, "ht", s.ht, axes, varlen, N, heads, d2, d3);
   if (s.ht.present()) check_no_self_overlap({fn, "ht", axes}, s.ht);
@@ -131,6 +173,7 @@ struct recurrent_shape {
   index_t B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
   double scale = 1;
   std::vector<token_seq> seqs;
+  std::vector<index_t> rows;  // state row of each sequence (-1: skipped; see state_indices)
 };
 
 /// Checks q, k, v and o (q defines B, T, H, K; k is checked against it, then v, then o against

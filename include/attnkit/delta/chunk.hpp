@@ -55,14 +55,19 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   const delta_params& p = c.p;
   const index_t K = sh.K, V = sh.V, C = p.chunk_size, h = j / (sh.HV / sh.H);
   const token_seq& sq = sh.seqs[std::size_t(n)];
+  const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
+  if (row < 0) {                                // a skipped sequence: zero outputs, no state
+    zero_outputs(c, sq, j);
+    return;
+  }
   const bool decayed = sh.decay != gate_kind::none;
   Mat& S = ws.S;
   S.resize(K, V);
   for (index_t r = 0; r < K; ++r)
     for (index_t e = 0; e < V; ++e)
       S(r, e) = !c.s.h0.present() ? A(0)
-                : p.state_v_first ? c.s.h0(n, j, e, r)
-                                  : c.s.h0(n, j, r, e);
+                : p.state_v_first ? c.s.h0(row, j, e, r)
+                                  : c.s.h0(row, j, r, e);
   for (index_t t0 = 0; t0 < sq.len; t0 += C) {
     const index_t L = std::min(C, sq.len - t0);
     ws.Q.resize(L, K);
@@ -120,7 +125,7 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   if (c.s.ht.present())
     for (index_t r = 0; r < K; ++r)
       for (index_t e = 0; e < V; ++e)
-        (p.state_v_first ? c.s.ht(n, j, e, r) : c.s.ht(n, j, r, e)) = S(r, e);
+        (p.state_v_first ? c.s.ht(row, j, e, r) : c.s.ht(row, j, r, e)) = S(r, e);
 }
 
 }  // namespace delta_impl

@@ -156,6 +156,7 @@ delta_shape check_delta(const char* fn, const delta_params& p, gate_kind decay,
   const char* axes = delta_state_axes(p);
   const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
   check_recurrent_state(fn, s, axes, sh.N, sh.HV, d2, d3);
+  sh.rows = state_rows(fn, s, sh.N);
   check_outputs_disjoint(fn, q, k, v, o, s.h0, s.ht);
   check_disjoint(fn, "o", o, "beta", beta);
   check_disjoint(fn, "ht", s.ht, "beta", beta);

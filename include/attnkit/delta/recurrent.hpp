@@ -49,6 +49,11 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
   const delta_shape& sh = c.sh;
   const index_t K = sh.K, V = sh.V;
   const token_seq& sq = sh.seqs[std::size_t(n)];
+  const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
+  if (row < 0) {                                // a skipped sequence: zero outputs, no state
+    zero_outputs(c, sq, j);
+    return;
+  }
   const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
   for (index_t i = 0; i < nt; ++i) {
     const index_t t = sq.t0 + t0 + i;
@@ -127,6 +132,11 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   const delta_params& p = c.p;
   const index_t K = sh.K, V = sh.V, Vp = round_up(V, W), h = j / (sh.HV / sh.H);
   const token_seq& sq = sh.seqs[std::size_t(n)];
+  const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
+  if (row < 0) {                                // a skipped sequence: zero outputs, no state
+    zero_outputs(c, sq, j);
+    return;
+  }
   const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
   // A single token (the decode step) with K-first h0 and ht rows of stride 1 and V a multiple of
   // W runs on the caller's rows directly: the state is read once and written once (in place if
@@ -155,13 +165,13 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   // State views are [N,HV,K,V] or, with state_v_first, [N,HV,V,K]; K-first rows with stride 1
   // move as contiguous runs.
   const auto state_at = [&](const auto& view, index_t r, index_t e) -> auto& {
-    return p.state_v_first ? view(n, j, e, r) : view(n, j, r, e);
+    return p.state_v_first ? view(row, j, e, r) : view(row, j, r, e);
   };
   if (c.s.h0.present() && !direct) {
     const bool rows = !p.state_v_first && c.s.h0.stride(3) == 1;
     for_each_strip_row([&](A* x, index_t r, index_t e0, index_t ne) {
       if (rows) {
-        const A* src = &c.s.h0(n, j, r, e0);
+        const A* src = &c.s.h0(row, j, r, e0);
         std::copy(src, src + ne, x);
       } else {
         for (index_t e = 0; e < ne; ++e) x[e] = state_at(c.s.h0, r, e0 + e);
@@ -190,8 +200,8 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
     const auto strips = [&](auto ns, index_t e0) {
       constexpr int NS = decltype(ns)::value;
       if (direct) {
-        const A* src = &c.s.h0(n, j, 0, e0);
-        A* dst = &c.s.ht(n, j, 0, e0);
+        const A* src = &c.s.h0(row, j, 0, e0);
+        A* dst = &c.s.ht(row, j, 0, e0);
         slices_through_block<NS, A, Arch>(c, ws, n, j, t0, nt, e0, src, c.s.h0.stride(2), dst,
                                           c.s.ht.stride(2));
       } else {
@@ -208,7 +218,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
     const bool rows = !p.state_v_first && c.s.ht.stride(3) == 1;
     for_each_strip_row([&](const A* x, index_t r, index_t e0, index_t ne) {
       if (rows)
-        std::copy(x, x + ne, &c.s.ht(n, j, r, e0));
+        std::copy(x, x + ne, &c.s.ht(row, j, r, e0));
       else
         for (index_t e = 0; e < ne; ++e) state_at(c.s.ht, r, e0 + e) = x[e];
     });

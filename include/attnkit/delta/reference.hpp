@@ -44,9 +44,15 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
       ks(static_cast<std::size_t>(K_)), u(static_cast<std::size_t>(V_));
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
+    const index_t srow = sh.rows[std::size_t(n)];  // state row (pool); -1: skipped
     for (index_t j = 0; j < sh.HV; ++j) {
       const index_t h = j / group;
-      attnkit::detail::read_state(s.h0, p.state_v_first, n, j, K_, V_, S);
+      if (srow < 0) {
+        for (index_t i = 0; i < sq.len; ++i)
+          for (index_t e = 0; e < V_; ++e) o(sq.b, sq.t0 + i, j, e) = from_compute<O>(0.0);
+        continue;
+      }
+      attnkit::detail::read_state(s.h0, p.state_v_first, srow, j, K_, V_, S);
       for (index_t i = 0; i < sq.len; ++i) {
         const index_t t = sq.t0 + i;
         load_qk(p, q, sq.b, t, h, K_, 1.0, qs.data());
@@ -74,7 +80,7 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
           o(sq.b, t, j, e) = from_compute<std::remove_const_t<O>>(sh.scale * acc);
         }
       }
-      attnkit::detail::write_state(s.ht, p.state_v_first, n, j, K_, V_, S);
+      attnkit::detail::write_state(s.ht, p.state_v_first, srow, j, K_, V_, S);
     }
   }
 }
@@ -100,9 +106,15 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
   };
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
+    const index_t srow = sh.rows[std::size_t(n)];  // state row (pool); -1: skipped
     for (index_t j = 0; j < sh.HV; ++j) {
       const index_t h = j / group;
-      attnkit::detail::read_state(s.h0, p.state_v_first, n, j, K_, V_, S);
+      if (srow < 0) {
+        for (index_t i = 0; i < sq.len; ++i)
+          for (index_t e = 0; e < V_; ++e) o(sq.b, sq.t0 + i, j, e) = from_compute<O>(0.0);
+        continue;
+      }
+      attnkit::detail::read_state(s.h0, p.state_v_first, srow, j, K_, V_, S);
       for (index_t c0 = 0; c0 < sq.len; c0 += C) {
         const index_t L = std::min(C, sq.len - c0);
         G.assign(std::size_t(L * K_), 0.0);
@@ -163,7 +175,7 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
           }
         }
       }
-      attnkit::detail::write_state(s.ht, p.state_v_first, n, j, K_, V_, S);
+      attnkit::detail::write_state(s.ht, p.state_v_first, srow, j, K_, V_, S);
     }
   }
 }

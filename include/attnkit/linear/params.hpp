@@ -62,6 +62,10 @@ struct linear_states {
 };
 template <class A>
 linear_states<A> combine(const recurrent_state<A>& s, const linear_extras<A>& x = {}) {
+  if (s.state_indices.present())
+    fail(
+        "linear family: 'state_indices' (a state pool) is not supported here yet; the "
+        "delta-rule family takes it");
   return {s.h0, s.ht, x.z0, x.zt, s.cu_seqlens};
 }
 
