@@ -88,9 +88,9 @@ std::map<std::pair<index_t, int>, double>& causal_seconds() {
   return m;
 }
 
-void BM_window_prefill(benchmark::State& st) {
-  const index_t W = st.range(0), t = st.range(1);
-  const int threads = int(st.range(2));
+/// The benchmark loop of one prefill shape (model window W, 0 = causal): records the paired
+/// FMA ceiling and returns the mean seconds per call.
+double timed_prefill(benchmark::State& st, index_t W, index_t t, int threads, double flop) {
   auto& d = prefill_data(t);
   auto& ex = pool(threads);
   double seconds = 0;
@@ -105,11 +105,18 @@ void BM_window_prefill(benchmark::State& st) {
         benchmark::DoNotOptimize(d.o.data());
       },
       [&](double s) { return run_fma_for(threads, s); });
-  const double flop = 2.0 * double(2 * kD) * double(kHq) * window_pairs(t, W);
   report_flops(st, flop, threads);
   report_fma_paired(st, flop, fma);
   const double per_call = seconds / double(std::max<std::int64_t>(calls, 1));
   st.counters["us_per_token"] = per_call / double(t) * 1e6;
+  return per_call;
+}
+
+void BM_window_prefill(benchmark::State& st) {
+  const index_t W = st.range(0), t = st.range(1);
+  const int threads = int(st.range(2));
+  const double per_call =
+      timed_prefill(st, W, t, threads, 2.0 * double(2 * kD) * double(kHq) * window_pairs(t, W));
   const auto c = causal_seconds().find({t, threads});
   if (c != causal_seconds().end()) st.counters["x_vs_causal"] = c->second / per_call;
 }
@@ -117,26 +124,8 @@ void BM_window_prefill(benchmark::State& st) {
 void BM_causal_prefill(benchmark::State& st) {
   const index_t t = st.range(0);
   const int threads = int(st.range(1));
-  auto& d = prefill_data(t);
-  auto& ex = pool(threads);
-  double seconds = 0;
-  std::int64_t calls = 0;
-  const paired_ceiling fma = paired_loop(
-      st,
-      [&] {
-        const double t0 = now_seconds();
-        run_prefill(d, 0, &ex);
-        seconds += now_seconds() - t0;
-        ++calls;
-        benchmark::DoNotOptimize(d.o.data());
-      },
-      [&](double s) { return run_fma_for(threads, s); });
-  const double flop = attention_flops(1, kHq, t, t, kD, kD, true);
-  report_flops(st, flop, threads);
-  report_fma_paired(st, flop, fma);
-  const double per_call = seconds / double(std::max<std::int64_t>(calls, 1));
-  st.counters["us_per_token"] = per_call / double(t) * 1e6;
-  causal_seconds()[{t, threads}] = per_call;
+  causal_seconds()[{t, threads}] =
+      timed_prefill(st, 0, t, threads, attention_flops(1, kHq, t, t, kD, kD, true));
 }
 
 /// A ring cache of W + kSinks + 1 slots (random contents) and one query row.

@@ -471,8 +471,8 @@ struct recurrent_io {
   index_t B = 0, T_ = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
   std::string n_why;  // where N comes from, for messages
   std::vector<T> o, ht;
-  bool pool = false;           // --state-indices: h0 and ht are pools of P rows
-  tensor<std::int32_t> idx;    // state_indices [N]
+  bool pool = false;         // --state-indices: h0 and ht are pools of P rows
+  tensor<std::int32_t> idx;  // state_indices [N]
   index_t P = 0;
 
   void load_qkv(context& ctx, bool grouped_v) {

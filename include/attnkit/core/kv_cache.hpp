@@ -173,36 +173,39 @@ struct cache_dims {
   index_t capacity = 0, Hkv = 0, Dk = 0, Dv = 0;
 };
 
-/// Checks a contiguous cache for B sequences. `written`: the call appends tokens to it.
+/// Checks the k, v [B,capacity,Hkv,D] rows and seqlens [B] of a contiguous or ring cache.
+/// `written`: the call appends tokens to it.
+template <class KV>
+cache_dims check_cache_rows(const char* fn, const tensor_view<KV, 4>& k,
+                            const tensor_view<KV, 4>& v, const cview<std::int32_t, 1>& seqlens,
+                            index_t B, bool written) {
+  check_tensor({fn, "k_cache", "B,capacity,Hkv,Dk"}, k, {B, -1, -1, -1});
+  const index_t cap = k.extent(1), Hkv = k.extent(2);
+  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, v, {B, cap, Hkv, -1});
+  if (written) {
+    check_no_self_overlap({fn, "k_cache", "B,capacity,Hkv,Dk"}, k);
+    check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, v);
+  }
+  check_tensor({fn, "cache_seqlens", "B"}, seqlens, {B});
+  return {cap, Hkv, k.extent(3), v.extent(3)};
+}
+
+/// Checks a contiguous cache for B sequences.
 template <class KV>
 cache_dims check_kv_cache(const char* fn, const kv_cache<KV>& c, index_t B, bool written) {
-  check_tensor({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k, {B, -1, -1, -1});
-  const index_t cap = c.k.extent(1), Hkv = c.k.extent(2);
-  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v, {B, cap, Hkv, -1});
-  if (written) {
-    check_no_self_overlap({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k);
-    check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v);
-  }
-  check_tensor({fn, "cache_seqlens", "B"}, c.seqlens, {B});
-  return {cap, Hkv, c.k.extent(3), c.v.extent(3)};
+  return check_cache_rows(fn, c.k, c.v, c.seqlens, B, written);
 }
 
 /// Checks a ring cache for B sequences (capacity: its slots; the window check is the caller's).
 template <class KV>
 cache_dims check_kv_cache(const char* fn, const ring_kv_cache<KV>& c, index_t B, bool written) {
-  check_tensor({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k, {B, -1, -1, -1});
-  const index_t cap = c.k.extent(1), Hkv = c.k.extent(2);
-  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v, {B, cap, Hkv, -1});
-  if (written) {
-    check_no_self_overlap({fn, "k_cache", "B,capacity,Hkv,Dk"}, c.k);
-    check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, c.v);
-  }
-  check_tensor({fn, "cache_seqlens", "B"}, c.seqlens, {B});
+  const cache_dims cd = check_cache_rows(fn, c.k, c.v, c.seqlens, B, written);
+  const index_t cap = cd.capacity;
   if (c.n_sink < 0) fail(fn, ": ring cache n_sink must be >= 0, got ", c.n_sink);
   if (cap <= c.n_sink)
     fail(fn, ": tensor 'k_cache' dim 1 (capacity): a ring cache needs more slots than its ",
          c.n_sink, " sink slots, got ", cap);
-  return {cap, Hkv, c.k.extent(3), c.v.extent(3)};
+  return cd;
 }
 
 /// Checks a paged cache for B sequences; capacity = max_pages * P.
