@@ -1,24 +1,30 @@
 // SPDX-License-Identifier: Apache-2.0
-// Delta-rule family benchmarks (delta_rule, gated_delta_rule, kda; recurrent kernel), next to
-// ceilings measured in the same binary (bench_common.hpp).
+// Delta-rule family benchmarks (delta_rule, gated_delta_rule, kda), next to ceilings measured in
+// the same binary (bench_common.hpp).
 //
 //   BM_ceiling_fma|gemm|read/threads:N   FMA-only peak, Eigen 1024^3 float GEMM, 512 MiB read
-//   BM_<variant>_<algo>/seq:T/threads:N   algo in {chunk (delta_rule, gated_delta_rule; chunk
-//                                size 64), recurrent}; B=1, H=HV=16, K=V=128, float
-//                                q/k/v/o/beta/g, float state, h0 given and ht written, q/k
-//                                unit-norm, T in {1024, 4096}
+//   BM_<variant>_<algo>/seq:T/threads:N   algo in {chunk (chunk size 64), recurrent, auto
+//                                (algorithm::automatic: chunk of 32 here)}; B=1, H=HV=16,
+//                                K=V=128, float q/k/v/o/beta/g, float state, h0 given and ht
+//                                written, q/k unit-norm, T in {1024, 4096, 16384}
+//   BM_<variant>_<algo>/H:h/HV:hv/seq:T/threads:N   the same for H=16, HV=32 (GVA) and for one
+//                                sequence of 4 heads (H=HV=4: parallelism inside a sequence),
+//                                T in {1024, 4096, 16384}
 //       tokens_per_s   = B*T per call / wall seconds
 //       GFLOPS         = FLOP per token per value head * B*T*HV / seconds / 1e9, with
 //                        FLOP = 6*K*V (w = S^T k: K*V FMAs; S += k u^T and o = S^T q~: 2*K*V FMAs;
 //                        an FMA = 2 FLOP) + K*V for the decay multiply (gated_delta_rule, kda);
 //                        normalisation, beta and gate exponentials not counted
 //                        (the same count for both algorithms: it compares them)
-//       GFLOPS_chunk_executed = FLOP the chunk algorithm executes: 4*C*K + C*(K+V) + 6*K*V +
-//                        2*C*V per token and value head (C = 64); chunk rows only
+//       GFLOPS_chunk_executed = FLOP the chunk algorithm executes per token and value head:
+//                        6*K*V (Z = [k;q] S0: 4KV, state update: 2KV) + 2*C*K (k k^T, q k^T
+//                        lower halves) + 2*C*V (the two causal products u = T y, O += A u) +
+//                        C^2/3 (T = (I + A)^-1), C = 64 (chunk rows) or 32 (auto rows)
 //       pct_fma_peak   = 100 * GFLOPS / in-binary FMA peak at the same thread count
 //       pct_fma_paired = 100 * GFLOPS / the FMA loop run after every call for as long as the call
-//   BM_<variant>_decode/batch:B/threads:N   one token (T=1) per sequence for B sequences, state
-//                                [B,16,128,128] float updated in place (ht == h0)
+//   BM_<variant>_decode/batch:B/threads:N   one token (T=1) per sequence for B sequences, states
+//                                in a pool [2B,16,128,128] float (state_indices: every other
+//                                row, last sequence first), updated in place (ht == h0)
 //       GBps            = 2 * B*HV*K*V*4 bytes per call (one read + one write of the state)
 //       pct_read_bw     = 100 * GBps / in-binary streaming read bandwidth (DRAM, 512 MiB)
 //       pct_read_paired = 100 * GBps / the streaming read run after every call for as long as the
@@ -39,6 +45,7 @@ using namespace attnkit_bench;
 using attnkit::algorithm;
 
 constexpr index_t kH = 16, kK = 128, kV = 128, kC = 64;
+static_assert(attnkit::detail::kAutoChunkSize == 32, "the auto rows' executed FLOP use C = 32");
 const recurrent_shape kShape{kH, kH, kK, kV, /*unit_qk=*/true};
 
 /// One call of the variant on the harness's views (state h0 -> ht, in place for decode).
@@ -51,26 +58,33 @@ void call(const std::string& name, const attnkit::delta_params& p, const recurre
     attnkit::kda(p, w.q, w.k, w.v, w.gc, w.beta, w.o, w.state);
 }
 
-/// FLOP the chunk algorithm executes per token and value head (C = 64, products as GEMMs):
-/// K K^T and Q K^T 2*C*K each, the two triangular solves C*(V+K), W S0, Q S0 and the state
-/// update 2*K*V each, P u 2*C*V.
-double chunk_flop_per_token_head() {
-  const double C = kC;
-  return 4 * C * kK + C * (kK + kV) + 6.0 * kK * kV + 2 * C * kV;
+/// FLOP the chunk algorithm executes per token and value head for chunks of C (see the top).
+double chunk_flop_per_token_head(double C) {
+  return 6.0 * kK * kV + 2 * C * kK + 2 * C * kV + C * C / 3;
 }
 
 const bool registered = [] {
+  recurrent_options opt;
+  opt.with_auto = true;
+  opt.shapes = {{kH, 2 * kH, kK, kV, true}, {4, 4, kK, kV, true}};
+  opt.shape_seqs = {1024, 4096, 16384};
+  opt.decode_pool = true;
   register_recurrent_benchmarks<attnkit::delta_params>(
-      kShape, {"delta_rule", "gated_delta_rule", "kda"}, {1024, 4096}, call,
+      kShape, {"delta_rule", "gated_delta_rule", "kda"}, {1024, 4096, 16384}, call,
       // nominal FLOP for both algorithms (the same count compares them)
       [](const std::string& name, algorithm) {
         return attnkit::variant_by_name(name).nominal_flop(kK, kV);
       },
-      [](benchmark::State& st, const std::string&, algorithm algo, double tokens) {
-        if (algo == algorithm::chunk)
+      [](benchmark::State& st, const std::string&, algorithm algo, double token_heads) {
+        // (every T here has auto pick chunk, with chunks of kAutoChunkSize)
+        if (algo != algorithm::recurrent)
           st.counters["GFLOPS_chunk_executed"] =
-              rate(tokens * kH * chunk_flop_per_token_head() / 1e9);
-      });
+              rate(token_heads *
+                   chunk_flop_per_token_head(
+                       algo == algorithm::chunk ? kC : attnkit::detail::kAutoChunkSize) /
+                   1e9);
+      },
+      opt);
   return true;
 }();
 

@@ -67,8 +67,8 @@ const bool registered = [] {
   register_recurrent_benchmarks<attnkit::linear_params>(
       kShape, {"linear_attn", "simple_gla", "gla"}, {1024, 4096, 16384}, call,
       exec_flop_per_token_head,
-      [](benchmark::State& st, const std::string&, algorithm, double tokens) {
-        st.counters["GFLOPS_nominal_4KV"] = rate(tokens * kH * 4.0 * kK * kV / 1e9);
+      [](benchmark::State& st, const std::string&, algorithm, double token_heads) {
+        st.counters["GFLOPS_nominal_4KV"] = rate(token_heads * 4.0 * kK * kV / 1e9);
       });
   return true;
 }();

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // What the recurrent-family benchmarks (bench_linear, bench_delta) share: the inputs of one shape,
 // the prefill and decode benchmark bodies with their counters, and the registration of
-//   BM_<variant>_<chunk|recurrent>/seq:T/threads:N   prefill, B = 1, float, h0 given, ht written
-//   BM_<variant>_decode/batch:B/threads:N            T = 1 per sequence, state updated in place
-// for every algorithm a variant has (attnkit's variant table). A family supplies one callable,
-// call(variant_name, algo, exec, inputs, b, t, ht), that runs the kernel on the inputs.
+//   BM_<variant>_<chunk|recurrent|auto>/seq:T/threads:N   prefill, B = 1, float, h0 given, ht
+//                                                         written, the family's main shape
+//   BM_<variant>_<algo>/H:h/HV:hv/seq:T/threads:N         the same for further shapes
+//   BM_<variant>_decode/batch:B/threads:N                 T = 1 per sequence, state updated in
+//                                                         place (from a pool if asked)
+// for every algorithm a variant has (attnkit's variant table; auto = algorithm::automatic). A
+// family supplies one callable, call(variant_name, params, views), that runs the kernel.
 //   tokens_per_s    = B*T per call / seconds
 //   GFLOPS          = FLOP per token and (value) head * B*T*heads / seconds / 1e9; the family
 //                     passes the count (nominal, or what its algorithm executes)
@@ -26,8 +29,9 @@ namespace attnkit_bench {
 /// [b,t,HV,V], beta [b,t,HV] in (0.05, 0.95), log gates gs [b,t,HV] and gc [b,t,HV,K] in
 /// (-0.2, -0.001), states h0, ht [b,HV,K,V].
 struct recurrent_inputs {
-  index_t b = -1, t = -1;
+  index_t b = -1, t = -1, H = -1, HV = -1, pool = 0;
   buffer<float> q, k, v, o, beta, gs, gc, h0, ht;
+  std::vector<std::int32_t> slots;  // state pool rows of the b sequences (pool > 0)
 };
 
 /// Rows of x [n, d] scaled to unit norm (the delta rule's stability condition on k).
@@ -47,9 +51,12 @@ struct recurrent_shape {
   bool unit_qk;
 };
 
-inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, index_t t) {
+/// pool > 0: the states are a pool of `pool` rows and sequence n uses row slots[n] (every other
+/// row, last sequence first: out of order, as a serving engine's slots).
+inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, index_t t,
+                                        index_t pool = 0) {
   static recurrent_inputs d;
-  if (d.b != b || d.t != t) {
+  if (d.b != b || d.t != t || d.H != s.H || d.HV != s.HV || d.pool != pool) {
     d = recurrent_inputs{};
     const auto n = std::size_t(b * t * s.H), nv = std::size_t(b * t * s.HV);
     const float lo = s.unit_qk ? -1.f : -0.5f, hi = s.unit_qk ? 1.f : 0.5f;
@@ -64,11 +71,15 @@ inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, ind
     d.beta = random_tensor<float>(nv, 5, 0.05f, 0.95f);
     d.gs = random_tensor<float>(nv, 6, -0.2f, -0.001f);
     d.gc = random_tensor<float>(nv * std::size_t(s.K), 7, -0.2f, -0.001f);
-    const auto ns = std::size_t(b * s.HV * s.K * s.V);
+    const auto ns = std::size_t((pool > 0 ? pool : b) * s.HV * s.K * s.V);
     d.h0 = random_tensor<float>(ns, 8, -0.1f, 0.1f);
     d.ht = random_tensor<float>(ns, 9);
+    for (index_t n = 0; n < b && pool > 0; ++n) d.slots.push_back(std::int32_t(2 * (b - 1 - n)));
     d.b = b;
     d.t = t;
+    d.H = s.H;
+    d.HV = s.HV;
+    d.pool = pool;
   }
   return d;
 }
@@ -92,8 +103,10 @@ inline recurrent_views views_of(const recurrent_shape& s, recurrent_inputs& d, i
   w.beta = make_view<const float>(d.beta.data(), b, t, s.HV);
   w.gs = make_view<const float>(d.gs.data(), b, t, s.HV);
   w.o = make_view(d.o.data(), b, t, s.HV, s.V);
-  w.state.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, b, s.HV, s.K, s.V);
-  w.state.ht = make_view(ht, b, s.HV, s.K, s.V);
+  const index_t rows = d.pool > 0 ? d.pool : b;
+  w.state.h0 = make_view<const float>(ht == d.ht.data() ? d.h0.data() : ht, rows, s.HV, s.K, s.V);
+  w.state.ht = make_view(ht, rows, s.HV, s.K, s.V);
+  if (d.pool > 0) w.state.state_indices = make_view<const std::int32_t>(d.slots.data(), b);
   return w;
 }
 
@@ -103,62 +116,81 @@ using recurrent_call =
     std::function<void(const std::string&, const Params&, const recurrent_views&)>;
 /// FLOP per token and value head that GFLOPS counts for (variant, algo).
 using recurrent_flop = std::function<double(const std::string&, attnkit::algorithm)>;
-/// Family-specific prefill counters: (state, variant, algo, tokens per call).
+/// Family-specific prefill counters: (state, variant, algo, token-heads per call: tokens x HV).
 using recurrent_counters =
     std::function<void(benchmark::State&, const std::string&, attnkit::algorithm, double)>;
+
+/// What a family registers beyond the prefill rows of its main shape.
+struct recurrent_options {
+  bool with_auto = false;               ///< BM_<variant>_auto rows (algorithm::automatic)
+  std::vector<recurrent_shape> shapes;  ///< further shapes: BM_<variant>_<algo>/H:h/HV:hv
+  std::vector<int64_t> shape_seqs;      ///< T of those rows
+  bool decode_pool = false;             ///< decode reads and writes rows of a state pool
+};
 
 /// Registers the prefill and decode benchmarks of `variants` (see the top of this file). Params is
 /// the family's params struct (algo, chunk_size = 64, exec set per call).
 template <class Params>
 void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<std::string> variants,
                                    std::vector<int64_t> seqs, recurrent_call<Params> call_views,
-                                   recurrent_flop flop, recurrent_counters extra = {}) {
+                                   recurrent_flop flop, recurrent_counters extra = {},
+                                   const recurrent_options& opt = {}) {
   using attnkit::algorithm;
-  // (variant, algo, executor, inputs, b sequences, t tokens, ht; ht == d.h0: in place)
+  // (variant, algo, executor, shape, inputs, b sequences, t tokens, ht; ht == d.h0: in place)
   const auto call = [=](const std::string& name, algorithm algo, attnkit::executor* exec,
-                        recurrent_inputs& d, index_t b, index_t t, float* ht) {
+                        const recurrent_shape& sh, recurrent_inputs& d, index_t b, index_t t,
+                        float* ht) {
     Params p;
     p.algo = algo;
     p.chunk_size = 64;
     p.exec = exec;
-    call_views(name, p, views_of(shape, d, b, t, ht));
+    call_views(name, p, views_of(sh, d, b, t, ht));
   };
   register_ceiling_benchmarks();
+  std::vector<std::pair<recurrent_shape, std::string>> prefill_shapes{{shape, ""}};
+  for (const auto& s : opt.shapes)
+    prefill_shapes.push_back({s, "/H:" + std::to_string(s.H) + "/HV:" + std::to_string(s.HV)});
   for (const auto& name : variants) {
     const auto& info = attnkit::variant_by_name(name);
-    for (const auto algo : {algorithm::chunk, algorithm::recurrent}) {
-      if (!attnkit::supports(info, algo)) continue;
-      const std::string bm = "BM_" + name + (algo == algorithm::chunk ? "_chunk" : "_recurrent");
-      benchmark::RegisterBenchmark(
-          bm.c_str(),
-          [=](benchmark::State& st) {
-            const index_t t = st.range(0);
-            const int threads = int(st.range(1));
-            recurrent_inputs& d = recurrent_data(shape, 1, t);
-            const paired_ceiling fma = paired_loop(
-                st, [&] { call(name, algo, &pool(threads), d, 1, t, d.ht.data()); },
-                [&](double seconds) { return run_fma_for(threads, seconds); });
-            const double tokens = double(t), f = tokens * double(shape.HV) * flop(name, algo);
-            st.counters["tokens_per_s"] = rate(tokens);
-            report_flops(st, f, threads);
-            report_fma_paired(st, f, fma);
-            if (extra) extra(st, name, algo, tokens);
-          })
-          ->ArgNames({"seq", "threads"})
-          ->ArgsProduct({seqs, thread_counts()})
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
-    }
+    for (const auto& [shp, key] : prefill_shapes)
+      for (const auto algo : {algorithm::chunk, algorithm::recurrent, algorithm::automatic}) {
+        if (!attnkit::supports(info, algo) || (algo == algorithm::automatic && !opt.with_auto))
+          continue;
+        const char* algo_name = algo == algorithm::chunk       ? "_chunk"
+                                : algo == algorithm::recurrent ? "_recurrent"
+                                                               : "_auto";
+        const std::string bm = "BM_" + name + algo_name + key;
+        const recurrent_shape sh = shp;
+        benchmark::RegisterBenchmark(
+            bm.c_str(),
+            [=](benchmark::State& st) {
+              const index_t t = st.range(0);
+              const int threads = int(st.range(1));
+              recurrent_inputs& d = recurrent_data(sh, 1, t);
+              const paired_ceiling fma = paired_loop(
+                  st, [&] { call(name, algo, &pool(threads), sh, d, 1, t, d.ht.data()); },
+                  [&](double seconds) { return run_fma_for(threads, seconds); });
+              const double tokens = double(t), f = tokens * double(sh.HV) * flop(name, algo);
+              st.counters["tokens_per_s"] = rate(tokens);
+              report_flops(st, f, threads);
+              report_fma_paired(st, f, fma);
+              if (extra) extra(st, name, algo, tokens * double(sh.HV));
+            })
+            ->ArgNames({"seq", "threads"})
+            ->ArgsProduct({key.empty() ? seqs : opt.shape_seqs, thread_counts()})
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+      }
     benchmark::RegisterBenchmark(
         ("BM_" + name + "_decode").c_str(),
         [=](benchmark::State& st) {
           const index_t b = st.range(0);
           const int threads = int(st.range(1));
-          recurrent_inputs& d = recurrent_data(shape, b, 1);
+          recurrent_inputs& d = recurrent_data(shape, b, 1, opt.decode_pool ? 2 * b : 0);
           const paired_ceiling read = paired_loop(
               st,
               [&] {
-                call(name, algorithm::recurrent, &pool(threads), d, b, 1, d.h0.data());
+                call(name, algorithm::recurrent, &pool(threads), shape, d, b, 1, d.h0.data());
               },  // in place
               [&](double seconds) { return run_read_for(threads, seconds); });
           const double tokens = double(b),

@@ -8,8 +8,7 @@
 // (required for softplus) and dt_bias ([HV] gated_delta_rule, [HV*K] kda; optional) are read),
 // --lower-bound L (default -5; needs --gate lowerbound), --state-indices (h0 [P,HV,K,V] is a
 // pool and state_indices [N] names each sequence's row, -1 = skip; ht is the whole pool after
-// the call). kda has no chunk algorithm: its --mode chunk runs the recurrent one and says so on
-// stderr.
+// the call).
 #include <attnkit/delta.hpp>
 
 #include "common.hpp"

@@ -131,21 +131,31 @@ void check_against_reference(problem<T>& pr, const delta_params& p, bool with_h0
                              bool head_first = false) {
   using A = accum_t<T>;
   if (with_h0) pr.make_h0(99, pad);
-  auto o = pr.make_o(pad, head_first), o_ref = pr.make_o();
-  auto ht = pr.make_state(pad), ht_ref = pr.make_state();
-  recurrent_state<A> s, s_ref;
-  if (with_h0) s.h0 = s_ref.h0 = pr.h0.cv();
-  s.ht = ht.v();
+  auto o_ref = pr.make_o();
+  auto ht_ref = pr.make_state();
+  recurrent_state<A> s_ref;
+  if (with_h0) s_ref.h0 = pr.h0.cv();
   s_ref.ht = ht_ref.v();
-  run<false>(pr, p, o.v(), s);
   run<true>(pr, p, o_ref.v(), s_ref);
-  INFO(name_of(pr.var) << " B=" << pr.B << " T=" << pr.T << " H=" << pr.H << " HV=" << pr.HV
-                       << " K=" << pr.K << " V=" << pr.V << " v_first=" << pr.v_first
-                       << " pad=" << pad << " head_first=" << head_first);
-  ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), test::tolerance<T>());
-  ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), test::tolerance<T>());
-  CHECK(test::padding_untouched(o));
-  CHECK(test::padding_untouched(ht));
+  // every algorithm of the fast kernel against the reference (automatic: by shape)
+  for (const algorithm algo : {algorithm::recurrent, algorithm::chunk, algorithm::automatic}) {
+    delta_params pa = p;
+    pa.algo = algo;
+    auto o = pr.make_o(pad, head_first);
+    auto ht = pr.make_state(pad);
+    recurrent_state<A> s;
+    if (with_h0) s.h0 = pr.h0.cv();
+    s.ht = ht.v();
+    run<false>(pr, pa, o.v(), s);
+    INFO(name_of(pr.var) << " " << algorithm_name(algo) << " B=" << pr.B << " T=" << pr.T
+                         << " H=" << pr.H << " HV=" << pr.HV << " K=" << pr.K << " V=" << pr.V
+                         << " v_first=" << pr.v_first << " pad=" << pad
+                         << " head_first=" << head_first);
+    ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), test::tolerance<T>());
+    ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), test::tolerance<T>());
+    CHECK(test::padding_untouched(o));
+    CHECK(test::padding_untouched(ht));
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -240,10 +250,8 @@ TEST_CASE("delta: golden replay in float32 (relative RMS <= 1e-5)", "[delta][gol
   for (const auto& gc : kGolden) replay<float>(gc.dir, gc.var, false, false, 1e-5, true);
 }
 
-TEST_CASE("delta: golden replay with the chunk algorithm (delta_rule, gated_delta_rule)",
-          "[delta][golden]") {
+TEST_CASE("delta: golden replay with the chunk algorithm", "[delta][golden]") {
   for (const auto& gc : kGolden) {
-    if (gc.var == variant::kda) continue;
     for (index_t chunk : {64, 16, 7})
       for (bool v_first : {false, true})
         replay<double>(gc.dir, gc.var, false, v_first, 1e-10, false, algorithm::chunk, chunk);
@@ -251,19 +259,23 @@ TEST_CASE("delta: golden replay with the chunk algorithm (delta_rule, gated_delt
   }
 }
 
-TEMPLATE_TEST_CASE("delta: chunk equals recurrent (delta_rule, gated_delta_rule)", "[delta]",
-                   double, float) {
+TEMPLATE_TEST_CASE("delta: chunk equals recurrent", "[delta]", double, float) {
   using A = accum_t<TestType>;
-  for (variant var : {variant::delta, variant::gated})
+  for (variant var : {variant::delta, variant::gated, variant::kda})
     for (index_t T : {1, 63, 64, 65, 130})
-      for (index_t chunk : {1, 16, 64, 100}) {
+      for (index_t chunk : {1, 16, 17, 64, 100}) {
         problem<TestType> pr(var, 2, T, 2, 4, 20, 37, 71 + std::uint64_t(T));
-        if (T == 130)  // strong gates: a few full resets (-1000)
-          for (index_t t = 5; t < T; t += 37) pr.gs.view(1, t, 2) = A(-1000);
+        if (T == 130)  // strong gates: a few full resets (-1000); kda also single channels
+          for (index_t t = 5; t < T; t += 37) {
+            pr.gs.view(1, t, 2) = A(-1000);
+            for (index_t d = 0; d < 20; d += (t % 2 ? 1 : 3)) pr.gc.view(1, t, 2, d) = A(-1000);
+            pr.gc.view(0, t + 1, 1, 7) = A(-1000);
+          }
         pr.make_h0(4);
         delta_params pc, prec;
         pc.algo = algorithm::chunk;
         pc.chunk_size = chunk;
+        prec.algo = algorithm::recurrent;
         auto o = pr.make_o(), o_ref = pr.make_o();
         auto ht = pr.make_state(), ht_ref = pr.make_state();
         recurrent_state<A> s, s_ref;
@@ -279,8 +291,8 @@ TEMPLATE_TEST_CASE("delta: chunk equals recurrent (delta_rule, gated_delta_rule)
       }
 }
 
-TEMPLATE_TEST_CASE("delta: fast recurrent kernel matches the reference on awkward shapes",
-                   "[delta]", double, float) {
+TEMPLATE_TEST_CASE("delta: fast kernels match the reference on awkward shapes", "[delta]", double,
+                   float) {
   for (variant var : {variant::delta, variant::gated, variant::kda})
     for (index_t T : {1, 31, 33, 63, 65, 130})
       for (auto [H, HV] : {std::pair<index_t, index_t>{1, 1}, {2, 4}, {3, 3}}) {
@@ -542,8 +554,7 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
                         Contains("option 'allow_neg_eigval' needs 'beta_sigmoid'"));
     p = {};
     p.algo = algorithm::chunk;
-    REQUIRE_THROWS_WITH(kda(p, q, k, v, gc, beta, o),
-                        Contains("kda: option 'algo' algorithm::chunk is not available"));
+    REQUIRE_NOTHROW(kda(p, q, k, v, gc, beta, o));
     REQUIRE_NOTHROW(delta_rule(p, q, k, v, beta, o));
     p = {};
     p.gate_fn = delta_gate_fn::softplus;
@@ -570,4 +581,19 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o, s),
                         Contains("varlen (cu_seqlens) needs B = 1, got 2"));
   }
+}
+
+TEST_CASE("delta: algorithm::automatic picks recurrent for short sequences, chunk from 8 tokens",
+          "[delta]") {
+  detail::delta_shape sh;
+  delta_params p;
+  sh.seqs = {{0, 0, 1}, {0, 1, 7}};
+  CHECK(detail::resolve_algorithm(p, sh) == algorithm::recurrent);
+  sh.seqs.push_back({0, 8, detail::kAutoChunkMinTokens});
+  CHECK(detail::resolve_algorithm(p, sh) == algorithm::chunk);
+  p.algo = algorithm::recurrent;  // an explicit choice is kept
+  CHECK(detail::resolve_algorithm(p, sh) == algorithm::recurrent);
+  p.algo = algorithm::chunk;
+  sh.seqs = {{0, 0, 1}};
+  CHECK(detail::resolve_algorithm(p, sh) == algorithm::chunk);
 }

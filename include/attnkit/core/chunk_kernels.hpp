@@ -34,7 +34,16 @@ class prefetch_queue {
  public:
   static constexpr int lines_per_tile = 6;  // fewer leave rows unfetched, more gain nothing
 
-  void clear() { segs_.clear(), next_ = 0, offset_ = 0; }
+  /// Empties the queue (each step() issues lines_per_tile prefetches until set_step).
+  void clear() { segs_.clear(), next_ = 0, offset_ = 0, per_step_ = lines_per_tile; }
+  /// Each step() issues n prefetches.
+  void set_step(int n) { per_step_ = n; }
+  /// Cache lines still queued (an upper bound: whole segments).
+  index_t lines_queued() const {
+    index_t n = 0;
+    for (std::size_t i = next_; i < segs_.size(); ++i) n += (segs_[i].bytes + 63) / 64;
+    return n;
+  }
   /// Queues the cache lines of n elements at p (from the line holding p to the one holding the
   /// last element).
   template <class T>
@@ -46,8 +55,9 @@ class prefetch_queue {
   }
   /// Issues whatever is still queued (the work ran out of tiles first: small heads).
   void drain() { step(std::numeric_limits<int>::max()); }
-  /// Issues the next `lines` prefetches (none once the queue is drained).
-  ATTNKIT_ALWAYS_INLINE void step(int lines = lines_per_tile) {
+  /// Issues the next `lines` prefetches (default: per_step; none once the queue is drained).
+  ATTNKIT_ALWAYS_INLINE void step(int lines = 0) {
+    if (lines <= 0) lines = per_step_;
     for (; lines > 0 && next_ < segs_.size(); --lines) {
       const segment& s = segs_[next_];
       simd::prefetch_line<2>(s.p + offset_, s.write);  // into L2
@@ -65,6 +75,7 @@ class prefetch_queue {
   std::vector<segment> segs_;
   std::size_t next_ = 0;
   index_t offset_ = 0;
+  int per_step_ = lines_per_tile;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -35,9 +35,18 @@ void check_log_decays(const char* fn, const char* name, const char* axes,
   const auto& ext = g.extents();
   for (std::size_t r = 0; r < R; ++r)
     if (ext[r] == 0) return;
-  for (;;) {
-    const double x = to_compute<double>(g.data()[g.offset(i)]);
-    if (x > 0) {
+  const index_t n = ext[R - 1], st = g.stride(R - 1);
+  for (;;) {  // rows of the last dimension: a branch-free scan, then the index of a bad value
+    const G* row = g.data() + g.offset(i);
+    bool bad = false;
+    if (st == 1)
+      for (index_t c = 0; c < n; ++c) bad |= to_compute<double>(row[c]) > 0;
+    else
+      for (index_t c = 0; c < n; ++c) bad |= to_compute<double>(row[c * st]) > 0;
+    for (index_t c = 0; bad && c < n; ++c) {
+      const double x = to_compute<double>(row[c * st]);
+      if (!(x > 0)) continue;
+      i[R - 1] = c;
       std::string at;
       for (std::size_t r = 0; r < R; ++r) {
         if (r) at += ',';
@@ -46,13 +55,14 @@ void check_log_decays(const char* fn, const char* name, const char* axes,
       fail(fn, ": tensor '", name, "' [", axes, "] holds a positive log decay ", x, " at [", at,
            "]: gates are natural-log decays <= 0 (a raw gate needs an in-kernel transform)");
     }
-    std::size_t r = R;
+    std::size_t r = R - 1;
     while (r > 0) {
       --r;
       if (++i[r] < ext[r]) break;
       i[r] = 0;
       if (r == 0) return;
     }
+    if (R == 1) return;
   }
 }
 

@@ -81,7 +81,7 @@ inline constexpr variant_info variant_table[] = {
     {"gated_delta_rule", variant_family::delta, "gated_delta_rule", true, true,
      "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV], beta [B,T,HV]; A_log, dt_bias; h0; cu_seqlens",
      "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop, detail::state_bytes},
-    {"kda", variant_family::delta, "kda", false, true,
+    {"kda", variant_family::delta, "kda", true, true,
      "q, k [B,T,H,K], v [B,T,HV,V], g [B,T,HV,K], beta [B,T,HV]; A_log, dt_bias [HV*K]; h0; "
      "cu_seqlens",
      "o [B,T,HV,V], ht [N,HV,K,V]", detail::gated_delta_flop, detail::state_bytes},

@@ -1,131 +1,366 @@
 // SPDX-License-Identifier: Apache-2.0
-// Chunk algorithm of the delta family (WY form, Eigen GEMMs and one unit-lower solve per chunk).
+// Chunk algorithm of the delta family (params.algo = chunk; delta_rule, gated_delta_rule, kda),
+// per chunk of L <= C tokens with the state S0 [K, V] at the chunk start and the chunk-local
+// inclusive cumulative log gate G_r = sum_{s<=r} g_s (per channel for kda, scalar for
+// gated_delta_rule, 0 for delta_rule). Unrolling the recurrence (WY form):
+//   Akk[r,c] = beta_r k_r . (k_c * e^{G_r - G_c})   (c < r)      Aqk[r,c] = q~_r . (k_c * e^{G_r -
+//   G_c}) (c <= r) Z = [k * e^G ; q~ * e^G] S0                          (one GEMM over the state,
+//   2L rows) u = (I + Akk)^{-1} diag(beta) (V - Z_k)              (T = (I + Akk)^{-1}: unit lower)
+//   O = Z_q + Aqk u
+//   S = diag(e^{G_{L-1}}) S0 + (k * e^{G_{L-1} - G})^T u
+// The products run on the register-tiled micro-kernel of core/chunk_kernels.hpp over padded
+// buffers laid out once per chunk; the causal ones read only the lower triangles (later tokens
+// never reach earlier rows). Decay factors, every exponent <= 0:
+//   scalar gate: e^{G_r}, e^{G_{L-1} - G_r} from plain prefix and suffix sums; the pair factors
+//     D[r,c] = prod_{c<s<=r} e^{g_s} as running row products (no cancellation of large sums);
+//   per-channel gate (kda): as gla, 16-row sub-chunks; off-diagonal blocks factor around the first
+//     row n of sub-chunk i: (x_r * e^{G_r - G_n}) . (k_c * e^{G_n - G_c}); diagonal blocks use
+//     exact per-pair running products k_c * prod_{c<s<=r} e_s. Never a whole-chunk factorisation
+//     e^{G_r} e^{-G_c} (it overflows for strong gates).
 #pragma once
 
 #include "../core/warnings_push.hpp"
 // (first: the SIMD warning settings must precede every header below)
-#include <Eigen/Core>
-#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <type_traits>
 
+#include "../core/chunk_kernels.hpp"
 #include "item.hpp"
 
 namespace attnkit {
 namespace detail {
 namespace delta_impl {
 
-// chunk (params.algo = chunk; delta_rule and gated_delta_rule), per chunk of L <= C tokens with
-// the chunk-local inclusive cumulative log gate G_r = sum_{s<=r} g_s (0 without gate) and the
-// state S0 at the chunk start. Unrolling the recurrence (WY form):
-//   u = (I + A)^{-1} (beta (V - diag(e^G) K S0)),  A[r,c] = beta_r e^{G_r - G_c} k_r . k_c (c < r)
-//     = U - W S0  with  U = (I + A)^{-1} diag(beta) V,  W = (I + A)^{-1} diag(beta e^G) K
-//   O = diag(e^G) Q~ S0 + ((Q~ K^T) * Gamma) u,  Gamma[r,c] = e^{G_r - G_c} (c <= r), else 0
-//   S = e^{G_{L-1}} S0 + (diag(e^{G_{L-1} - G}) K)^T u
-// Every exponent is <= 0. The products are Eigen GEMMs and one unit-lower triangular solve; the
-// causal ones read only the lower triangles (later tokens never reach earlier rows).
+constexpr index_t kSubChunk = 16;  // rows of a per-channel sub-chunk (kda)
+
+/// Buffers of one worker (rows padded: Kp, Vp, Cp multiples of the micro-kernel width).
 template <class A>
 struct chunk_workspace {
-  using Mat = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  Mat S, Q, K, V, KK, U, Wm, u, O, P;
-  std::vector<A> G, beta;
+  aligned_vector<A> S;         // [Kp, Vp] state
+  aligned_vector<A> kq;        // [2C, Kp] k rows, then q~ rows (normalised, q~ scaled)
+  aligned_vector<A> x;         // [2C, Kp] k * e^G rows, then q~ * e^G rows (gated)
+  aligned_vector<A> kh;        // [C, Kp] k * e^{G_{L-1} - G} (gated)
+  aligned_vector<A> kt;        // [Kp, Cp] k^T (kda: the decayed off-diagonal k^T)
+  aligned_vector<A> akk, aqk;  // [C, Cp] intra-chunk products (lower triangles)
+  aligned_vector<A> tinv;      // [C, Cp] (I + Akk)^{-1} - I (strictly lower, zero elsewhere)
+  aligned_vector<A> z;         // [2C, Vp] Z = [k * e^G ; q~ * e^G] S0, then O in the q~ rows
+  aligned_vector<A> y, u;      // [C, Vp] beta (v - Z_k), then u
+  aligned_vector<A> e;         // exp(g): [C, Kp] (kda) or [C] (gated_delta_rule)
+  aligned_vector<A> beta;      // [C]
+  aligned_vector<A> cs;        // [Kp] e^{G_{L-1}}: the state's row factors
+  aligned_vector<A> tmp;       // kda: [(2 sub-chunks + 1 + C), Kp]; gated: [Cp]
+  prefetch_queue pf;           // the next chunk's rows, issued between GEMM tiles
 };
 
-// O[r0 + i] += sum_{c <= i} P[r0 + i, r0 + c] u[r0 + c] for i < n: the causal product, halved
-// recursively into dense GEMMs below the diagonal and row products on 8-row triangles, so that a
-// row never reads the u rows of later tokens (0 * NaN would reach it through a dense product).
-template <class Mat>
-void add_lower_product(const Mat& P, const Mat& u, Mat& O, index_t r0, index_t n) {
-  if (n <= 8) {
-    for (index_t i = 0; i < n; ++i)
-      O.row(r0 + i).noalias() += P.row(r0 + i).segment(r0, i + 1) * u.middleRows(r0, i + 1);
-    return;
+/// Element count of each buffer of chunk_workspace for chunks of C tokens (plan_workspace).
+struct chunk_sizes {
+  index_t Kp, Vp, Cp;
+};
+template <class A, class Arch>
+chunk_sizes chunk_padding(index_t K, index_t V, index_t C) {
+  constexpr index_t NR = 2 * simd::lanes<A, Arch>;
+  return {round_up(K, NR), round_up(V, NR), round_up(C, NR)};
+}
+
+// Per-channel decayed products (kda) of one chunk, e = exp(g) [L, Kp]:
+//   ak[r, c] = k_r . (k_c * prod_{c<s<=r} e_s), aq[r, c] = q~_r . (k_c * prod_{c<s<=r} e_s), c <= r
+// by 16-row sub-chunks (see the top of this file). tmp holds (2 * 16 + 1 + L) * Kp elements.
+template <class A, class Arch>
+void channel_products(index_t L, index_t K, index_t Kp, index_t Cp, const A* Kc, const A* Qs,
+                      const A* e, A* Kt, A* ak, A* aq, A* tmp) {
+  constexpr index_t NR = 2 * simd::lanes<A, Arch>, BC = kSubChunk;
+  A* kf = tmp;            // [BC, Kp] k rows of the sub-chunk * e^{G_r - G_n}
+  A* qf = kf + BC * Kp;   // [BC, Kp] q~ rows likewise
+  A* run = qf + BC * Kp;  // [Kp] running products
+  A* kb = run + Kp;       // [L, Kp] rows k_c * e^{G_n - G_c}
+  const auto kd = [&](index_t) { return K; };
+  const auto all = [](index_t) { return index_t(1) << 40; };
+  for (index_t i0 = 0; i0 < L; i0 += BC) {
+    const index_t i1 = std::min(L, i0 + BC);
+    if (i0 > 0) {  // off-diagonal: rows [i0, i1) x columns [0, i0), reference row n = i0
+      std::fill(run, run + Kp, A(1));
+      for (index_t r = i0; r < i1; ++r) {  // e^{G_r - G_n} = prod_{n<s<=r} e_s
+        if (r > i0) vmul<A, Arch>(run, e + r * Kp, run, Kp);
+        vmul<A, Arch>(Kc + r * Kp, run, kf + (r - i0) * Kp, Kp);
+        vmul<A, Arch>(Qs + r * Kp, run, qf + (r - i0) * Kp, Kp);
+      }
+      std::fill(run, run + Kp, A(1));
+      for (index_t c = i0; c-- > 0;) {  // e^{G_n - G_c} = prod_{c<s<=n} e_s
+        vmul<A, Arch>(run, e + (c + 1) * Kp, run, Kp);
+        vmul<A, Arch>(Kc + c * Kp, run, kb + c * Kp, Kp);
+      }
+      simd::transpose<A, Arch>(kb, Kp, Kt, Cp, i0, K);
+      for (index_t d = 0; d < K; ++d)
+        for (index_t c = i0; c < round_up(i0, NR); ++c) Kt[d * Cp + c] = A(0);
+      gemm<A, Arch>(i1 - i0, i0, kf, Kp, 1, Kt, Cp, ak + i0 * Cp, Cp, false, nullptr, kd, all);
+      gemm<A, Arch>(i1 - i0, i0, qf, Kp, 1, Kt, Cp, aq + i0 * Cp, Cp, false, nullptr, kd, all);
+    }
+    // diagonal block: exact per-pair running products, column by column
+    for (index_t c = i0; c < i1; ++c)
+      for (const auto& xa : {std::make_pair(Kc, ak), std::make_pair(Qs, aq)}) {
+        std::copy(Kc + c * Kp, Kc + c * Kp + Kp, run);
+        for (index_t r0 = c; r0 < i1; r0 += 4) {
+          const auto rows = [&](auto first) {
+            constexpr bool F = decltype(first)::value;
+            switch (std::min<index_t>(4, i1 - r0)) {
+              case 4:
+                diag_rows<4, F, A, Arch>(xa.first, e, Kp, r0, run, xa.second + c, Cp);
+                break;
+              case 3:
+                diag_rows<3, F, A, Arch>(xa.first, e, Kp, r0, run, xa.second + c, Cp);
+                break;
+              case 2:
+                diag_rows<2, F, A, Arch>(xa.first, e, Kp, r0, run, xa.second + c, Cp);
+                break;
+              default:
+                diag_rows<1, F, A, Arch>(xa.first, e, Kp, r0, run, xa.second + c, Cp);
+                break;
+            }
+          };
+          if (r0 == c)
+            rows(std::true_type{});
+          else
+            rows(std::false_type{});
+        }
+      }
   }
-  const index_t h = n / 2;
-  add_lower_product(P, u, O, r0, h);
-  O.middleRows(r0 + h, n - h).noalias() += P.block(r0 + h, r0, n - h, h) * u.middleRows(r0, h);
-  add_lower_product(P, u, O, r0 + h, n - h);
+}
+
+// T = (I + Akk)^{-1} - I for the strictly lower Akk [L, L] (row stride Cp), by rows:
+//   T[r, :] = -sum_{m<r} Akk[r, m] (T[m, :] + e_m)
+// in column blocks of 2W held in registers (even and odd m in separate accumulators). T is
+// strictly lower; its diagonal and upper part are written as 0 (read as zeros). Cp is a multiple
+// of 2W.
+template <class A, class Arch>
+void unit_lower_inverse(index_t L, index_t Cp, const A* akk, A* T) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t r = 0; r < L; ++r) {
+    A* tr = T + r * Cp;
+    const A* ar = akk + r * Cp;
+    for (index_t cb = 0; cb < Cp; cb += 2 * W) {
+      B acc[4] = {B(A(0)), B(A(0)), B(A(0)), B(A(0))};
+      // rows m < r with T[m, c] != 0 for some c in the block: m > cb
+      index_t m = cb + 1;
+      for (; m + 1 < r; m += 2) {
+        const B a0(-ar[m]), a1(-ar[m + 1]);
+        const A* t0 = T + m * Cp + cb;
+        const A* t1 = t0 + Cp;
+        acc[0] = xsimd::fma(a0, B::load_unaligned(t0), acc[0]);
+        acc[1] = xsimd::fma(a0, B::load_unaligned(t0 + W), acc[1]);
+        acc[2] = xsimd::fma(a1, B::load_unaligned(t1), acc[2]);
+        acc[3] = xsimd::fma(a1, B::load_unaligned(t1 + W), acc[3]);
+      }
+      if (m < r) {
+        const B a0(-ar[m]);
+        const A* t0 = T + m * Cp + cb;
+        acc[0] = xsimd::fma(a0, B::load_unaligned(t0), acc[0]);
+        acc[1] = xsimd::fma(a0, B::load_unaligned(t0 + W), acc[1]);
+      }
+      (acc[0] + acc[2]).store_unaligned(tr + cb);
+      (acc[1] + acc[3]).store_unaligned(tr + cb + W);
+      for (index_t c = cb; c < std::min(r, cb + 2 * W); ++c) tr[c] -= ar[c];  // the e_m terms
+    }
+  }
 }
 
 template <class A, class Arch, class Ctx>
 void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
-  using Mat = typename chunk_workspace<A>::Mat;
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
   const delta_shape& sh = c.sh;
   const delta_params& p = c.p;
-  const index_t K = sh.K, V = sh.V, C = p.chunk_size, h = j / (sh.HV / sh.H);
+  const index_t K = sh.K, V = sh.V, h = j / (sh.HV / sh.H);
   const token_seq& sq = sh.seqs[std::size_t(n)];
   const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
   if (row < 0) {                                // a skipped sequence: zero outputs, no state
     zero_outputs(c, sq, j);
     return;
   }
-  const bool decayed = sh.decay != gate_kind::none;
-  Mat& S = ws.S;
-  S.resize(K, V);
-  for (index_t r = 0; r < K; ++r)
-    for (index_t e = 0; e < V; ++e)
-      S(r, e) = !c.s.h0.present() ? A(0)
-                : p.state_v_first ? c.s.h0(row, j, e, r)
-                                  : c.s.h0(row, j, r, e);
+  // a chunk longer than the sequence is the whole sequence (same grid, bounded workspace)
+  const index_t C = std::min(p.chunk_size, std::max<index_t>(sq.len, 1));
+  const auto [Kp, Vp, Cp] = chunk_padding<A, Arch>(K, V, C);
+  const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
+  ensure(ws.S, Kp * Vp);
+  ensure(ws.kq, 2 * C * Kp);
+  ensure(ws.kt, Kp * Cp);
+  ensure(ws.akk, C * Cp);
+  ensure(ws.aqk, C * Cp);
+  ensure(ws.tinv, C * Cp);
+  ensure(ws.z, 2 * C * Vp);
+  ensure(ws.y, C * Vp);
+  ensure(ws.u, C * Vp);
+  ensure(ws.beta, C);
+  if (decayed) {
+    ensure(ws.x, 2 * C * Kp);
+    ensure(ws.kh, C * Kp);
+    ensure(ws.cs, Kp);
+    ensure(ws.e, channel ? C * Kp : C);
+    ensure(ws.tmp, channel ? (2 * kSubChunk + 1 + C) * Kp : Cp);
+  }
+  A* const S = ws.S.data();
+  // S <- h0 (K-first internally; V-first states are transposed on the way in and out)
+  std::fill(S, S + Kp * Vp, A(0));
+  const auto rows_of = [&](const auto& st) { return !p.state_v_first && st.stride(3) == 1; };
+  if (c.s.h0.present())
+    for (index_t d = 0; d < K; ++d) {
+      if (rows_of(c.s.h0)) {
+        const A* src = &c.s.h0(row, j, d, 0);
+        std::copy(src, src + V, S + d * Vp);
+      } else {
+        for (index_t e = 0; e < V; ++e)
+          S[d * Vp + e] = p.state_v_first ? c.s.h0(row, j, e, d) : c.s.h0(row, j, d, e);
+      }
+    }
+  const auto kd_k = [&](index_t) { return K; };
+  const auto all = [](index_t) { return index_t(1) << 40; };
+  const auto causal = [](index_t r1) { return r1; };
+
   for (index_t t0 = 0; t0 < sq.len; t0 += C) {
     const index_t L = std::min(C, sq.len - t0);
-    ws.Q.resize(L, K);
-    ws.K.resize(L, K);
-    ws.V.resize(L, V);
-    ws.G.assign(std::size_t(L), A(0));
-    ws.beta.resize(std::size_t(L));
-    double g_run = 0;
+    A* const Kc = ws.kq.data();  // [L, Kp] k, then [L, Kp] q~ (one operand of Z without gate)
+    A* const Qs = Kc + L * Kp;
+    A* const Y = ws.y.data();
+    A* const beta = ws.beta.data();
     for (index_t i = 0; i < L; ++i) {
       const index_t t = sq.t0 + t0 + i;
-      load_row<A, Arch>(&c.q(sq.b, t, h, 0), K, p.qk_l2norm, A(sh.scale), ws.Q.row(i).data());
-      load_row<A, Arch>(&c.k(sq.b, t, h, 0), K, p.qk_l2norm, A(1), ws.K.row(i).data());
-      simd::convert<A, Arch>(&c.v(sq.b, t, j, 0), ws.V.row(i).data(), V);
-      ws.beta[std::size_t(i)] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
-      if (decayed) g_run += c.gate(sq.b, t, j, 0);
-      ws.G[std::size_t(i)] = A(g_run);
+      delta_impl::load_row<A, Arch>(&c.q(sq.b, t, h, 0), K, p.qk_l2norm, A(sh.scale), Qs + i * Kp);
+      delta_impl::load_row<A, Arch>(&c.k(sq.b, t, h, 0), K, p.qk_l2norm, A(1), Kc + i * Kp);
+      std::fill(Qs + i * Kp + K, Qs + (i + 1) * Kp, A(0));
+      std::fill(Kc + i * Kp + K, Kc + (i + 1) * Kp, A(0));
+      detail::load_row<A, Arch>(&c.v(sq.b, t, j, 0), Y + i * Vp, V, Vp);
+      beta[i] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
     }
-    const A* G = ws.G.data();
-    const A* beta = ws.beta.data();
-    // (I + A) as a unit-lower matrix (strict lower part A, diagonal implied)
-    ws.KK.noalias() = ws.K * ws.K.transpose();
+    // the next chunk's input and output rows (8 KB apart for 16 heads of 128: no hardware
+    // prefetcher follows them), spread over the GEMM tiles of this chunk
+    prefetch_queue* pf = &ws.pf;
+    {
+      constexpr index_t NR = 2 * W;
+      const index_t tiles = (5 * L / 6 + K / 6 + 4) * ((V + NR - 1) / NR);
+      pf->clear();
+      for (index_t t = sq.t0 + t0 + L; t < sq.t0 + std::min(sq.len, t0 + L + C); ++t) {
+        pf->add(&c.q(sq.b, t, h, 0), K, false);
+        pf->add(&c.k(sq.b, t, h, 0), K, false);
+        pf->add(&c.v(sq.b, t, j, 0), V, false);
+        pf->add(&c.o(sq.b, t, j, 0), V, true);
+        if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
+          pf->add(&c.gate.raw.g(sq.b, t, j, 0), K, false);
+      }
+      pf->set_step(
+          int(std::max<index_t>(prefetch_queue::lines_per_tile, pf->lines_queued() / tiles + 1)));
+    }
+    A* ak = ws.akk.data();
+    A* aq = ws.aqk.data();
+    const A* X = Kc;   // [k * e^G ; q~ * e^G], 2L rows
+    const A* Kh = Kc;  // k * e^{G_{L-1} - G}
+    const A* cs = nullptr;
+    if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel) {
+      A* e = ws.e.data();
+      for (index_t i = 0; i < L; ++i) {  // log decays, then exp in place
+        A* er = e + i * Kp;
+        c.gate.read_row(sq.b, sq.t0 + t0 + i, j, er, K);
+        std::fill(er + K, er + Kp, A(0));
+      }
+      vexp<A, Arch>(e, e, L * Kp);
+      A* x = ws.x.data();
+      A* kh = ws.kh.data();
+      A* csb = ws.cs.data();
+      // e^{G_r} = prod_{s<=r} e_s (running; ends as e^{G_{L-1}}), e^{G_{L-1} - G_r} = prod_{r<s<L}
+      std::fill(csb, csb + Kp, A(1));
+      for (index_t r = 0; r < L; ++r) {
+        vmul<A, Arch>(csb, e + r * Kp, csb, Kp);
+        vmul<A, Arch>(Kc + r * Kp, csb, x + r * Kp, Kp);
+        vmul<A, Arch>(Qs + r * Kp, csb, x + (L + r) * Kp, Kp);
+      }
+      A* suf = ws.tmp.data();
+      std::fill(suf, suf + Kp, A(1));
+      for (index_t r = L; r-- > 0;) {
+        vmul<A, Arch>(Kc + r * Kp, suf, kh + r * Kp, Kp);
+        vmul<A, Arch>(suf, e + r * Kp, suf, Kp);
+      }
+      channel_products<A, Arch>(L, K, Kp, Cp, Kc, Qs, e, ws.kt.data(), ak, aq, ws.tmp.data());
+      X = x, Kh = kh, cs = csb;
+    }
+    if (!channel) {
+      A* Kt = ws.kt.data();
+      simd::transpose<A, Arch>(Kc, Kp, Kt, Cp, L, K);
+      gemm<A, Arch>(L, L, Kc, Kp, 1, Kt, Cp, ak, Cp, false, nullptr, kd_k, causal, pf);
+      gemm<A, Arch>(L, L, Qs, Kp, 1, Kt, Cp, aq, Cp, false, nullptr, kd_k, causal, pf);
+      if (decayed) {
+        A* e = ws.e.data();
+        double G = 0;  // e^{G_r} from the prefix sum, e^{G_{L-1} - G_r} from the suffix sum
+        A* x = ws.x.data();
+        A* kh = ws.kh.data();
+        for (index_t r = 0; r < L; ++r) {
+          const double g = c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+          e[r] = A(std::exp(g));
+          G += g;
+          const B f(A(std::exp(G)));
+          for (index_t d = 0; d < Kp; d += W) {
+            (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(x + r * Kp + d);
+            (B::load_unaligned(Qs + r * Kp + d) * f).store_unaligned(x + (L + r) * Kp + d);
+          }
+        }
+        double U = 0;
+        for (index_t r = L; r-- > 0;) {
+          const B f(A(std::exp(U)));
+          for (index_t d = 0; d < Kp; d += W)
+            (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(kh + r * Kp + d);
+          U += c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+        }
+        std::fill(ws.cs.begin(), ws.cs.begin() + Kp, A(std::exp(G)));
+        // D[r, c] = prod_{c<s<=r} e_s (running row products, D[r, r] = 1) on both products
+        A* D = ws.tmp.data();
+        for (index_t r = 0; r < L; ++r) {
+          const B er(e[r]);
+          for (index_t cc = 0; cc < r; cc += W)
+            (B::load_unaligned(D + cc) * er).store_unaligned(D + cc);
+          D[r] = A(1);
+          for (index_t cc = 0; cc <= r; ++cc) {
+            ak[r * Cp + cc] *= D[cc];
+            aq[r * Cp + cc] *= D[cc];
+          }
+        }
+        X = x, Kh = kh, cs = ws.cs.data();
+      }
+    }
+    // T = (I + diag(beta) Akk)^{-1} - I
     for (index_t r = 0; r < L; ++r)
-      for (index_t cc = 0; cc < r; ++cc)
-        ws.KK(r, cc) *= decayed ? beta[r] * std::exp(G[r] - G[cc]) : beta[r];
-    // U = (I + A)^{-1} diag(beta) V ; W = (I + A)^{-1} diag(beta e^G) K
-    ws.U = ws.V;
-    ws.Wm = ws.K;
+      for (index_t cc = 0; cc < r; ++cc) ak[r * Cp + cc] *= beta[r];
+    unit_lower_inverse<A, Arch>(L, Cp, ak, ws.tinv.data());
+    // Z = [k * e^G ; q~ * e^G] S0
+    A* Z = ws.z.data();
+    gemm<A, Arch>(2 * L, V, X, Kp, 1, S, Vp, Z, Vp, false, nullptr, kd_k, all, pf);
+    // Y = diag(beta) (V - Z_k);  u = (I + T) Y
+    A* U = ws.u.data();
     for (index_t r = 0; r < L; ++r) {
-      ws.U.row(r) *= beta[r];
-      ws.Wm.row(r) *= decayed ? beta[r] * std::exp(G[r]) : beta[r];
+      const B br(beta[r]);
+      for (index_t e = 0; e < Vp; e += W) {
+        const B yv = br * (B::load_unaligned(Y + r * Vp + e) - B::load_unaligned(Z + r * Vp + e));
+        yv.store_unaligned(Y + r * Vp + e);
+        yv.store_unaligned(U + r * Vp + e);
+      }
     }
-    const auto unit_lower = ws.KK.template triangularView<Eigen::UnitLower>();
-    unit_lower.solveInPlace(ws.U);
-    unit_lower.solveInPlace(ws.Wm);
-    // u = U - W S0
-    ws.u = ws.U;
-    ws.u.noalias() -= ws.Wm * S;
-    // O = diag(e^G) Q~ S0 + ((Q~ K^T) * Gamma) u
-    ws.P.noalias() = ws.Q * ws.K.transpose();  // only its lower triangle is read below
-    for (index_t r = 0; r < L && decayed; ++r)
-      for (index_t cc = 0; cc <= r; ++cc) ws.P(r, cc) *= std::exp(G[r] - G[cc]);
-    ws.O.noalias() = ws.Q * S;
-    for (index_t r = 0; r < L && decayed; ++r) ws.O.row(r) *= std::exp(G[r]);
-    add_lower_product(ws.P, ws.u, ws.O, 0, L);
+    gemm_lower<A, Arch>(L, V, ws.tinv.data(), Cp, Y, Vp, U, Vp, pf);
+    // O = Z_q + Aqk u
+    A* O = Z + L * Vp;
+    gemm_lower<A, Arch>(L, V, aq, Cp, U, Vp, O, Vp, pf);
     for (index_t i = 0; i < L; ++i)
-      simd::store_converted(ws.O.row(i).data(), &c.o(sq.b, sq.t0 + t0 + i, j, 0), V);
-    // S = e^{G_last} S0 + (diag(e^{G_last - G}) K)^T u
-    if (decayed) {
-      const A g_last = G[L - 1];
-      for (index_t r = 0; r < L; ++r) ws.K.row(r) *= std::exp(g_last - G[r]);
-      S *= std::exp(g_last);
-    }
-    S.noalias() += ws.K.transpose() * ws.u;
+      simd::store_converted(O + i * Vp, &c.o(sq.b, sq.t0 + t0 + i, j, 0), V);
+    // S = diag(e^{G_{L-1}}) S0 + Kh^T u
+    gemm<A, Arch>(
+        K, V, Kh, 1, Kp, U, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all, pf);
+    pf->drain();
   }
   if (c.s.ht.present())
-    for (index_t r = 0; r < K; ++r)
-      for (index_t e = 0; e < V; ++e)
-        (p.state_v_first ? c.s.ht(row, j, e, r) : c.s.ht(row, j, r, e)) = S(r, e);
+    for (index_t d = 0; d < K; ++d) {
+      if (rows_of(c.s.ht))
+        std::copy(S + d * Vp, S + d * Vp + V, &c.s.ht(row, j, d, 0));
+      else
+        for (index_t e = 0; e < V; ++e)
+          (p.state_v_first ? c.s.ht(row, j, e, d) : c.s.ht(row, j, d, e)) = S[d * Vp + e];
+    }
 }
 
 }  // namespace delta_impl

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fast kernels of the delta-rule family: delta_rule, gated_delta_rule, kda (math: params.hpp;
-// algorithms: recurrent.hpp, and chunk.hpp for delta_rule and gated_delta_rule; kda has no chunk
-// algorithm, and core/variants.hpp refuses algorithm::chunk for it). Work item = (sequence, value
-// head). Results do not depend on the thread count (one thread per item, fixed order).
+// algorithms: recurrent.hpp and chunk.hpp). Work item = (sequence, value head). Results do not
+// depend on the thread count (one thread per item, fixed order).
 #pragma once
 
 #include "../core/warnings_push.hpp"
@@ -28,7 +27,7 @@ void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& 
          const tensor_view<Kt, 4>& k, const tensor_view<Vt, 4>& v, const tensor_view<Bt, 3>& beta,
          const tensor_view<O, 4>& o, const recurrent_state<A>& s, const Gate& gate) {
   const item_ctx<A, Q, Kt, Vt, Bt, O, Gate> c{sh, p, q, k, v, beta, o, s, gate};
-  if (resolve_algorithm(p) == algorithm::chunk) {
+  if (resolve_algorithm(p, sh) == algorithm::chunk) {
     resolve(p.exec).parallel_for(sh.N * sh.HV, [&](index_t item) {
       thread_local chunk_workspace<A> ws;
       run_chunked<A, Arch>(c, item / sh.HV, item % sh.HV, ws);
@@ -43,21 +42,23 @@ void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& 
 
 /// The per-thread workspace of a call, every size checked (rows padded to 32 elements). The
 /// chunk algorithm's chunk is at most the longest sequence.
-template <class A>
+template <class A, class Arch>
 workspace_plan plan_workspace(const char* fn, const delta_shape& sh, const delta_params& p) {
   constexpr index_t pad = 32;
-  const index_t Vp = round_up(sh.V, pad);
   const index_t threads = index_t(resolve(p.exec).num_threads());
   workspace_plan ws(fn);
-  if (resolve_algorithm(p) == algorithm::recurrent) {
-    ws.add("state", {sh.K, Vp}, sizeof(A), threads)
+  if (resolve_algorithm(p, sh) == algorithm::recurrent) {
+    ws.add("state", {sh.K, round_up(sh.V, pad)}, sizeof(A), threads)
         .add("token block rows", {kTokenBlock, sh.K, 3}, sizeof(A), threads);
   } else {
-    const index_t C = std::min(p.chunk_size, longest(sh.seqs));
-    ws.add("state", {sh.K, sh.V}, sizeof(A), threads)
-        .add("chunk rows (q, k, w)", {3, C, sh.K}, sizeof(A), threads)
-        .add("chunk rows (v, u, o)", {4, C, sh.V}, sizeof(A), threads)
-        .add("intra-chunk products", {2, C, C}, sizeof(A), threads);
+    const index_t C = std::max<index_t>(1, std::min(p.chunk_size, longest(sh.seqs)));
+    const auto [Kp, Vp, Cp] = chunk_padding<A, Arch>(sh.K, sh.V, C);
+    ws.add("state", {Kp, Vp}, sizeof(A), threads)
+        .add("chunk rows (k, q~, decayed, kda sub-chunks)", {6 + 2 * kSubChunk, C + 1, Kp},
+             sizeof(A), threads)
+        .add("chunk rows (Z, y, u)", {4, C, Vp}, sizeof(A), threads)
+        .add("transposed k", {Kp, Cp}, sizeof(A), threads)
+        .add("intra-chunk products", {3, C, Cp}, sizeof(A), threads);
   }
   return ws;
 }
@@ -79,12 +80,23 @@ void check_fast(const char* fn, const delta_params& p, const tensor_view<Q, 4>& 
 /// gate_reader) through the in-kernel gate transform of p.gate_fn.
 template <class Raw, class P>
 struct transformed_gate {
+  static constexpr gate_kind kind = Raw::kind;
   const delta_params& p;
   const delta_shape& sh;
   Raw raw;
   const delta_gate_params<P>& gp;
   double operator()(index_t b, index_t t, index_t j, index_t c) const {
     return delta_gate_log_decay(p, sh, gp, raw(b, t, j, c), j, c);
+  }
+  /// The K log decays of row (b, t, j) of a per-channel gate, as A.
+  template <class A>
+  void read_row(index_t b, index_t t, index_t j, A* dst, index_t K) const {
+    if constexpr (Raw::kind == gate_kind::channel)
+      if (p.gate_fn == delta_gate_fn::none && raw.g.stride(3) == 1) {
+        raw.read(b, t, j, dst, K);  // stored log decays, converted as a row
+        return;
+      }
+    for (index_t d = 0; d < K; ++d) dst[d] = A((*this)(b, t, j, d));
   }
 };
 
@@ -104,11 +116,15 @@ void entry(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
   check_fast(fn, p, q, k, v, o);
   // No tokens and no state to write: nothing to do, however many heads.
   if (sh.T == 0 && !s.ht.present()) return;
-  plan_workspace<A>(fn, sh, p).run([&] {
+  // algorithm::automatic: the algorithm by shape, chunks of kAutoChunkSize tokens
+  delta_params pe = p;
+  pe.algo = resolve_algorithm(p, sh);
+  if (p.algo == algorithm::automatic) pe.chunk_size = kAutoChunkSize;
+  plan_workspace<A, Arch>(fn, sh, pe).run([&] {
     if constexpr (std::is_void_v<GateView>)
-      run<A, Arch>(sh, p, q, k, v, beta, o, s, Raw{});
+      run<A, Arch>(sh, pe, q, k, v, beta, o, s, Raw{});
     else
-      run<A, Arch>(sh, p, q, k, v, beta, o, s, transformed_gate<Raw, P>{p, sh, Raw{*g}, gp});
+      run<A, Arch>(sh, pe, q, k, v, beta, o, s, transformed_gate<Raw, P>{pe, sh, Raw{*g}, gp});
   });
 }
 

@@ -51,9 +51,7 @@ enum class delta_gate_fn {
 /// Runtime options of the delta-rule family (fla names and defaults).
 struct delta_params {
   double scale = 0;                             ///< applied to q; 0 means K^-0.5
-  algorithm algo = algorithm::automatic;        ///< automatic: recurrent (faster than chunk
-                                                ///< in every benchmark); chunk: delta_rule,
-                                                ///< gated_delta_rule
+  algorithm algo = algorithm::automatic;        ///< automatic: by shape (resolve_algorithm)
   index_t chunk_size = 64;                      ///< tokens per chunk of the chunk algorithm
   bool state_v_first = false;                   ///< states are [N,HV,V,K] instead of [N,HV,K,V]
   bool qk_l2norm = false;                       ///< L2-normalise q and k in the kernel (eps 1e-6)
@@ -134,10 +132,17 @@ inline void check_delta_params(const char* fn, const delta_params& p, gate_kind 
     fail(fn, ": option 'lower_bound' must be finite and < 0, got ", p.lower_bound);
 }
 
-/// algorithm::automatic: recurrent (token by token), faster than chunk in every benchmark; chunk
-/// is chosen explicitly.
-inline algorithm resolve_algorithm(const delta_params& p) {
-  return p.algo == algorithm::automatic ? algorithm::recurrent : p.algo;
+/// Sequences of at least this many tokens make algorithm::automatic pick chunk, with chunks of
+/// kAutoChunkSize tokens (fewer FLOP than 64: the chunk algorithm then executes about the
+/// recurrence's count; chunk_size applies to algorithm::chunk).
+constexpr index_t kAutoChunkMinTokens = 8;
+constexpr index_t kAutoChunkSize = 32;
+
+/// algorithm::automatic: chunk when the longest sequence has at least kAutoChunkMinTokens
+/// tokens, else recurrent (decode steps and short speculative runs).
+inline algorithm resolve_algorithm(const delta_params& p, const delta_shape& sh) {
+  if (p.algo != algorithm::automatic) return p.algo;
+  return longest(sh.seqs) >= kAutoChunkMinTokens ? algorithm::chunk : algorithm::recurrent;
 }
 
 /// Validates q, k, v, beta, o, the states and cu_seqlens; returns the problem description. The

@@ -188,7 +188,8 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
       ws.beta[std::size_t(i)] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
       if (channel) {  // the row's log decays, then one vector exp over them
         A* a = ws.decay.data() + i * K;
-        for (index_t r = 0; r < K; ++r) a[r] = A(c.gate(sq.b, t, j, r));
+        if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
+          c.gate.read_row(sq.b, t, j, a, K);
         index_t r = 0;
         for (; r + W <= K; r += W) simd::exp(B::load_unaligned(a + r)).store_unaligned(a + r);
         for (; r < K; ++r) a[r] = std::exp(a[r]);
