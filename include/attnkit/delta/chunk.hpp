@@ -44,8 +44,9 @@ struct chunk_workspace {
   aligned_vector<A> kt;        // [Kp, Cp] k^T (kda: the decayed off-diagonal k^T)
   aligned_vector<A> akk, aqk;  // [C, Cp] intra-chunk products (lower triangles)
   aligned_vector<A> tinv;      // [C, Cp] (I + Akk)^{-1} - I (strictly lower, zero elsewhere)
-  aligned_vector<A> z;         // [2C, Vp] Z = [k * e^G ; q~ * e^G] S0, then O in the q~ rows
-  aligned_vector<A> y, u;      // [C, Vp] beta (v - Z_k), then u
+  aligned_vector<A> z;         // [2C, 2W] a strip of Z = [k e^G ; q~ e^G] S0, then O (q~ rows)
+  aligned_vector<A> y;         // [C, Vp] v rows
+  aligned_vector<A> u;         // [2C, 2W] a strip of beta (v - Z_k), then of u
   aligned_vector<A> e;         // exp(g): [C, Kp] (kda) or [C] (gated_delta_rule)
   aligned_vector<A> beta;      // [C]
   aligned_vector<A> cs;        // [Kp] e^{G_{L-1}}: the state's row factors
@@ -180,7 +181,9 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   }
   // a chunk longer than the sequence is the whole sequence (same grid, bounded workspace)
   const index_t C = std::min(p.chunk_size, std::max<index_t>(sq.len, 1));
-  const auto [Kp, Vp, Cp] = chunk_padding<A, Arch>(K, V, C);
+  // (no structured bindings: lambdas below capture these, which C++17 does not allow for them)
+  const chunk_sizes pad = chunk_padding<A, Arch>(K, V, C);
+  const index_t Kp = pad.Kp, Vp = pad.Vp, Cp = pad.Cp;
   const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
   ensure(ws.S, Kp * Vp);
   ensure(ws.kq, 2 * C * Kp);
@@ -188,9 +191,9 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   ensure(ws.akk, C * Cp);
   ensure(ws.aqk, C * Cp);
   ensure(ws.tinv, C * Cp);
-  ensure(ws.z, 2 * C * Vp);
+  ensure(ws.z, 2 * C * 2 * W);
   ensure(ws.y, C * Vp);
-  ensure(ws.u, C * Vp);
+  ensure(ws.u, 2 * C * 2 * W);
   ensure(ws.beta, C);
   if (decayed) {
     ensure(ws.x, 2 * C * Kp);
@@ -199,20 +202,27 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
     ensure(ws.e, channel ? C * Kp : C);
     ensure(ws.tmp, channel ? (2 * kSubChunk + 1 + C) * Kp : Cp);
   }
+  // S <- h0 as column strips of NR columns, each [Kp, NR] contiguous (16 KB for K = 128 floats
+  // on AVX-512): a strip stays in L1 through its products of one chunk. K-first internally;
+  // V-first states are transposed on the way in and out.
+  constexpr index_t NR = 2 * W;
   A* const S = ws.S.data();
-  // S <- h0 (K-first internally; V-first states are transposed on the way in and out)
+  const auto strip = [&](index_t e0) { return S + e0 * Kp; };  // strip of columns [e0, e0 + NR)
   std::fill(S, S + Kp * Vp, A(0));
   const auto rows_of = [&](const auto& st) { return !p.state_v_first && st.stride(3) == 1; };
   if (c.s.h0.present())
-    for (index_t d = 0; d < K; ++d) {
-      if (rows_of(c.s.h0)) {
-        const A* src = &c.s.h0(row, j, d, 0);
-        std::copy(src, src + V, S + d * Vp);
-      } else {
-        for (index_t e = 0; e < V; ++e)
-          S[d * Vp + e] = p.state_v_first ? c.s.h0(row, j, e, d) : c.s.h0(row, j, d, e);
+    for (index_t d = 0; d < K; ++d)
+      for (index_t e0 = 0; e0 < V; e0 += NR) {
+        A* dst = strip(e0) + d * NR;
+        const index_t ne = std::min(NR, V - e0);
+        if (rows_of(c.s.h0)) {
+          const A* src = &c.s.h0(row, j, d, e0);
+          std::copy(src, src + ne, dst);
+        } else {
+          for (index_t e = 0; e < ne; ++e)
+            dst[e] = p.state_v_first ? c.s.h0(row, j, e0 + e, d) : c.s.h0(row, j, d, e0 + e);
+        }
       }
-    }
   const auto kd_k = [&](index_t) { return K; };
   const auto all = [](index_t) { return index_t(1) << 40; };
   const auto causal = [](index_t r1) { return r1; };
@@ -236,7 +246,6 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
     // prefetcher follows them), spread over the GEMM tiles of this chunk
     prefetch_queue* pf = &ws.pf;
     {
-      constexpr index_t NR = 2 * W;
       const index_t tiles = (5 * L / 6 + K / 6 + 4) * ((V + NR - 1) / NR);
       pf->clear();
       for (index_t t = sq.t0 + t0 + L; t < sq.t0 + std::min(sq.len, t0 + L + C); ++t) {
@@ -329,38 +338,48 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
     for (index_t r = 0; r < L; ++r)
       for (index_t cc = 0; cc < r; ++cc) ak[r * Cp + cc] *= beta[r];
     unit_lower_inverse<A, Arch>(L, Cp, ak, ws.tinv.data());
-    // Z = [k * e^G ; q~ * e^G] S0
-    A* Z = ws.z.data();
-    gemm<A, Arch>(2 * L, V, X, Kp, 1, S, Vp, Z, Vp, false, nullptr, kd_k, all, pf);
-    // Y = diag(beta) (V - Z_k);  u = (I + T) Y
-    A* U = ws.u.data();
-    for (index_t r = 0; r < L; ++r) {
-      const B br(beta[r]);
-      for (index_t e = 0; e < Vp; e += W) {
-        const B yv = br * (B::load_unaligned(Y + r * Vp + e) - B::load_unaligned(Z + r * Vp + e));
-        yv.store_unaligned(Y + r * Vp + e);
-        yv.store_unaligned(U + r * Vp + e);
+    // Columns never mix: each strip of NR value columns runs through the chunk on its own.
+    A* const Z = ws.z.data();   // [2L, NR]
+    A* const Ys = ws.u.data();  // [L, NR] y, then (second half of the buffer) u
+    A* const U = Ys + L * NR;
+    for (index_t e0 = 0; e0 < V; e0 += NR) {
+      A* const Se = strip(e0);
+      // Z = [k * e^G ; q~ * e^G] S0
+      gemm<A, Arch>(2 * L, NR, X, Kp, 1, Se, NR, Z, NR, false, nullptr, kd_k, all, pf);
+      // y = diag(beta) (v - Z_k);  u = (I + T) y
+      for (index_t r = 0; r < L; ++r) {
+        const B br(beta[r]);
+        for (index_t e = 0; e < NR; e += W) {
+          const B yv =
+              br * (B::load_unaligned(Y + r * Vp + e0 + e) - B::load_unaligned(Z + r * NR + e));
+          yv.store_unaligned(Ys + r * NR + e);
+          yv.store_unaligned(U + r * NR + e);
+        }
       }
+      gemm_lower<A, Arch>(L, NR, ws.tinv.data(), Cp, Ys, NR, U, NR, pf);
+      // O = Z_q + Aqk u
+      A* const O = Z + L * NR;
+      gemm_lower<A, Arch>(L, NR, aq, Cp, U, NR, O, NR, pf);
+      const index_t ne = std::min(NR, V - e0);
+      for (index_t i = 0; i < L; ++i)
+        simd::store_converted(O + i * NR, &c.o(sq.b, sq.t0 + t0 + i, j, e0), ne);
+      // S = diag(e^{G_{L-1}}) S0 + Kh^T u
+      gemm<A, Arch>(
+          K, NR, Kh, 1, Kp, U, NR, Se, NR, true, cs, [&](index_t) { return L; }, all, pf);
     }
-    gemm_lower<A, Arch>(L, V, ws.tinv.data(), Cp, Y, Vp, U, Vp, pf);
-    // O = Z_q + Aqk u
-    A* O = Z + L * Vp;
-    gemm_lower<A, Arch>(L, V, aq, Cp, U, Vp, O, Vp, pf);
-    for (index_t i = 0; i < L; ++i)
-      simd::store_converted(O + i * Vp, &c.o(sq.b, sq.t0 + t0 + i, j, 0), V);
-    // S = diag(e^{G_{L-1}}) S0 + Kh^T u
-    gemm<A, Arch>(
-        K, V, Kh, 1, Kp, U, Vp, S, Vp, true, cs, [&](index_t) { return L; }, all, pf);
     pf->drain();
   }
   if (c.s.ht.present())
-    for (index_t d = 0; d < K; ++d) {
-      if (rows_of(c.s.ht))
-        std::copy(S + d * Vp, S + d * Vp + V, &c.s.ht(row, j, d, 0));
-      else
-        for (index_t e = 0; e < V; ++e)
-          (p.state_v_first ? c.s.ht(row, j, e, d) : c.s.ht(row, j, d, e)) = S[d * Vp + e];
-    }
+    for (index_t d = 0; d < K; ++d)
+      for (index_t e0 = 0; e0 < V; e0 += NR) {
+        const A* src = strip(e0) + d * NR;
+        const index_t ne = std::min(NR, V - e0);
+        if (rows_of(c.s.ht))
+          std::copy(src, src + ne, &c.s.ht(row, j, d, e0));
+        else
+          for (index_t e = 0; e < ne; ++e)
+            (p.state_v_first ? c.s.ht(row, j, e0 + e, d) : c.s.ht(row, j, d, e0 + e)) = src[e];
+      }
 }
 
 }  // namespace delta_impl

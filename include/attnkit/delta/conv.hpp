@@ -161,7 +161,8 @@ void run_conv1d(const conv1d_params& p, const conv_shape& c, const tensor_view<X
                     : s.state_in(c.rows[n], d, j);
   };
   resolve(p.exec).parallel_for(index_t(items.size()), [&](index_t it) {
-    const auto [n, t0] = items[std::size_t(it)];
+    const std::size_t n = items[std::size_t(it)].first;
+    const index_t t0 = items[std::size_t(it)].second;
     const token_seq& sq = c.seqs[n];
     const index_t t1 = std::min(sq.len, t0 + kBlock);
     if (c.rows[n] < 0) {  // skipped: zeros
