@@ -10,6 +10,7 @@
 #include "core/mask.hpp"
 #include "core/online_softmax.hpp"
 #include "core/recurrent_state.hpp"
+#include "core/rope.hpp"
 #include "core/simd.hpp"
 #include "core/tensor_view.hpp"
 #include "core/types.hpp"
@@ -18,4 +19,5 @@
 #include "delta.hpp"
 #include "io/npy.hpp"
 #include "linear.hpp"
+#include "mla.hpp"
 #include "softmax.hpp"

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "core/kv_cache.hpp"
+#include "core/rope.hpp"
 #include "softmax/kernel.hpp"
 #include "softmax/params.hpp"
 #include "softmax/reference.hpp"

@@ -314,3 +314,64 @@ TEST_CASE("attnkit-run: hostile inputs and failed writes leave no partial output
     CHECK(!fs::exists(out));
   }
 }
+
+TEST_CASE("attnkit-run replays golden mla_small (absorbed over both caches, naive, reference)",
+          "[cli][mla]") {
+  const std::string golden = kData + "mla_small";  // causal, the default scale (Dn+Dr)^-0.5
+  const std::vector<std::vector<std::string>> modes = {
+      {},
+      {"--form", "absorbed", "--cache", "contiguous"},
+      {"--form", "absorbed", "--cache", "paged", "--page-size", "4"},
+      {"--cache", "paged", "--page-size", "3", "--threads", "2"},
+      {"--form", "naive"},
+      {"--form", "naive", "--cache", "paged", "--page-size", "4"},  // accepted, does not apply
+      {"--reference"},
+      {"--reference", "--cache", "paged", "--page-size", "3"},
+      {"--reference", "--form", "naive"},
+      {"--scale", "0.28867513459481287"},  // the default, given explicitly
+  };
+  test::replay_golden(
+      {"mla",
+       golden,
+       {"--causal"},
+       modes,
+       [&](const std::string& in, bool f32) { copy_inputs(golden, in, f32, false); },
+       [&](const std::string& out, bool f32) {
+         // float64: max error <= 1e-10 of the largest value; float32: rel RMS
+         // <= 1e-5
+         test::check_npy_output(out, golden, "o", f32);
+         test::check_npy_output(out, golden, "lse", f32);
+       }});
+}
+
+TEST_CASE("attnkit-run: mla input and option errors exit 2", "[cli][errors][mla]") {
+  temp_dir tmp;
+  const std::string in = bad_case(tmp, "mla_small"), out = tmp / "out";
+  SECTION("w_uk with the wrong head count") {
+    const std::vector<double> z(3 * 8 * 16, 0.0);
+    io::save_npy(in + "/w_uk.npy", z.data(), {3, 8, 16});
+    for (const char* form : {"absorbed", "naive"}) {
+      expect_error({"mla", in, out, "--causal", "--form", form}, tmp,
+                   {"w_uk.npy", "dim 0 (H)", "expected 4"});
+      expect_error({"mla", in, out, "--causal", "--form", form, "--reference"}, tmp,
+                   {"w_uk.npy", "dim 0 (H)"});
+    }
+  }
+  SECTION("k_pe with a rotary dim other than q_pe's") {
+    const std::vector<double> z(11 * 5, 0.0);
+    io::save_npy(in + "/k_pe.npy", z.data(), {1, 11, 5});
+    expect_error({"mla", in, out, "--causal"}, tmp, {"k_pe.npy", "Dr", "expected 4"});
+  }
+  SECTION("mixed float dtypes") {
+    const std::vector<float> z(4 * 8 * 16, 0.f);
+    io::save_npy(in + "/w_uv.npy", z.data(), {4, 8, 16});
+    expect_error({"mla", in, out}, tmp, {"w_uv.npy", "<f4", "one dtype"});
+  }
+  SECTION("bad options") {
+    expect_error({"mla", in, out, "--form", "bogus"}, tmp, {"--form", "'bogus'"});
+    expect_error({"mla", in, out, "--cache", "ring"}, tmp, {"--cache", "'ring'"});
+    expect_error({"mla", in, out, "--page-size", "4"}, tmp, {"--page-size", "--cache paged"});
+    expect_error({"mla", in, out, "--cache", "paged", "--page-size", "0"}, tmp, {"--page-size"});
+    expect_error({"mla", in, out, "--window-left", "2"}, tmp, {"'--window-left'", "not an option"});
+  }
+}

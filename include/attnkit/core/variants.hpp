@@ -53,6 +53,11 @@ constexpr double conv_state_bytes(index_t w, index_t, std::size_t elem) {
 constexpr double kv_row_bytes(index_t dk, index_t dv, std::size_t elem) {
   return double(dk + dv) * double(elem);
 }
+// MLA (absorbed): one latent row of dk = Dc + Dr values per cached token; the values (its first
+// dv = Dc) are the same bytes.
+constexpr double latent_row_bytes(index_t dk, index_t, std::size_t elem) {
+  return double(dk) * double(elem);
+}
 constexpr double state_bytes(index_t k, index_t v, std::size_t elem) {
   return 2.0 * double(k * v) * double(elem);
 }
@@ -66,6 +71,10 @@ inline constexpr variant_info variant_table[] = {
      "sliding_window_attention / sliding_window_attention_kvcache", false, false,
      "as softmax, with window_left >= 0 (or chunk > 0), n_sink; caches incl. ring_kv_cache",
      "o [B,Tq,Hq,Dv], lse [B,Hq,Tq]", detail::softmax_pair_flop, detail::kv_row_bytes},
+    {"mla", variant_family::softmax, "mla_attention_absorbed / mla_attention_naive", false, false,
+     "q_nope [B,Tq,H,Dn], q_pe [B,Tq,H,Dr], c_kv [B,Tk,Dc], k_pe [B,Tk,Dr], w_uk [H,Dn,Dc], "
+     "w_uv [H,Dv,Dc]; latent caches [.., Dc+Dr]",
+     "o [B,Tq,H,Dv], lse [B,H,Tq]", detail::softmax_pair_flop, detail::latent_row_bytes},
     {"linear_attn", variant_family::linear, "linear_attn", true, true,
      "q, k [B,T,H,K], v [B,T,H,V]; h0 [N,H,K,V]; z0 [N,1,H,K] (normalize); cu_seqlens",
      "o [B,T,H,V], ht [N,H,K,V], zt [N,1,H,K]", detail::linear_flop, detail::state_bytes},
