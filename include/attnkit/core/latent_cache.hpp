@@ -17,6 +17,7 @@
 // (first: the SIMD warning settings must precede every header below)
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "config.hpp"
 #include "error.hpp"

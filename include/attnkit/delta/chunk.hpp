@@ -70,7 +70,7 @@ chunk_sizes chunk_padding(index_t K, index_t V, index_t C) {
 template <class A, class Arch>
 void channel_products(index_t L, index_t K, index_t Kp, index_t Cp, const A* Kc, const A* Qs,
                       const A* e, A* Kt, A* ak, A* aq, A* tmp) {
-  constexpr index_t NR = 2 * simd::lanes<A, Arch>, BC = kSubChunk;
+  constexpr index_t BC = kSubChunk;
   A* kf = tmp;            // [BC, Kp] k rows of the sub-chunk * e^{G_r - G_n}
   A* qf = kf + BC * Kp;   // [BC, Kp] q~ rows likewise
   A* run = qf + BC * Kp;  // [Kp] running products
@@ -91,9 +91,9 @@ void channel_products(index_t L, index_t K, index_t Kp, index_t Cp, const A* Kc,
         vmul<A, Arch>(run, e + (c + 1) * Kp, run, Kp);
         vmul<A, Arch>(Kc + c * Kp, run, kb + c * Kp, Kp);
       }
+      // (Kt columns from i0 to the tile's end hold stale values: they only reach ak / aq columns
+      // >= i0 of these rows, which the diagonal block below overwrites or nobody reads)
       simd::transpose<A, Arch>(kb, Kp, Kt, Cp, i0, K);
-      for (index_t d = 0; d < K; ++d)
-        for (index_t c = i0; c < round_up(i0, NR); ++c) Kt[d * Cp + c] = A(0);
       gemm<A, Arch>(i1 - i0, i0, kf, Kp, 1, Kt, Cp, ak + i0 * Cp, Cp, false, nullptr, kd, all);
       gemm<A, Arch>(i1 - i0, i0, qf, Kp, 1, Kt, Cp, aq + i0 * Cp, Cp, false, nullptr, kd, all);
     }
