@@ -9,6 +9,9 @@
 //                           softmax family's kernel with Dk = Dn + Dr != Dv
 //   mla_absorb_q / _o       the absorption GEMMs q~ = w_uk^T q_nope (with q_pe appended) and
 //                           o = w_uv o~, batched over heads
+// Which form for prefill: absorbed for decode and chunks up to about 1K query tokens, naive beyond
+// (per visible pair it does 2 (Dn + Dr + Dv) FLOP per head against 2 (2 Dc + Dr); its per-key
+// decompression is then amortised; bench/README.md has the measured crossover).
 #pragma once
 
 #include "../core/warnings_push.hpp"
