@@ -291,3 +291,34 @@ TEST_CASE("mla: bad inputs name the tensor and the dimension", "[mla]") {
   CHECK_THROWS_WITH(mla_absorb_q(p, pr.q_nope.cv(), pr.q_pe.cv(), pr.w_uk.cv(), qa.v()),
                     Contains("tensor 'q_abs' [B,T,H,Dc+Dr] dim 3 (Dc+Dr): expected 20"));
 }
+
+TEMPLATE_TEST_CASE("mla: mla_attention computes either form from the model's tensors", "[mla]",
+                   double, float) {
+  using T = TestType;
+  const double tol = test::tolerance<T>() * (std::is_same_v<T, float> ? 5 : 1);
+  for (const index_t Tq : {1, 3}) {
+    const problem<T> pr(2, Tq, 37, 3, 12, 6, 40, 20, 41 + std::uint64_t(Tq));
+    mla_params p;
+    p.causal = true;
+    outputs<T> ref(pr);
+    run_naive<true>(pr, p, ref.o.v(), ref.lse.v(), true);
+    for (const mla_form form : {mla_form::automatic, mla_form::absorbed, mla_form::naive}) {
+      p.form = form;
+      outputs<T> out(pr);
+      softmax_extras<T> x;
+      x.lse = out.lse.v();
+      x.sinks = make_view<const T>(pr.sinks.data(), pr.H);
+      mla_attention(p, pr.q_nope.cv(), pr.q_pe.cv(), pr.c_kv.cv(), pr.k_pe.cv(), pr.w_uk.cv(),
+                    pr.w_uv.cv(), out.o.v(), x);
+      INFO("Tq=" << Tq << " form=" << int(form));
+      ATTNKIT_CHECK_CLOSE(out.o.cv(), ref.o.cv(), tol);
+      ATTNKIT_CHECK_CLOSE(out.lse.cv(), ref.lse.cv(), tol);
+    }
+  }
+  mla_params p;
+  CHECK(detail::resolve_form(p, 1) == mla_form::absorbed);
+  CHECK(detail::resolve_form(p, kMlaNaiveMinQueries - 1) == mla_form::absorbed);
+  CHECK(detail::resolve_form(p, kMlaNaiveMinQueries) == mla_form::naive);
+  p.form = mla_form::absorbed;
+  CHECK(detail::resolve_form(p, 1 << 20) == mla_form::absorbed);
+}

@@ -9,15 +9,16 @@
 //                           softmax family's kernel with Dk = Dn + Dr != Dv
 //   mla_absorb_q / _o       the absorption GEMMs q~ = w_uk^T q_nope (with q_pe appended) and
 //                           o = w_uv o~, batched over heads
-// Which form for prefill: absorbed for decode and chunks up to about 1K query tokens, naive beyond
-// (per visible pair it does 2 (Dn + Dr + Dv) FLOP per head against 2 (2 Dc + Dr); its per-key
-// decompression is then amortised; bench/README.md has the measured crossover).
+//   mla_attention           one call from the model's tensors in either form, picked by shape
+//                           (mla_params::form; params.hpp: kMlaNaiveMinQueries)
 #pragma once
 
 #include "../core/warnings_push.hpp"
 // (first: the SIMD warning settings must precede every header below)
 #include <Eigen/Core>
+#include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "../core/latent_cache.hpp"
 #include "../core/workspace.hpp"
@@ -221,6 +222,54 @@ void mla_attention_naive(const mla_params& p, tensor_view<Q, 4> q_nope, tensor_v
         detail::mla_softmax_params(p, scale), make_view<const A>(qd.data(), s.B, s.Tq, s.H, Dk),
         make_view<const A>(kd.data(), s.B, s.Tk, s.H, Dk),
         make_view<const A>(vd.data(), s.B, s.Tk, s.H, s.Dv), o, x);
+  });
+}
+
+/// MLA from the model's tensors (the inputs of mla_attention_naive) in the form p.form picks
+/// (automatic: by the query count, see kMlaNaiveMinQueries). The absorbed form packs the rows
+/// [c_kv ; k_pe] into a contiguous latent cache in the workspace and runs mla_absorb_q,
+/// mla_attention_absorbed and mla_absorb_o; both forms compute the same result. Compute-type
+/// (float or double) q_nope, q_pe, w_uk, w_uv and o; c_kv, k_pe may be bf16 / fp16.
+template <class Q, class C, class W, class O, class Arch = simd::default_arch>
+void mla_attention(const mla_params& p, tensor_view<Q, 4> q_nope, tensor_view<Q, 4> q_pe,
+                   tensor_view<C, 3> c_kv, tensor_view<C, 3> k_pe, tensor_view<W, 3> w_uk,
+                   tensor_view<W, 3> w_uv, tensor_view<O, 4> o,
+                   const softmax_extras<accum_t<Q>>& x = {}) {
+  const char* fn = "mla_attention";
+  const auto s = detail::check_naive(fn, q_nope, q_pe, c_kv, k_pe, w_uk, w_uv, o);
+  if (detail::resolve_form(p, s.Tq) == mla_form::naive) {
+    mla_attention_naive<Q, C, W, O, Arch>(p, q_nope, q_pe, c_kv, k_pe, w_uk, w_uv, o, x);
+    return;
+  }
+  using A = std::remove_const_t<O>;
+  static_assert(
+      std::is_same_v<std::remove_const_t<Q>, A> && std::is_same_v<std::remove_const_t<W>, A>,
+      "attnkit::mla_attention: q_nope, q_pe, w_uk, w_uv and o share one compute type");
+  using KV = std::remove_const_t<C>;
+  const index_t Wd = s.Dc + s.Dr;
+  mla_params pa = p;
+  if (pa.scale == 0) pa.scale = detail::mla_scale(fn, p, s.Dn, s.Dr);
+  detail::workspace_plan plan(fn);
+  plan.add("absorbed queries", {s.B, s.Tq, s.H, Wd}, sizeof(A), 1)
+      .add("latent outputs", {s.B, s.Tq, s.H, s.Dc}, sizeof(A), 1)
+      .add("latent rows", {s.B, s.Tk, Wd}, sizeof(KV), 1);
+  plan.run([&] {
+    std::vector<A> qa(std::size_t(s.B * s.Tq * s.H * Wd)), ol(std::size_t(s.B * s.Tq * s.H * s.Dc));
+    std::vector<KV> rows(std::size_t(s.B * s.Tk * Wd));
+    std::vector<std::int32_t> seqlens(std::size_t(s.B), std::int32_t(s.Tk));
+    for (index_t b = 0; b < s.B; ++b)
+      for (index_t t = 0; t < s.Tk; ++t) {
+        KV* r = rows.data() + (b * s.Tk + t) * Wd;
+        for (index_t c = 0; c < s.Dc; ++c) r[c] = c_kv(b, t, c);
+        for (index_t d = 0; d < s.Dr; ++d) r[s.Dc + d] = k_pe(b, t, d);
+      }
+    const auto q_abs = make_view(qa.data(), s.B, s.Tq, s.H, Wd);
+    const auto o_lat = make_view(ol.data(), s.B, s.Tq, s.H, s.Dc);
+    mla_absorb_q(pa, q_nope, q_pe, w_uk, q_abs);
+    const latent_cache<KV> cache{make_view(rows.data(), s.B, s.Tk, Wd),
+                                 make_view<const std::int32_t>(seqlens.data(), s.B), s.Dc};
+    mla_attention_absorbed<A, latent_cache<KV>, A, const KV, Arch>(pa, q_abs, cache, o_lat, x);
+    mla_absorb_o(pa, cview<A, 4>(o_lat), w_uv, o);
   });
 }
 

@@ -25,13 +25,26 @@
 
 namespace attnkit {
 
+/// The form mla_attention computes with (the other entry points are one form each).
+enum class mla_form {
+  automatic,  ///< absorbed below kMlaNaiveMinQueries query tokens per sequence, naive from there
+  absorbed,   ///< q~ = w_uk^T q_nope, attention over the latent rows, o = w_uv o~
+  naive,      ///< keys and values decompressed per head
+};
+
+/// From this many query tokens mla_form::automatic computes the naive form: per visible pair it
+/// does 2 (Dn + Dr + Dv) FLOP per head against 2 (2 Dc + Dr), and its per-key decompression is
+/// amortised over the queries (bench/README.md has the measured crossover).
+constexpr index_t kMlaNaiveMinQueries = 1024;
+
 /// Runtime options of the MLA kernels.
 struct mla_params {
-  double scale = 0;          ///< logit scale; 0 means (dn + Dr)^-0.5
-  index_t dn = 0;            ///< Dn (qk_nope_head_dim): the absorbed form's default scale needs it
-  bool causal = false;       ///< bottom-right aligned (multi-token prediction rows, prefill)
-  int num_splits = 0;        ///< split-KV partitions per row: 0 = automatic, 1 = off
-  executor* exec = nullptr;  ///< where work runs; nullptr = attnkit::default_executor()
+  double scale = 0;     ///< logit scale; 0 means (dn + Dr)^-0.5
+  index_t dn = 0;       ///< Dn (qk_nope_head_dim): the absorbed form's default scale needs it
+  bool causal = false;  ///< bottom-right aligned (multi-token prediction rows, prefill)
+  int num_splits = 0;   ///< split-KV partitions per row: 0 = automatic, 1 = off
+  mla_form form = mla_form::automatic;  ///< mla_attention's form (by shape when automatic)
+  executor* exec = nullptr;             ///< where work runs; nullptr = default_executor()
 };
 
 /// YaRN's attention factor (DeepSeek's yarn_get_mscale): 0.1 * mscale_all_dim * ln(factor) + 1
@@ -54,6 +67,12 @@ inline double mla_scale(const char* fn, const mla_params& p, index_t dn, index_t
     fail(fn, ": option 'scale' 0 (the default (Dn + Dr)^-0.5) needs option 'dn' ",
          "(qk_nope_head_dim) > 0, got ", dn);
   return 1.0 / std::sqrt(double(dn + dr));
+}
+
+/// The form of an mla_attention call with Tq query tokens per sequence.
+inline mla_form resolve_form(const mla_params& p, index_t Tq) {
+  if (p.form != mla_form::automatic) return p.form;
+  return Tq >= kMlaNaiveMinQueries ? mla_form::naive : mla_form::absorbed;
 }
 
 /// The softmax-family options of an MLA call.

@@ -115,6 +115,15 @@ void mla_attention_naive(const mla_params& p, tensor_view<Q, 4> q_nope, tensor_v
                                 make_view<const A>(vd.data(), s.B, s.Tk, s.H, s.Dv), o, x);
 }
 
+/// Reference of attnkit::mla_attention: the naive form (both forms compute the same result).
+template <class Q, class C, class W, class O>
+void mla_attention(const mla_params& p, tensor_view<Q, 4> q_nope, tensor_view<Q, 4> q_pe,
+                   tensor_view<C, 3> c_kv, tensor_view<C, 3> k_pe, tensor_view<W, 3> w_uk,
+                   tensor_view<W, 3> w_uv, tensor_view<O, 4> o,
+                   const softmax_extras<accum_t<Q>>& x = {}) {
+  reference::mla_attention_naive(p, q_nope, q_pe, c_kv, k_pe, w_uk, w_uv, o, x);
+}
+
 }  // namespace reference
 }  // namespace attnkit
 
