@@ -166,17 +166,20 @@ void unit_lower_inverse(index_t L, index_t Cp, const A* akk, A* T) {
   }
 }
 
+// Sequence n, value heads [jb, je): chunk by chunk, and head by head within a chunk (the rows of
+// consecutive heads are adjacent in [B,T,H,K], so the inputs are read in long runs); each head
+// keeps its own state ([Kp, Vp] per head in ws.S).
 template <class A, class Arch, class Ctx>
-void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
+void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspace<A>& ws) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
   const delta_shape& sh = c.sh;
   const delta_params& p = c.p;
-  const index_t K = sh.K, V = sh.V, h = j / (sh.HV / sh.H);
+  const index_t K = sh.K, V = sh.V;
   const token_seq& sq = sh.seqs[std::size_t(n)];
   const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
   if (row < 0) {                                // a skipped sequence: zero outputs, no state
-    zero_outputs(c, sq, j);
+    for (index_t j = jb; j < je; ++j) zero_outputs(c, sq, j);
     return;
   }
   // a chunk longer than the sequence is the whole sequence (same grid, bounded workspace)
@@ -185,7 +188,7 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   const chunk_sizes pad = chunk_padding<A, Arch>(K, V, C);
   const index_t Kp = pad.Kp, Vp = pad.Vp, Cp = pad.Cp;
   const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
-  ensure(ws.S, Kp * Vp);
+  ensure(ws.S, (je - jb) * Kp * Vp);
   ensure(ws.kq, 2 * C * Kp);
   ensure(ws.kt, Kp * Cp);
   ensure(ws.akk, C * Cp);
@@ -206,14 +209,16 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   // on AVX-512): a strip stays in L1 through its products of one chunk. K-first internally;
   // V-first states are transposed on the way in and out.
   constexpr index_t NR = 2 * W;
-  A* const S = ws.S.data();
-  const auto strip = [&](index_t e0) { return S + e0 * Kp; };  // strip of columns [e0, e0 + NR)
-  std::fill(S, S + Kp * Vp, A(0));
+  // head j's strip of columns [e0, e0 + NR)
+  const auto strip = [&](index_t j, index_t e0) {
+    return ws.S.data() + (j - jb) * Kp * Vp + e0 * Kp;
+  };
+  std::fill(ws.S.data(), ws.S.data() + (je - jb) * Kp * Vp, A(0));
   const auto rows_of = [&](const auto& st) { return !p.state_v_first && st.stride(3) == 1; };
-  if (c.s.h0.present())
+  for (index_t j = jb; j < je && c.s.h0.present(); ++j)
     for (index_t d = 0; d < K; ++d)
       for (index_t e0 = 0; e0 < V; e0 += NR) {
-        A* dst = strip(e0) + d * NR;
+        A* dst = strip(j, e0) + d * NR;
         const index_t ne = std::min(NR, V - e0);
         if (rows_of(c.s.h0)) {
           const A* src = &c.s.h0(row, j, d, e0);
@@ -227,152 +232,156 @@ void run_chunked(const Ctx& c, index_t n, index_t j, chunk_workspace<A>& ws) {
   const auto all = [](index_t) { return index_t(1) << 40; };
   const auto causal = [](index_t r1) { return r1; };
 
-  for (index_t t0 = 0; t0 < sq.len; t0 += C) {
-    const index_t L = std::min(C, sq.len - t0);
-    A* const Kc = ws.kq.data();  // [L, Kp] k, then [L, Kp] q~ (one operand of Z without gate)
-    A* const Qs = Kc + L * Kp;
-    A* const Y = ws.y.data();
-    A* const beta = ws.beta.data();
-    for (index_t i = 0; i < L; ++i) {
-      const index_t t = sq.t0 + t0 + i;
-      delta_impl::load_row<A, Arch>(&c.q(sq.b, t, h, 0), K, p.qk_l2norm, A(sh.scale), Qs + i * Kp);
-      delta_impl::load_row<A, Arch>(&c.k(sq.b, t, h, 0), K, p.qk_l2norm, A(1), Kc + i * Kp);
-      std::fill(Qs + i * Kp + K, Qs + (i + 1) * Kp, A(0));
-      std::fill(Kc + i * Kp + K, Kc + (i + 1) * Kp, A(0));
-      detail::load_row<A, Arch>(&c.v(sq.b, t, j, 0), Y + i * Vp, V, Vp);
-      beta[i] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
-    }
-    // the next chunk's input and output rows (8 KB apart for 16 heads of 128: no hardware
-    // prefetcher follows them), spread over the GEMM tiles of this chunk
-    prefetch_queue* pf = &ws.pf;
-    {
-      const index_t tiles = (5 * L / 6 + K / 6 + 4) * ((V + NR - 1) / NR);
-      pf->clear();
-      for (index_t t = sq.t0 + t0 + L; t < sq.t0 + std::min(sq.len, t0 + L + C); ++t) {
-        pf->add(&c.q(sq.b, t, h, 0), K, false);
-        pf->add(&c.k(sq.b, t, h, 0), K, false);
-        pf->add(&c.v(sq.b, t, j, 0), V, false);
-        pf->add(&c.o(sq.b, t, j, 0), V, true);
-        if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
-          pf->add(&c.gate.raw.g(sq.b, t, j, 0), K, false);
+  for (index_t t0 = 0; t0 < sq.len; t0 += C)
+    for (index_t j = jb; j < je; ++j) {
+      const index_t L = std::min(C, sq.len - t0), h = j / (sh.HV / sh.H);
+      A* const Kc = ws.kq.data();  // [L, Kp] k, then [L, Kp] q~ (one operand of Z without gate)
+      A* const Qs = Kc + L * Kp;
+      A* const Y = ws.y.data();
+      A* const beta = ws.beta.data();
+      for (index_t i = 0; i < L; ++i) {
+        const index_t t = sq.t0 + t0 + i;
+        delta_impl::load_row<A, Arch>(&c.q(sq.b, t, h, 0), K, p.qk_l2norm, A(sh.scale),
+                                      Qs + i * Kp);
+        delta_impl::load_row<A, Arch>(&c.k(sq.b, t, h, 0), K, p.qk_l2norm, A(1), Kc + i * Kp);
+        std::fill(Qs + i * Kp + K, Qs + (i + 1) * Kp, A(0));
+        std::fill(Kc + i * Kp + K, Kc + (i + 1) * Kp, A(0));
+        detail::load_row<A, Arch>(&c.v(sq.b, t, j, 0), Y + i * Vp, V, Vp);
+        beta[i] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
       }
-      pf->set_step(
-          int(std::max<index_t>(prefetch_queue::lines_per_tile, pf->lines_queued() / tiles + 1)));
-    }
-    A* ak = ws.akk.data();
-    A* aq = ws.aqk.data();
-    const A* X = Kc;   // [k * e^G ; q~ * e^G], 2L rows
-    const A* Kh = Kc;  // k * e^{G_{L-1} - G}
-    const A* cs = nullptr;
-    if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel) {
-      A* e = ws.e.data();
-      for (index_t i = 0; i < L; ++i) {  // log decays, then exp in place
-        A* er = e + i * Kp;
-        c.gate.read_row(sq.b, sq.t0 + t0 + i, j, er, K);
-        std::fill(er + K, er + Kp, A(0));
+      // the next (chunk, head) unit's input and output rows, spread over this unit's GEMM tiles
+      prefetch_queue* pf = &ws.pf;
+      {
+        const index_t tiles = (5 * L / 6 + K / 6 + 4) * ((V + NR - 1) / NR);
+        const index_t nt0 = j + 1 < je ? t0 : t0 + C, nj = j + 1 < je ? j + 1 : jb;
+        const index_t nh = nj / (sh.HV / sh.H);
+        pf->clear();
+        for (index_t t = sq.t0 + nt0; t < sq.t0 + std::min(sq.len, nt0 + C); ++t) {
+          pf->add(&c.q(sq.b, t, nh, 0), K, false);
+          pf->add(&c.k(sq.b, t, nh, 0), K, false);
+          pf->add(&c.v(sq.b, t, nj, 0), V, false);
+          pf->add(&c.o(sq.b, t, nj, 0), V, true);
+          if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
+            pf->add(&c.gate.raw.g(sq.b, t, nj, 0), K, false);
+        }
+        pf->set_step(
+            int(std::max<index_t>(prefetch_queue::lines_per_tile, pf->lines_queued() / tiles + 1)));
       }
-      vexp<A, Arch>(e, e, L * Kp);
-      A* x = ws.x.data();
-      A* kh = ws.kh.data();
-      A* csb = ws.cs.data();
-      // e^{G_r} = prod_{s<=r} e_s (running; ends as e^{G_{L-1}}), e^{G_{L-1} - G_r} = prod_{r<s<L}
-      std::fill(csb, csb + Kp, A(1));
-      for (index_t r = 0; r < L; ++r) {
-        vmul<A, Arch>(csb, e + r * Kp, csb, Kp);
-        vmul<A, Arch>(Kc + r * Kp, csb, x + r * Kp, Kp);
-        vmul<A, Arch>(Qs + r * Kp, csb, x + (L + r) * Kp, Kp);
-      }
-      A* suf = ws.tmp.data();
-      std::fill(suf, suf + Kp, A(1));
-      for (index_t r = L; r-- > 0;) {
-        vmul<A, Arch>(Kc + r * Kp, suf, kh + r * Kp, Kp);
-        vmul<A, Arch>(suf, e + r * Kp, suf, Kp);
-      }
-      channel_products<A, Arch>(L, K, Kp, Cp, Kc, Qs, e, ws.kt.data(), ak, aq, ws.tmp.data());
-      X = x, Kh = kh, cs = csb;
-    }
-    if (!channel) {
-      A* Kt = ws.kt.data();
-      simd::transpose<A, Arch>(Kc, Kp, Kt, Cp, L, K);
-      gemm<A, Arch>(L, L, Kc, Kp, 1, Kt, Cp, ak, Cp, false, nullptr, kd_k, causal, pf);
-      gemm<A, Arch>(L, L, Qs, Kp, 1, Kt, Cp, aq, Cp, false, nullptr, kd_k, causal, pf);
-      if (decayed) {
+      A* ak = ws.akk.data();
+      A* aq = ws.aqk.data();
+      const A* X = Kc;   // [k * e^G ; q~ * e^G], 2L rows
+      const A* Kh = Kc;  // k * e^{G_{L-1} - G}
+      const A* cs = nullptr;
+      if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel) {
         A* e = ws.e.data();
-        double G = 0;  // e^{G_r} from the prefix sum, e^{G_{L-1} - G_r} from the suffix sum
+        for (index_t i = 0; i < L; ++i) {  // log decays, then exp in place
+          A* er = e + i * Kp;
+          c.gate.read_row(sq.b, sq.t0 + t0 + i, j, er, K);
+          std::fill(er + K, er + Kp, A(0));
+        }
+        vexp<A, Arch>(e, e, L * Kp);
         A* x = ws.x.data();
         A* kh = ws.kh.data();
+        A* csb = ws.cs.data();
+        // e^{G_r} = prod_{s<=r} e_s (running; ends as e^{G_{L-1}}), e^{G_{L-1} - G_r} =
+        // prod_{r<s<L}
+        std::fill(csb, csb + Kp, A(1));
         for (index_t r = 0; r < L; ++r) {
-          const double g = c.gate(sq.b, sq.t0 + t0 + r, j, 0);
-          e[r] = A(std::exp(g));
-          G += g;
-          const B f(A(std::exp(G)));
-          for (index_t d = 0; d < Kp; d += W) {
-            (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(x + r * Kp + d);
-            (B::load_unaligned(Qs + r * Kp + d) * f).store_unaligned(x + (L + r) * Kp + d);
-          }
+          vmul<A, Arch>(csb, e + r * Kp, csb, Kp);
+          vmul<A, Arch>(Kc + r * Kp, csb, x + r * Kp, Kp);
+          vmul<A, Arch>(Qs + r * Kp, csb, x + (L + r) * Kp, Kp);
         }
-        double U = 0;
+        A* suf = ws.tmp.data();
+        std::fill(suf, suf + Kp, A(1));
         for (index_t r = L; r-- > 0;) {
-          const B f(A(std::exp(U)));
-          for (index_t d = 0; d < Kp; d += W)
-            (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(kh + r * Kp + d);
-          U += c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+          vmul<A, Arch>(Kc + r * Kp, suf, kh + r * Kp, Kp);
+          vmul<A, Arch>(suf, e + r * Kp, suf, Kp);
         }
-        std::fill(ws.cs.begin(), ws.cs.begin() + Kp, A(std::exp(G)));
-        // D[r, c] = prod_{c<s<=r} e_s (running row products, D[r, r] = 1) on both products
-        A* D = ws.tmp.data();
+        channel_products<A, Arch>(L, K, Kp, Cp, Kc, Qs, e, ws.kt.data(), ak, aq, ws.tmp.data());
+        X = x, Kh = kh, cs = csb;
+      }
+      if (!channel) {
+        A* Kt = ws.kt.data();
+        simd::transpose<A, Arch>(Kc, Kp, Kt, Cp, L, K);
+        gemm<A, Arch>(L, L, Kc, Kp, 1, Kt, Cp, ak, Cp, false, nullptr, kd_k, causal, pf);
+        gemm<A, Arch>(L, L, Qs, Kp, 1, Kt, Cp, aq, Cp, false, nullptr, kd_k, causal, pf);
+        if (decayed) {
+          A* e = ws.e.data();
+          double G = 0;  // e^{G_r} from the prefix sum, e^{G_{L-1} - G_r} from the suffix sum
+          A* x = ws.x.data();
+          A* kh = ws.kh.data();
+          for (index_t r = 0; r < L; ++r) {
+            const double g = c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+            e[r] = A(std::exp(g));
+            G += g;
+            const B f(A(std::exp(G)));
+            for (index_t d = 0; d < Kp; d += W) {
+              (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(x + r * Kp + d);
+              (B::load_unaligned(Qs + r * Kp + d) * f).store_unaligned(x + (L + r) * Kp + d);
+            }
+          }
+          double U = 0;
+          for (index_t r = L; r-- > 0;) {
+            const B f(A(std::exp(U)));
+            for (index_t d = 0; d < Kp; d += W)
+              (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(kh + r * Kp + d);
+            U += c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+          }
+          std::fill(ws.cs.begin(), ws.cs.begin() + Kp, A(std::exp(G)));
+          // D[r, c] = prod_{c<s<=r} e_s (running row products, D[r, r] = 1) on both products
+          A* D = ws.tmp.data();
+          for (index_t r = 0; r < L; ++r) {
+            const B er(e[r]);
+            for (index_t cc = 0; cc < r; cc += W)
+              (B::load_unaligned(D + cc) * er).store_unaligned(D + cc);
+            D[r] = A(1);
+            for (index_t cc = 0; cc <= r; ++cc) {
+              ak[r * Cp + cc] *= D[cc];
+              aq[r * Cp + cc] *= D[cc];
+            }
+          }
+          X = x, Kh = kh, cs = ws.cs.data();
+        }
+      }
+      // T = (I + diag(beta) Akk)^{-1} - I
+      for (index_t r = 0; r < L; ++r)
+        for (index_t cc = 0; cc < r; ++cc) ak[r * Cp + cc] *= beta[r];
+      unit_lower_inverse<A, Arch>(L, Cp, ak, ws.tinv.data());
+      // Columns never mix: each strip of NR value columns runs through the chunk on its own.
+      A* const Z = ws.z.data();   // [2L, NR]
+      A* const Ys = ws.u.data();  // [L, NR] y, then (second half of the buffer) u
+      A* const U = Ys + L * NR;
+      for (index_t e0 = 0; e0 < V; e0 += NR) {
+        A* const Se = strip(j, e0);
+        // Z = [k * e^G ; q~ * e^G] S0
+        gemm<A, Arch>(2 * L, NR, X, Kp, 1, Se, NR, Z, NR, false, nullptr, kd_k, all, pf);
+        // y = diag(beta) (v - Z_k);  u = (I + T) y
         for (index_t r = 0; r < L; ++r) {
-          const B er(e[r]);
-          for (index_t cc = 0; cc < r; cc += W)
-            (B::load_unaligned(D + cc) * er).store_unaligned(D + cc);
-          D[r] = A(1);
-          for (index_t cc = 0; cc <= r; ++cc) {
-            ak[r * Cp + cc] *= D[cc];
-            aq[r * Cp + cc] *= D[cc];
+          const B br(beta[r]);
+          for (index_t e = 0; e < NR; e += W) {
+            const B yv =
+                br * (B::load_unaligned(Y + r * Vp + e0 + e) - B::load_unaligned(Z + r * NR + e));
+            yv.store_unaligned(Ys + r * NR + e);
+            yv.store_unaligned(U + r * NR + e);
           }
         }
-        X = x, Kh = kh, cs = ws.cs.data();
+        gemm_lower<A, Arch>(L, NR, ws.tinv.data(), Cp, Ys, NR, U, NR, pf);
+        // O = Z_q + Aqk u
+        A* const O = Z + L * NR;
+        gemm_lower<A, Arch>(L, NR, aq, Cp, U, NR, O, NR, pf);
+        const index_t ne = std::min(NR, V - e0);
+        for (index_t i = 0; i < L; ++i)
+          simd::store_converted(O + i * NR, &c.o(sq.b, sq.t0 + t0 + i, j, e0), ne);
+        // S = diag(e^{G_{L-1}}) S0 + Kh^T u
+        gemm<A, Arch>(
+            K, NR, Kh, 1, Kp, U, NR, Se, NR, true, cs, [&](index_t) { return L; }, all, pf);
       }
+      pf->drain();
     }
-    // T = (I + diag(beta) Akk)^{-1} - I
-    for (index_t r = 0; r < L; ++r)
-      for (index_t cc = 0; cc < r; ++cc) ak[r * Cp + cc] *= beta[r];
-    unit_lower_inverse<A, Arch>(L, Cp, ak, ws.tinv.data());
-    // Columns never mix: each strip of NR value columns runs through the chunk on its own.
-    A* const Z = ws.z.data();   // [2L, NR]
-    A* const Ys = ws.u.data();  // [L, NR] y, then (second half of the buffer) u
-    A* const U = Ys + L * NR;
-    for (index_t e0 = 0; e0 < V; e0 += NR) {
-      A* const Se = strip(e0);
-      // Z = [k * e^G ; q~ * e^G] S0
-      gemm<A, Arch>(2 * L, NR, X, Kp, 1, Se, NR, Z, NR, false, nullptr, kd_k, all, pf);
-      // y = diag(beta) (v - Z_k);  u = (I + T) y
-      for (index_t r = 0; r < L; ++r) {
-        const B br(beta[r]);
-        for (index_t e = 0; e < NR; e += W) {
-          const B yv =
-              br * (B::load_unaligned(Y + r * Vp + e0 + e) - B::load_unaligned(Z + r * NR + e));
-          yv.store_unaligned(Ys + r * NR + e);
-          yv.store_unaligned(U + r * NR + e);
-        }
-      }
-      gemm_lower<A, Arch>(L, NR, ws.tinv.data(), Cp, Ys, NR, U, NR, pf);
-      // O = Z_q + Aqk u
-      A* const O = Z + L * NR;
-      gemm_lower<A, Arch>(L, NR, aq, Cp, U, NR, O, NR, pf);
-      const index_t ne = std::min(NR, V - e0);
-      for (index_t i = 0; i < L; ++i)
-        simd::store_converted(O + i * NR, &c.o(sq.b, sq.t0 + t0 + i, j, e0), ne);
-      // S = diag(e^{G_{L-1}}) S0 + Kh^T u
-      gemm<A, Arch>(
-          K, NR, Kh, 1, Kp, U, NR, Se, NR, true, cs, [&](index_t) { return L; }, all, pf);
-    }
-    pf->drain();
-  }
-  if (c.s.ht.present())
+  for (index_t j = jb; j < je && c.s.ht.present(); ++j)
     for (index_t d = 0; d < K; ++d)
       for (index_t e0 = 0; e0 < V; e0 += NR) {
-        const A* src = strip(e0) + d * NR;
+        const A* src = strip(j, e0) + d * NR;
         const index_t ne = std::min(NR, V - e0);
         if (rows_of(c.s.ht))
           std::copy(src, src + ne, &c.s.ht(row, j, d, e0));

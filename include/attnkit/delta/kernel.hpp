@@ -6,6 +6,7 @@
 
 #include "../core/warnings_push.hpp"
 // (first: the SIMD warning settings must precede every header below)
+#include <algorithm>
 #include <type_traits>
 
 #include "../core/config.hpp"
@@ -28,9 +29,17 @@ void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& 
          const tensor_view<O, 4>& o, const recurrent_state<A>& s, const Gate& gate) {
   const item_ctx<A, Q, Kt, Vt, Bt, O, Gate> c{sh, p, q, k, v, beta, o, s, gate};
   if (resolve_algorithm(p, sh) == algorithm::chunk) {
-    resolve(p.exec).parallel_for(sh.N * sh.HV, [&](index_t item) {
+    // items of up to 8 consecutive value heads of one sequence (their rows are adjacent: the
+    // inputs are read in long runs), fewer when that leaves fewer items than threads; each head's
+    // arithmetic is the same in any grouping, so results depend neither on it nor on the threads
+    executor& ex = resolve(p.exec);
+    const index_t hg = std::max<index_t>(
+        1, std::min<index_t>({8, sh.HV, sh.N * sh.HV / index_t(ex.num_threads())}));
+    const index_t groups = (sh.HV + hg - 1) / hg;
+    ex.parallel_for(sh.N * groups, [&](index_t item) {
       thread_local chunk_workspace<A> ws;
-      run_chunked<A, Arch>(c, item / sh.HV, item % sh.HV, ws);
+      const index_t n = item / groups, jb = item % groups * hg;
+      run_chunked<A, Arch>(c, n, jb, std::min(sh.HV, jb + hg), ws);
     });
     return;
   }
@@ -53,7 +62,7 @@ workspace_plan plan_workspace(const char* fn, const delta_shape& sh, const delta
   } else {
     const index_t C = std::max<index_t>(1, std::min(p.chunk_size, longest(sh.seqs)));
     const auto [Kp, Vp, Cp] = chunk_padding<A, Arch>(sh.K, sh.V, C);
-    ws.add("state", {Kp, Vp}, sizeof(A), threads)
+    ws.add("states of a head group", {8, Kp, Vp}, sizeof(A), threads)
         .add("chunk rows (k, q~, decayed, kda sub-chunks)", {6 + 2 * kSubChunk, C + 1, Kp},
              sizeof(A), threads)
         .add("chunk rows (Z, y, u)", {4, C, Vp}, sizeof(A), threads)
