@@ -26,6 +26,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -268,16 +269,16 @@ class context {
     return std::filesystem::exists(input_path(name), ec);
   }
 
-  /// The float dtype ("<f4" or "<f8") shared by the float inputs `names` that exist; the first
-  /// name is required. Any other dtype, or a mix, is an error naming the file.
+  /// The float dtype ("<f2", "<f4" or "<f8") shared by the float inputs `names` that exist; the
+  /// first name is required. Any other dtype, or a mix, is an error naming the file.
   std::string float_dtype(std::initializer_list<const char*> names) {
     std::string dtype, first;
     for (const char* n : names) {
       if (dtype.empty() || has_input(n)) {
         const auto& a = raw(n);
-        if (a.dtype != "<f4" && a.dtype != "<f8")
+        if (!is_float_dtype(a.dtype))
           fail("'", input_path(n), "': dtype '", a.dtype,
-               "' is not a float input type (expected <f4 or <f8)");
+               "' is not a float input type (expected <f2, <f4 or <f8)");
         if (dtype.empty()) {
           dtype = a.dtype;
           first = n;
@@ -290,14 +291,15 @@ class context {
     return dtype;
   }
 
-  /// Loads a required float input of rank `axes`-count (e.g. "B,T,H,D") converted to T.
+  /// Loads a required float input of rank `axes`-count (e.g. "B,T,H,D") converted to T (float16
+  /// inputs widen exactly to float).
   template <class T>
   tensor<T> load(const std::string& name, const std::string& axes) {
     const auto& a = raw(name);
     check_rank(name, a, axes);
-    if (a.dtype != "<f4" && a.dtype != "<f8")
+    if (!is_float_dtype(a.dtype))
       fail("'", input_path(name), "': dtype '", a.dtype,
-           "' is not a float input type (expected <f4 or <f8)");
+           "' is not a float input type (expected <f2, <f4 or <f8)");
     tensor<T> t;
     t.file = input_path(name);
     t.shape = a.shape;
@@ -338,9 +340,21 @@ class context {
            expected, " (", why, ")");
   }
 
-  /// Stages an output; nothing is written until commit().
+  /// float16 runs (inputs "<f2"): computed in float, every float output written as "<f2".
+  void set_half_outputs(bool on) { half_outputs_ = on; }
+
+  /// Stages an output; nothing is written until commit(). In a float16 run a float output is
+  /// rounded to float16 (round to nearest even, as attnkit::fp16) when staged.
   template <class T>
   void save(const std::string& name, std::vector<T> data, std::vector<index_t> shape) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (half_outputs_) {
+        std::vector<attnkit::fp16> h(data.size());
+        attnkit::to_fp16(data.data(), h.data(), data.size());
+        save(name, std::move(h), std::move(shape));
+        return;
+      }
+    }
     outputs_.push_back(
         {name, [data = std::move(data), shape = std::move(shape)](const std::string& path) {
            attnkit::io::save_npy(path, data.data(), shape);
@@ -416,9 +430,14 @@ class context {
            " with shape ", shape_str(a.shape));
   }
 
+  static bool is_float_dtype(const std::string& d) {
+    return d == "<f2" || d == "<f4" || d == "<f8";
+  }
+
   std::string variant_, in_dir_, out_dir_;
   options opts_;
   bool reference_ = false;
+  bool half_outputs_ = false;
   std::unique_ptr<attnkit::thread_pool> pool_;
   std::map<std::string, attnkit::io::npy_array> cache_;
   std::vector<staged> outputs_;
@@ -548,13 +567,17 @@ struct recurrent_io {
   }
 };
 
-/// Calls f(T{}) with T = float or double, the dtype shared by the float inputs `names`.
+/// Calls f(T{}) with T = float or double, the dtype shared by the float inputs `names`: "<f8" runs
+/// in double, "<f4" in float, and "<f2" in float with its outputs written as float16.
 template <class F>
 void dispatch_float(context& ctx, std::initializer_list<const char*> names, F&& f) {
-  if (ctx.float_dtype(names) == "<f8")
+  const std::string dtype = ctx.float_dtype(names);
+  if (dtype == "<f8") {
     f(double{});
-  else
+  } else {
+    ctx.set_half_outputs(dtype == "<f2");
     f(float{});
+  }
 }
 
 }  // namespace attnkit_run

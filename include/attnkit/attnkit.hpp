@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/config.hpp"
+#include "core/convert.hpp"
 #include "core/error.hpp"
 #include "core/executor.hpp"
 #include "core/gating.hpp"

@@ -375,3 +375,47 @@ TEST_CASE("attnkit-run: mla input and option errors exit 2", "[cli][errors][mla]
     expect_error({"mla", in, out, "--window-left", "2"}, tmp, {"'--window-left'", "not an option"});
   }
 }
+
+TEST_CASE("attnkit-run: float16 inputs run in float32 and write float16 outputs", "[cli][f16]") {
+  // softmax (causal_gqa, a dense and a paged cache, the reference) and a recurrent variant
+  // (delta_rule with h0, both algorithms): inputs rounded to float16, outputs checked against the
+  // float64 golden within float16 accuracy.
+  struct f16_case {
+    std::string variant, golden;
+    std::vector<std::string> outputs;
+    std::vector<std::vector<std::string>> runs;
+  };
+  const std::vector<f16_case> cases = {
+      {"softmax",
+       kData + "causal_gqa",
+       {"o", "lse"},
+       {{"--causal"},
+        {"--causal", "--cache", "paged", "--page-size", "3"},
+        {"--causal", "--reference"}}},
+      {"delta_rule",
+       golden_dir("delta") + "delta_rule/T37_h0",
+       {"o", "ht"},
+       {{}, {"--mode", "recurrent"}, {"--reference"}}},
+  };
+  for (const auto& c : cases) {
+    temp_dir tmp("attnkit_f16_");
+    const std::string in = tmp / "in";
+    fs::create_directories(in);
+    test::copy_golden_inputs_f16(c.golden, in, {c.outputs.begin(), c.outputs.end()});
+    for (const auto& opts : c.runs) {
+      const std::string out = tmp / "out";
+      fs::remove_all(out);
+      std::vector<std::string> args = {c.variant, in, out};
+      args.insert(args.end(), opts.begin(), opts.end());
+      std::string desc;
+      for (const auto& a : args) desc += a + " ";
+      INFO("attnkit-run " << desc);
+      const auto r = run_cli(args, tmp);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.status == 0);
+      CHECK(r.err.empty());
+      for (const auto& name : c.outputs)
+        test::check_npy_output_f16(out, c.golden, name, 2e-3, 1e-2);
+    }
+  }
+}

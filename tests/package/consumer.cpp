@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// The consumer program of both package tests (find_package/ and add_subdirectory/ build it with
-// ATTNKIT_CONSUMER_VIA set to their way in): runs the reference and the kernel on a tiny causal
-// problem and checks both against the closed form. ATTNKIT_CONSUMER_POOL runs the kernel on a
-// two-thread attnkit::thread_pool instead of the serial executor.
+// The consumer program of the package tests (find_package/, add_subdirectory/ and
+// pkg_config_consumer.cmake build it with ATTNKIT_CONSUMER_VIA set to their way in): runs the
+// reference and the kernel on a tiny causal problem and checks both against the closed form.
+// ATTNKIT_CONSUMER_POOL runs the kernel on a two-thread attnkit::thread_pool instead of the
+// serial executor.
 #include <attnkit/attnkit.hpp>
 #include <cmath>
 #include <cstdio>

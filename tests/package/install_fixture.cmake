@@ -14,7 +14,7 @@ if(NOT _rc EQUAL 0)
 endif()
 foreach(_f include/attnkit/attnkit.hpp share/cmake/attnkit/attnkitConfig.cmake
            share/cmake/attnkit/attnkitConfigVersion.cmake share/cmake/attnkit/attnkitTargets.cmake
-           share/cmake/attnkit/attnkitDependencies.cmake)
+           share/cmake/attnkit/attnkitDependencies.cmake share/pkgconfig/attnkit.pc)
   if(NOT EXISTS "${PREFIX}/${_f}")
     message(FATAL_ERROR "the install is missing ${_f}")
   endif()

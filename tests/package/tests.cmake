@@ -1,7 +1,9 @@
 # Packaging tests (fmt / nlohmann_json style): two consumer projects, each built and run with
-# `ctest --build-and-test`. Included from tests/CMakeLists.txt.
+# `ctest --build-and-test`, and a pkg-config consumer. Included from tests/CMakeLists.txt.
 #   package/install           fixture: `cmake --install <build> --prefix <build>/package/prefix`
 #   package/find_package      find_package(attnkit CONFIG REQUIRED) against that prefix
+#   package/pkg_config        the compiler + `pkg-config --cflags --libs attnkit` against that
+#                             prefix (only if pkg-config is found)
 #   package/add_subdirectory  add_subdirectory(<attnkit source>) + attnkit::native
 # The consumers are plain Debug builds of one small file (fast to compile); attnkit is not the
 # top-level project there, so none of its tests, benchmarks or examples are built.
@@ -32,6 +34,19 @@ if(ATTNKIT_INSTALL)
       --test-command consumer)
   set_tests_properties(package/find_package PROPERTIES
     FIXTURES_REQUIRED attnkit_installed LABELS package TIMEOUT 600)
+
+  find_program(ATTNKIT_PKG_CONFIG NAMES pkg-config pkgconf)
+  if(ATTNKIT_PKG_CONFIG)
+    add_test(NAME package/pkg_config
+      COMMAND "${CMAKE_COMMAND}" "-DPKG_CONFIG=${ATTNKIT_PKG_CONFIG}"
+              "-DCXX=${CMAKE_CXX_COMPILER}" "-DPREFIX=${_attnkit_prefix}"
+              "-DSOURCE=${_attnkit_pkg_src}/consumer.cpp" "-DWORK=${_attnkit_pkg_bin}/pkg_config"
+              "-DVERSION=${attnkit_VERSION}" -P "${_attnkit_pkg_src}/pkg_config_consumer.cmake")
+    set_tests_properties(package/pkg_config PROPERTIES
+      FIXTURES_REQUIRED attnkit_installed LABELS package TIMEOUT 600)
+  else()
+    message(STATUS "attnkit: pkg-config not found, test package/pkg_config not registered")
+  endif()
 endif()
 
 add_test(NAME package/add_subdirectory

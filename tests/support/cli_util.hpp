@@ -85,6 +85,59 @@ inline void copy_golden_inputs(const std::string& src, const std::string& dst, b
   }
 }
 
+/// Copies the .npy inputs of a golden case from `src` to `dst` with every float64 tensor rounded
+/// to float16 ("<f2"), skipping the files named in `outputs`; integer tensors as int32.
+inline void copy_golden_inputs_f16(const std::string& src, const std::string& dst,
+                                   const std::set<std::string>& outputs) {
+  for (const auto& e : std::filesystem::directory_iterator(src)) {
+    const std::string stem = e.path().stem().string();
+    if (e.path().extension() != ".npy" || outputs.count(stem)) continue;
+    const auto a = io::load_npy(e.path().string());
+    const std::string out = dst + "/" + stem + ".npy";
+    if (a.dtype == "<f8") {
+      const auto d = a.as<double>();
+      std::vector<fp16> h(d.size());
+      for (std::size_t i = 0; i < d.size(); ++i) h[i] = fp16(float(d[i]));
+      io::save_npy(out, h.data(), a.shape);
+    } else {
+      io::save_npy(out, a.as<std::int32_t>().data(), a.shape);
+    }
+  }
+}
+
+/// Compares OUT/<name>.npy of a float16 run with GOLDEN/<name>.npy (float64): dtype <f2, same
+/// shape, -inf exactly where the golden has -inf, the rest finite with relative RMS <= rel_rms and
+/// max error <= max_rel * max|golden|.
+inline void check_npy_output_f16(const std::string& out, const std::string& golden,
+                                 const std::string& name, double rel_rms, double max_rel) {
+  const auto got = io::load_npy(out + "/" + name + ".npy");
+  const auto want = io::load_npy(golden + "/" + name + ".npy");
+  INFO("output " << name << " (float16)");
+  CHECK(got.dtype == "<f2");
+  REQUIRE(got.shape == want.shape);
+  const auto g = got.as<double>(), w = want.as<double>();
+  double max_err = 0, max_ref = 0, num = 0, den = 0;
+  bool finite = true, inf_match = true;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (std::isinf(w[i])) {
+      inf_match &= g[i] == w[i];
+      continue;
+    }
+    finite &= std::isfinite(g[i]);
+    max_err = std::max(max_err, std::abs(g[i] - w[i]));
+    max_ref = std::max(max_ref, std::abs(w[i]));
+    num += (g[i] - w[i]) * (g[i] - w[i]);
+    den += w[i] * w[i];
+  }
+  const double rr = std::sqrt(num / den);
+  INFO("max_err=" << max_err << " max_ref=" << max_ref << " rel_rms=" << rr);
+  CHECK(inf_match);
+  CHECK(finite);
+  CHECK(max_ref > 0);
+  CHECK(rr <= rel_rms);
+  CHECK(max_err <= max_rel * max_ref);
+}
+
 /// Compares OUT/<name>.npy with GOLDEN/<name>.npy: dtype <f4 (f32) or <f8, same shape, finite,
 /// relative RMS <= 1e-5 (f32) or max error <= 1e-10 of the largest reference value (f64).
 inline void check_npy_output(const std::string& out, const std::string& golden,
