@@ -119,7 +119,8 @@ inline void to_bf16(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, 
     const I rounded = ((a + I(0x7fff) + ((a >> 16) & I(1))) >> 16) | (hi & I(0x8000));
     store_u16<Arch>(dst + i, xsimd::select(a > I(0x7f800000), hi | I(0x40), rounded));
   }
-  for (; i < n; ++i) set_bits_at(dst + i, bf16::from_float(src[i]));
+  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
+    set_bits_at(dst + i + k, bf16::from_float(src[i + k]));
 }
 
 /// fp16 -> float, as fp16::to_float: exponent 0: +-m * 2^-24 (0 or a normal float); 31: inf/NaN
@@ -141,7 +142,8 @@ inline void from_fp16(const S* ATTNKIT_RESTRICT src, float* ATTNKIT_RESTRICT dst
     const u32b<Arch> sign = xsimd::bitwise_cast<u32b<Arch>>(h & I(0x8000)) << 16;
     store_f32_bits<Arch>(dst + i, xsimd::bitwise_cast<u32b<Arch>>(mag) | sign);
   }
-  for (; i < n; ++i) dst[i] = fp16::to_float(bits_at(src + i));
+  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
+    dst[i + k] = fp16::to_float(bits_at(src + i + k));
 }
 
 /// float -> fp16, as fp16::from_float on a = |u|: NaN -> 0x7e00; a >= 0x477ff000 (rounds to
@@ -167,7 +169,8 @@ inline void to_fp16(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, 
     r = xsimd::select(a > I(0x7f800000), I(0x7e00), r);
     store_u16<Arch>(dst + i, r | sign);
   }
-  for (; i < n; ++i) set_bits_at(dst + i, fp16::from_float(src[i]));
+  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
+    set_bits_at(dst + i + k, fp16::from_float(src[i + k]));
 }
 
 }  // namespace detail::cvt
