@@ -18,9 +18,12 @@
 //   pct_fma_peak = 100 * (FLOP / s) / fma_peak(threads)
 //   pct_gemm     = 100 * (FLOP / s) / gemm(threads)
 //   pct_read_bw  = 100 * (bytes / s) / read_bw(threads)
-// All rates are per wall-clock second: register benchmarks with ->UseRealTime() (Google Benchmark
-// divides rate counters by the time it reports; CPU time of the calling thread would overstate
-// multi-threaded rates), or ->UseManualTime() with paired_loop below.
+// All rates are per wall-clock second: register benchmarks with ->UseRealTime() and time the loop
+// with wall_loop, or ->UseManualTime() with paired_loop below (CPU time of the calling thread would
+// overstate multi-threaded rates). GFLOPS, GBps and the like are Google Benchmark rate counters
+// (printed with "/s"); percentages and ratios are plain counters computed here from the same
+// seconds Google Benchmark divides its rates by (the loops above return them), so they print
+// without a unit and keep the value a rate counter would have.
 //
 // Paired ceilings (pct_fma_paired, pct_read_paired). The machines this project is measured on are
 // shared VMs whose FMA throughput and memory bandwidth drift within seconds (one of them: the same
@@ -341,9 +344,11 @@ inline double cached(const char* what, int threads, double (*run)(int)) {
 // ------------------------------------------------------------------------------------------------
 // Paired ceilings (see the header comment)
 
-/// Units and seconds of a ceiling run next to a kernel.
+/// Units and seconds of a ceiling run next to a kernel, and the kernel's seconds (the manual
+/// time Google Benchmark divides its rate counters by).
 struct paired_ceiling {
   double units = 0, seconds = 0;
+  double kernel_seconds = 0;
   double rate() const { return seconds > 0 ? units / seconds : 0; }
 };
 
@@ -359,10 +364,29 @@ paired_ceiling paired_loop(benchmark::State& st, Kernel&& kernel, Ceiling&& ceil
     benchmark::ClobberMemory();
     const double t1 = now_seconds();
     st.SetIterationTime(t1 - t0);
+    c.kernel_seconds += t1 - t0;  // summed in the order Google Benchmark sums its manual time
     c.units += ceiling(t1 - t0);
     c.seconds += now_seconds() - t1;
   }
   return c;
+}
+
+/// The benchmark loop of a ->UseRealTime() benchmark: runs f() every iteration; returns the wall
+/// seconds from the start of the first iteration to the end of the last (Google Benchmark's real
+/// time up to its own timer reads at either end: well under a microsecond).
+template <class F>
+double wall_loop(benchmark::State& st, F&& f) {
+  double t0 = 0, t1 = 0;
+  bool first = true;
+  for (auto _ : st) {
+    if (first) {
+      t0 = now_seconds();
+      first = false;
+    }
+    f();
+    t1 = now_seconds();
+  }
+  return t1 - t0;
 }
 
 /// In-binary FMA peak, GFLOP/s on `threads` threads.
@@ -406,38 +430,59 @@ inline double run_read_for(int threads, double seconds) {
 
 // ------------------------------------------------------------------------------------------------
 // Counters
+//
+// `seconds` below is the time the benchmark's timer counted over all its iterations
+// (paired_ceiling::kernel_seconds, or what wall_loop returned).
 
 /// A rate counter of `per_iter` units per iteration: Google Benchmark reports
-/// per_iter * iterations / seconds.
+/// per_iter * iterations / seconds (printed with "/s").
 inline benchmark::Counter rate(double per_iter) {
   return benchmark::Counter(per_iter, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// A plain counter (no unit in the console: percentages, ratios, sizes).
+inline benchmark::Counter plain(double v) { return benchmark::Counter(v); }
+
+/// What rate(per_iter) reports, computed the way Google Benchmark does (per_iter / seconds *
+/// iterations), for a plain counter.
+inline double per_second(const benchmark::State& st, double per_iter, double seconds) {
+  return seconds > 0 ? per_iter / seconds * double(st.iterations()) : 0;
+}
+
 /// Sets GFLOPS and pct_fma_peak (and pct_gemm when `with_gemm`) for `flop` FLOP per iteration.
-inline void report_flops(benchmark::State& st, double flop, int threads, bool with_gemm = false) {
+inline void report_flops(benchmark::State& st, double flop, int threads, double seconds,
+                         bool with_gemm = false) {
   st.counters["GFLOPS"] = rate(flop / 1e9);
-  st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
-  if (with_gemm) st.counters["pct_gemm"] = rate(100.0 * flop / 1e9 / gemm_gflops(threads));
+  st.counters["pct_fma_peak"] =
+      plain(per_second(st, 100.0 * flop / 1e9 / fma_peak_gflops(threads), seconds));
+  if (with_gemm)
+    st.counters["pct_gemm"] =
+        plain(per_second(st, 100.0 * flop / 1e9 / gemm_gflops(threads), seconds));
 }
 
 /// pct_fma_paired: `flop` per iteration against the FMA loop run beside it (paired_loop).
 inline void report_fma_paired(benchmark::State& st, double flop, const paired_ceiling& c) {
-  if (c.rate() > 0) st.counters["pct_fma_paired"] = rate(100.0 * flop / c.rate());
+  if (c.rate() > 0)
+    st.counters["pct_fma_paired"] =
+        plain(per_second(st, 100.0 * flop / c.rate(), c.kernel_seconds));
 }
 /// pct_read_paired: `bytes` per iteration against the streaming read run beside it (paired_loop).
 inline void report_read_paired(benchmark::State& st, double bytes, const paired_ceiling& c) {
-  if (c.rate() > 0) st.counters["pct_read_paired"] = rate(100.0 * bytes / c.rate());
+  if (c.rate() > 0)
+    st.counters["pct_read_paired"] =
+        plain(per_second(st, 100.0 * bytes / c.rate(), c.kernel_seconds));
 }
 
 /// Sets GBps and pct_read_bw for `bytes` bytes per iteration.
-inline void report_bytes(benchmark::State& st, double bytes, int threads) {
+inline void report_bytes(benchmark::State& st, double bytes, int threads, double seconds) {
   st.counters["GBps"] = rate(bytes / 1e9);
-  st.counters["pct_read_bw"] = rate(100.0 * bytes / 1e9 / read_bw_gbps(threads));
+  st.counters["pct_read_bw"] =
+      plain(per_second(st, 100.0 * bytes / 1e9 / read_bw_gbps(threads), seconds));
 }
 
 /// Sets x_vs_ref = (reference seconds per call) / (this benchmark's seconds per call).
-inline void report_speedup(benchmark::State& st, double ref_seconds) {
-  st.counters["x_vs_ref"] = rate(ref_seconds);
+inline void report_speedup(benchmark::State& st, double ref_seconds, double seconds) {
+  st.counters["x_vs_ref"] = plain(per_second(st, ref_seconds, seconds));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -454,9 +499,8 @@ inline void BM_ceiling_gemm(benchmark::State& st) {
   const int threads = int(st.range(0));
   double flop = 0;
   run_gemm(threads);
-  for (auto _ : st) flop = run_gemm(threads);
-  st.counters["GFLOPS"] = rate(flop / 1e9);
-  st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
+  const double seconds = wall_loop(st, [&] { flop = run_gemm(threads); });
+  report_flops(st, flop, threads, seconds);
 }
 
 inline void BM_ceiling_read(benchmark::State& st) {

@@ -216,7 +216,7 @@ double timed(benchmark::State& st, form f, index_t tq, index_t tk, int threads, 
       },
       [&](double s) { return run_fma_for(threads, s); });
   const double flop = f == form::absorbed ? absorbed_flops(tq, tk) : naive_flops(tq, tk);
-  report_flops(st, flop, threads);
+  report_flops(st, flop, threads, fma.kernel_seconds);
   report_fma_paired(st, flop, fma);
   const double per_call = seconds / double(std::max<std::int64_t>(calls, 1));
   const auto key = std::make_tuple(std::string(sizeof(KV) == 2 ? "bf16" : "f32"), tq, tk, threads);

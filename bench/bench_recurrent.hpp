@@ -172,7 +172,7 @@ void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<std
                   [&](double seconds) { return run_fma_for(threads, seconds); });
               const double tokens = double(t), f = tokens * double(sh.HV) * flop(name, algo);
               st.counters["tokens_per_s"] = rate(tokens);
-              report_flops(st, f, threads);
+              report_flops(st, f, threads, fma.kernel_seconds);
               report_fma_paired(st, f, fma);
               if (extra) extra(st, name, algo, tokens * double(sh.HV));
             })
@@ -197,8 +197,9 @@ void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<std
                        bytes = double(b * shape.HV) *
                                info.decode_bytes(shape.K, shape.V, sizeof(float));
           st.counters["tokens_per_s"] = rate(tokens);
-          report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads);
-          report_bytes(st, bytes, threads);
+          report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads,
+                       read.kernel_seconds);
+          report_bytes(st, bytes, threads, read.kernel_seconds);
           report_read_paired(st, bytes, read);
         })
         ->ArgNames({"batch", "threads"})

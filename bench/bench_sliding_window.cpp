@@ -105,7 +105,7 @@ double timed_prefill(benchmark::State& st, index_t W, index_t t, int threads, do
         benchmark::DoNotOptimize(d.o.data());
       },
       [&](double s) { return run_fma_for(threads, s); });
-  report_flops(st, flop, threads);
+  report_flops(st, flop, threads, fma.kernel_seconds);
   report_fma_paired(st, flop, fma);
   const double per_call = seconds / double(std::max<std::int64_t>(calls, 1));
   st.counters["us_per_token"] = per_call / double(t) * 1e6;
@@ -179,7 +179,7 @@ void BM_window_decode(benchmark::State& st) {
       },
       [&](double s) { return run_read_for(threads, s); });
   const double bytes = kv_bytes(1, W + kSinks, kHkv, kD, kD, sizeof(float));
-  report_bytes(st, bytes, threads);
+  report_bytes(st, bytes, threads, read.kernel_seconds);
   report_read_paired(st, bytes, read);
   st.counters["us_per_token"] = seconds / double(std::max<std::int64_t>(calls, 1)) * 1e6;
   st.counters["cache_bytes"] = double(2 * cap * kHkv * kD) * double(sizeof(float));

@@ -194,20 +194,20 @@ void BM_prefill(benchmark::State& st) {
       },
       [&](double seconds) { return run_fma_for(threads, seconds); });
   const double flop = attention_flops(1, kHqPrefill, t, t, kD, kD, true);
-  report_flops(st, flop, threads, true);
+  report_flops(st, flop, threads, fma.kernel_seconds, true);
   report_fma_paired(st, flop, fma);
-  if (ref_s > 0) report_speedup(st, ref_s);
+  if (ref_s > 0) report_speedup(st, ref_s, fma.kernel_seconds);
 }
 
 void BM_prefill_ref(benchmark::State& st) {
   const index_t hkv = st.range(0), t = st.range(1);
   auto& d = prefill_data(hkv, t);
-  for (auto _ : st) {
+  const double seconds = wall_loop(st, [&] {
     run_prefill(ref_prefill{}, d, nullptr);
     benchmark::DoNotOptimize(d.o.data());
     benchmark::ClobberMemory();
-  }
-  report_flops(st, attention_flops(1, kHqPrefill, t, t, kD, kD, true), 1);
+  });
+  report_flops(st, attention_flops(1, kHqPrefill, t, t, kD, kD, true), 1, seconds);
 }
 
 template <class KV>
@@ -221,21 +221,21 @@ void BM_decode(benchmark::State& st) {
       st, [&] { run_decode<KV>(fast_decode{}, hkv, cache, &ex); },
       [&](double seconds) { return run_read_for(threads, seconds); });
   const double bytes = kv_bytes(1, cache, hkv, kD, kD, sizeof(KV));
-  report_bytes(st, bytes, threads);
+  report_bytes(st, bytes, threads, read.kernel_seconds);
   report_read_paired(st, bytes, read);
   st.counters["GFLOPS"] = rate(attention_flops(1, kHqDecode, 1, cache, kD, kD, false) / 1e9);
-  if (ref_s > 0) report_speedup(st, ref_s);
+  if (ref_s > 0) report_speedup(st, ref_s, read.kernel_seconds);
 }
 
 template <class KV>
 void BM_decode_ref(benchmark::State& st) {
   const index_t hkv = st.range(0), cache = st.range(1);
   run_decode<KV>(ref_decode{}, hkv, cache, nullptr);
-  for (auto _ : st) {
+  const double seconds = wall_loop(st, [&] {
     run_decode<KV>(ref_decode{}, hkv, cache, nullptr);
     benchmark::ClobberMemory();
-  }
-  report_bytes(st, kv_bytes(1, cache, hkv, kD, kD, sizeof(KV)), 1);
+  });
+  report_bytes(st, kv_bytes(1, cache, hkv, kD, kD, sizeof(KV)), 1, seconds);
   st.counters["GFLOPS"] = rate(attention_flops(1, kHqDecode, 1, cache, kD, kD, false) / 1e9);
 }
 
