@@ -25,6 +25,13 @@
 // seconds Google Benchmark divides its rates by (the loops above return them), so they print
 // without a unit and keep the value a rate counter would have.
 //
+// Same-size read ceiling (pct_read_same_size). A working set smaller than the caches (a
+// recurrent state, a sliding-window ring, a short KV cache) is read faster than DRAM allows, so
+// pct_read_bw can exceed 100. read_bw_same_size_gbps(bytes, n) reads a buffer of the working
+// set's size again and again (from wherever it stays), measured once per size and thread count:
+//   pct_read_same_size = 100 * (bytes / s) / read_bw_same_size(working set, threads)
+// with working_set_MiB beside it.
+//
 // Paired ceilings (pct_fma_paired, pct_read_paired). The machines this project is measured on are
 // shared VMs whose FMA throughput and memory bandwidth drift within seconds (one of them: the same
 // 2-thread streaming read gave 37 to 55 GB/s over 8 consecutive runs), so a kernel's median
@@ -396,6 +403,48 @@ inline double gemm_gflops(int threads) { return cached("gemm", threads, run_gemm
 /// In-binary streaming read bandwidth, GB/s (1e9 bytes/s) on `threads` threads.
 inline double read_bw_gbps(int threads) { return cached("read", threads, run_read); }
 
+constexpr std::size_t kSameSizeMinBytes = std::size_t(32) << 20;  // read per timed run, at least
+
+/// Read bandwidth, GB/s on `threads` threads, of a working set of `bytes`: the first `bytes` of
+/// the read buffer (split in `threads` slices) summed again and again, so that it stays wherever
+/// a working set of that size stays (L1, L2, L3 or DRAM). Each timed run reads at least 32 MiB;
+/// fastest of 9 after a warm-up, measured once per (size, threads). From the 512 MiB of the read
+/// buffer on: read_bw_gbps(threads).
+inline double read_bw_same_size_gbps(double bytes, int threads) {
+  constexpr std::size_t step = 8 * std::size_t(kLanes);  // floats per read_sum vector step
+  const std::size_t floats = std::size_t(std::max(bytes, 1.0) / sizeof(float) + 0.5);
+  const std::size_t per = (floats + std::size_t(threads) - 1) / std::size_t(threads);
+  const std::size_t slice = std::max(step, (per + step - 1) / step * step);
+  const std::size_t total = slice * std::size_t(threads) * sizeof(float);
+  if (total >= kReadBytes) return read_bw_gbps(threads);
+  static std::mutex mu;
+  static std::map<std::pair<std::size_t, int>, double> cache;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    const auto it = cache.find({total, threads});
+    if (it != cache.end()) return it->second;
+  }
+  const std::size_t passes = std::max<std::size_t>(1, (kSameSizeMinBytes + total - 1) / total);
+  const auto run = [&](int n) {
+    const float* b = read_buffer().data();
+    std::vector<float> sums(static_cast<std::size_t>(n));
+    pool(n).parallel_for(n, [&](index_t c) {
+      float acc = 0;
+      for (std::size_t r = 0; r < passes; ++r) {
+        escape(b);  // memory "changed": GCC may not merge the passes of a function it sees as pure
+        acc += read_sum(b + std::size_t(c) * slice, slice);
+      }
+      sums[std::size_t(c)] = acc;
+    });
+    escape(sums.data());
+    return double(total) * double(passes);
+  };
+  const double v = measure_rate(run, threads) / 1e9;
+  std::lock_guard<std::mutex> lk(mu);
+  cache[{total, threads}] = v;
+  return v;
+}
+
 /// Runs the FMA loop on `threads` threads for about `seconds` (sized by the cached peak); returns
 /// the FLOP executed.
 inline double run_fma_for(int threads, double seconds) {
@@ -473,11 +522,18 @@ inline void report_read_paired(benchmark::State& st, double bytes, const paired_
         plain(per_second(st, 100.0 * bytes / c.rate(), c.kernel_seconds));
 }
 
-/// Sets GBps and pct_read_bw for `bytes` bytes per iteration.
-inline void report_bytes(benchmark::State& st, double bytes, int threads, double seconds) {
+/// Sets GBps and pct_read_bw for `bytes` bytes per iteration, and for a working set of
+/// `working_set` bytes (the distinct bytes a call touches) working_set_MiB and
+/// pct_read_same_size (against read_bw_same_size_gbps: a pct_read_bw above 100 means the working
+/// set stays in cache, and this says how close the kernel comes to reading it from there).
+inline void report_bytes(benchmark::State& st, double bytes, int threads, double seconds,
+                         double working_set) {
   st.counters["GBps"] = rate(bytes / 1e9);
   st.counters["pct_read_bw"] =
       plain(per_second(st, 100.0 * bytes / 1e9 / read_bw_gbps(threads), seconds));
+  st.counters["working_set_MiB"] = plain(working_set / double(1 << 20));
+  st.counters["pct_read_same_size"] = plain(
+      per_second(st, 100.0 * bytes / 1e9 / read_bw_same_size_gbps(working_set, threads), seconds));
 }
 
 /// Sets x_vs_ref = (reference seconds per call) / (this benchmark's seconds per call).

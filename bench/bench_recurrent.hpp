@@ -199,7 +199,9 @@ void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<std
           st.counters["tokens_per_s"] = rate(tokens);
           report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads,
                        read.kernel_seconds);
-          report_bytes(st, bytes, threads, read.kernel_seconds);
+          // working set: the b state rows, read and written in place
+          report_bytes(st, bytes, threads, read.kernel_seconds,
+                       double(b * shape.HV * shape.K * shape.V) * sizeof(float));
           report_read_paired(st, bytes, read);
         })
         ->ArgNames({"batch", "threads"})

@@ -179,7 +179,7 @@ void BM_window_decode(benchmark::State& st) {
       },
       [&](double s) { return run_read_for(threads, s); });
   const double bytes = kv_bytes(1, W + kSinks, kHkv, kD, kD, sizeof(float));
-  report_bytes(st, bytes, threads, read.kernel_seconds);
+  report_bytes(st, bytes, threads, read.kernel_seconds, bytes);
   report_read_paired(st, bytes, read);
   st.counters["us_per_token"] = seconds / double(std::max<std::int64_t>(calls, 1)) * 1e6;
   st.counters["cache_bytes"] = double(2 * cap * kHkv * kD) * double(sizeof(float));

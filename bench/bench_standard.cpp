@@ -221,7 +221,7 @@ void BM_decode(benchmark::State& st) {
       st, [&] { run_decode<KV>(fast_decode{}, hkv, cache, &ex); },
       [&](double seconds) { return run_read_for(threads, seconds); });
   const double bytes = kv_bytes(1, cache, hkv, kD, kD, sizeof(KV));
-  report_bytes(st, bytes, threads, read.kernel_seconds);
+  report_bytes(st, bytes, threads, read.kernel_seconds, bytes);
   report_read_paired(st, bytes, read);
   st.counters["GFLOPS"] = rate(attention_flops(1, kHqDecode, 1, cache, kD, kD, false) / 1e9);
   if (ref_s > 0) report_speedup(st, ref_s, read.kernel_seconds);
@@ -235,7 +235,8 @@ void BM_decode_ref(benchmark::State& st) {
     run_decode<KV>(ref_decode{}, hkv, cache, nullptr);
     benchmark::ClobberMemory();
   });
-  report_bytes(st, kv_bytes(1, cache, hkv, kD, kD, sizeof(KV)), 1, seconds);
+  const double bytes = kv_bytes(1, cache, hkv, kD, kD, sizeof(KV));
+  report_bytes(st, bytes, 1, seconds, bytes);
   st.counters["GFLOPS"] = rate(attention_flops(1, kHqDecode, 1, cache, kD, kD, false) / 1e9);
 }
 
