@@ -47,18 +47,28 @@
 // The ceilings are also benchmarks of their own: call register_ceiling_benchmarks() once (e.g.
 // from a static initializer) to get BM_ceiling_fma/threads:N, BM_ceiling_gemm/threads:N and
 // BM_ceiling_read/threads:N.
+//
+// Model shapes (bench_main, the main() of every program): ATTNKIT_BENCH_SHAPE="Hq:32,Hkv:8,D:128"
+// and/or --attnkit_shape=... (removed from argv before benchmark::Initialize; several shapes:
+// ';' between them or the flag repeated) add benchmarks of that shape beside the default ones,
+// named BM_<what>/key:value/.../threads:N with every key the benchmark uses. Each program lists
+// the keys it accepts (shape_key); unknown keys and bad values stop the program with a message
+// naming the key.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -576,6 +586,173 @@ inline bool register_ceiling_benchmarks() {
     for (auto t : thread_counts()) b->Arg(t);
   }
   return true;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Model shapes given by the user
+
+/// A key a program accepts in a shape: its name, its default (kNoDefault: absent unless given)
+/// and a few words for --help and the error messages.
+struct shape_key {
+  static constexpr int64_t kNoDefault = -1;
+  const char* name;
+  int64_t def;
+  const char* help;
+};
+
+/// A bad shape: the message names the shape and the key.
+struct shape_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// One shape: the keys given, and the program's defaults for the others.
+class user_shape {
+  std::string text_;
+  std::map<std::string, int64_t> given_;
+  const std::vector<shape_key>* keys_ = nullptr;
+
+ public:
+  user_shape(std::string text, std::map<std::string, int64_t> given,
+             const std::vector<shape_key>& keys)
+      : text_(std::move(text)), given_(std::move(given)), keys_(&keys) {}
+  const std::string& text() const { return text_; }
+  bool has(const std::string& key) const { return given_.count(key) != 0; }
+  /// The value given, else the key's default (kNoDefault when it has none).
+  int64_t get(const std::string& key) const {
+    const auto it = given_.find(key);
+    if (it != given_.end()) return it->second;
+    for (const auto& k : *keys_)
+      if (key == k.name) return k.def;
+    throw std::logic_error("attnkit bench: shape key '" + key + "' is not in the program's list");
+  }
+  /// A shape_error about `key`: "shape 'TEXT': key 'KEY': WHAT".
+  shape_error error(const std::string& key, const std::string& what) const {
+    return shape_error("shape '" + text_ + "': key '" + key + "': " + what);
+  }
+};
+
+inline std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+inline std::string key_list(const std::vector<shape_key>& keys) {
+  std::string r;
+  for (const auto& k : keys) r += (r.empty() ? "" : ", ") + std::string(k.name);
+  return r;
+}
+
+/// Parses "key:value,key:value" (values: positive integers, k = x1024, e.g. 8192 or 8k).
+inline user_shape parse_shape(const std::string& text, const std::vector<shape_key>& keys) {
+  std::map<std::string, int64_t> given;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string item = trim(text.substr(pos, comma - pos));
+    pos = comma + 1;
+    if (item.empty()) continue;
+    const std::size_t colon = item.find(':');
+    if (colon == std::string::npos)
+      throw shape_error("shape '" + text + "': '" + item + "' is not key:value");
+    const std::string key = trim(item.substr(0, colon)), val = trim(item.substr(colon + 1));
+    const bool known =
+        std::any_of(keys.begin(), keys.end(), [&](const shape_key& k) { return key == k.name; });
+    if (!known)
+      throw shape_error("shape '" + text + "': unknown key '" + key + "' (keys: " + key_list(keys) +
+                        "; names are case-sensitive)");
+    if (given.count(key)) throw shape_error("shape '" + text + "': key '" + key + "' given twice");
+    std::size_t digits = 0;
+    while (digits < val.size() && val[digits] >= '0' && val[digits] <= '9') ++digits;
+    const bool kilo = digits + 1 == val.size() && (val[digits] == 'k' || val[digits] == 'K');
+    int64_t v = 0;
+    bool ok = digits > 0 && digits <= 10 && (digits == val.size() || kilo);
+    if (ok) v = std::stoll(val.substr(0, digits)) * (kilo ? 1024 : 1);
+    ok = ok && v >= 1 && v <= INT32_MAX;
+    if (!ok)
+      throw shape_error("shape '" + text + "': key '" + key + "': bad value '" + val +
+                        "' (an integer from 1 to 2^31-1, k = x1024: e.g. 8192 or 8k)");
+    given[key] = v;
+  }
+  if (given.empty()) throw shape_error("shape '" + text + "': no key:value in it");
+  return user_shape(text, std::move(given), keys);
+}
+
+/// Wraps a benchmark body: an exception (a shape the kernel rejects, memory) skips the benchmark
+/// with its message instead of ending the program.
+template <class F>
+auto skip_on_error(F f) {
+  return [f](benchmark::State& st) {
+    try {
+      f(st);
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+    }
+  };
+}
+
+/// The main() of every bench program: registers the benchmarks of the shapes given in
+/// ATTNKIT_BENCH_SHAPE and in --attnkit_shape=... arguments (removed from argv) with
+/// register_shape (which throws shape_error for a shape it cannot run), then runs Google
+/// Benchmark as BENCHMARK_MAIN does. Returns 2 after printing the message of a bad shape.
+inline int bench_main(int argc, char** argv, const std::vector<shape_key>& keys,
+                      void (*register_shape)(const user_shape&)) {
+  const std::string prog = [&] {
+    const std::string a = argc > 0 ? argv[0] : "bench";
+    return a.substr(a.find_last_of('/') == std::string::npos ? 0 : a.find_last_of('/') + 1);
+  }();
+  std::vector<std::string> texts;
+  const auto split = [&](const std::string& all) {
+    std::size_t pos = 0;
+    while (pos <= all.size()) {
+      const std::size_t semi = std::min(all.find(';', pos), all.size());
+      if (!trim(all.substr(pos, semi - pos)).empty())
+        texts.push_back(trim(all.substr(pos, semi - pos)));
+      pos = semi + 1;
+    }
+  };
+  if (const char* env = std::getenv("ATTNKIT_BENCH_SHAPE")) split(env);
+  const std::string flag = "--attnkit_shape";
+  int kept = 1;
+  bool help = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.compare(0, flag.size() + 1, flag + "=") == 0) {
+      split(a.substr(flag.size() + 1));
+    } else if (a == flag) {
+      std::fprintf(stderr, "%s: use %s=KEY:VALUE,... (one argument, with '=')\n", prog.c_str(),
+                   flag.c_str());
+      return 2;
+    } else {
+      help = help || a == "--help" || a == "-h";
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  argv[argc] = nullptr;
+  if (help) {
+    std::printf("%s: model shapes (ATTNKIT_BENCH_SHAPE=\"...\" or %s=..., ';' between shapes):\n",
+                prog.c_str(), flag.c_str());
+    if (keys.empty()) std::printf("  (none: this program has only its default shapes)\n");
+    for (const auto& k : keys) {
+      std::printf("  %-6s %s", k.name, k.help);
+      if (k.def != shape_key::kNoDefault) std::printf(" (default %lld)", (long long)k.def);
+      std::printf("\n");
+    }
+    std::printf("\n");
+  }
+  try {
+    if (!texts.empty() && keys.empty())
+      throw shape_error("takes no model shapes (got '" + texts.front() + "')");
+    for (const auto& t : texts) register_shape(parse_shape(t, keys));
+  } catch (const shape_error& e) {
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), e.what());
+    return 2;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace attnkit_bench

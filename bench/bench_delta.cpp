@@ -89,3 +89,5 @@ const bool registered = [] {
 }();
 
 }  // namespace
+
+int main(int argc, char** argv) { return attnkit_bench::bench_main(argc, argv, {}, nullptr); }

@@ -203,3 +203,5 @@ bool register_all() {
 const bool registered = register_all();
 
 }  // namespace
+
+int main(int argc, char** argv) { return attnkit_bench::bench_main(argc, argv, {}, nullptr); }
