@@ -387,6 +387,68 @@ bool register_all() {
 
 const bool registered = register_all();
 
+// ------------------------------------------------------------------------------------------------
+// Model shapes given by the user
+
+const std::vector<shape_key> kShapeKeys{
+    {"B", 1, "sequences (batch)"},
+    {"Hq", 32, "query heads"},
+    {"Hkv", shape_key::kNoDefault, "kv heads, a divisor of Hq (default: Hq)"},
+    {"D", 128, "head dim (Dk = Dv)"},
+    {"T", shape_key::kNoDefault, "prefill tokens (causal, Tq = Tk); also the decode cache length"},
+    {"cache", shape_key::kNoDefault, "decode cache length (default: T)"},
+    {"page", kPage, "tokens per page of the paged decode rows"},
+};
+
+attn_shape shape_of(const benchmark::State& st) {
+  return {st.range(0), st.range(1), st.range(2), st.range(3), st.range(4)};
+}
+
+/// Registers BM_prefill/B/Hq/Hkv/D/T/threads (when T is given) and the four decode rows
+/// BM_decode[_paged]_f32|bf16/B/Hq/Hkv/D/cache[/page]/threads.
+void register_shape(const user_shape& u) {
+  const int64_t B = u.get("B"), Hq = u.get("Hq"), D = u.get("D"), page = u.get("page");
+  const int64_t Hkv = u.has("Hkv") ? u.get("Hkv") : Hq;
+  if (Hkv > Hq || Hq % Hkv != 0)
+    throw u.error(
+        "Hkv", "Hq = " + std::to_string(Hq) + " is not a multiple of Hkv = " + std::to_string(Hkv));
+  if (!u.has("T") && !u.has("cache"))
+    throw shape_error("shape '" + u.text() +
+                      "': needs key 'T' (prefill and decode) or key 'cache' (decode only)");
+  if (u.has("T")) {
+    auto* b = benchmark::RegisterBenchmark("BM_prefill", skip_on_error([](benchmark::State& st) {
+                                             prefill_body(st, shape_of(st), int(st.range(5)), 0);
+                                           }));
+    b->ArgNames({"B", "Hq", "Hkv", "D", "T", "threads"})
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+    b->ArgsProduct({{B}, {Hq}, {Hkv}, {D}, {u.get("T")}, thread_counts()});
+  }
+  const int64_t cache = u.has("cache") ? u.get("cache") : u.get("T");
+  const auto decode = [](auto kv, bool paged) {
+    using KV = decltype(kv);
+    return skip_on_error([paged](benchmark::State& st) {
+      decode_body<KV>(st, shape_of(st), paged ? st.range(5) : 0, int(st.range(paged ? 6 : 5)), 0);
+    });
+  };
+  for (auto* b : {benchmark::RegisterBenchmark("BM_decode_f32", decode(float{}, false)),
+                  benchmark::RegisterBenchmark("BM_decode_bf16", decode(bf16{}, false))}) {
+    b->ArgNames({"B", "Hq", "Hkv", "D", "cache", "threads"})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+    b->ArgsProduct({{B}, {Hq}, {Hkv}, {D}, {cache}, thread_counts()});
+  }
+  for (auto* b : {benchmark::RegisterBenchmark("BM_decode_paged_f32", decode(float{}, true)),
+                  benchmark::RegisterBenchmark("BM_decode_paged_bf16", decode(bf16{}, true))}) {
+    b->ArgNames({"B", "Hq", "Hkv", "D", "cache", "page", "threads"})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+    b->ArgsProduct({{B}, {Hq}, {Hkv}, {D}, {cache}, {page}, thread_counts()});
+  }
+}
+
 }  // namespace
 
-int main(int argc, char** argv) { return attnkit_bench::bench_main(argc, argv, {}, nullptr); }
+int main(int argc, char** argv) {
+  return attnkit_bench::bench_main(argc, argv, kShapeKeys, register_shape);
+}
