@@ -17,6 +17,8 @@
 //                                   W + 4 sinks + 1 slots (4 token sinks)
 //       GBps, pct_read_bw = bytes of the window and sink rows read (W + 4 tokens of K and V) per
 //                      call / wall seconds, and against the in-binary streaming read
+//       working_set_MiB, pct_read_same_size = those bytes, and GBps against reading a buffer of
+//                      that size again and again (the ring stays in cache: bench_common.hpp)
 //       us_per_token = wall microseconds per decode step; cache_bytes = the ring's bytes (constant
 //                      in pos)
 // All times are wall-clock (UseManualTime; the paired ceiling runs are excluded).

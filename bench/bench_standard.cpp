@@ -42,6 +42,9 @@
 //   bench_standard --benchmark_min_time=0.01         smoke pass (CI), well under a minute
 //   figures: --benchmark_repetitions=3 --benchmark_report_aggregates_only=true, quote medians;
 //   select with --benchmark_filter='BM_decode_bf16/Hkv:8/cache:32768'.
+//   bench_standard --attnkit_shape=Hq:32,Hkv:8,D:128,T:8192   adds a model's shape (also
+//       ATTNKIT_BENCH_SHAPE; keys B, Hq, Hkv, D, T, cache, page, see --help):
+//       BM_prefill/B/Hq/Hkv/D/T/threads, BM_decode[_paged]_f32|bf16/B/Hq/Hkv/D/cache[/page]/threads
 #include <attnkit/softmax/kernel.hpp>
 #include <attnkit/softmax/reference.hpp>
 #include <cstdint>
