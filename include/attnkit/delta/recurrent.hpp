@@ -99,10 +99,10 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
     B acc[2][std::size_t(NS)];
     ATTNKIT_UNROLL for (int h = 0; h < 2; ++h) ATTNKIT_UNROLL for (int u = 0; u < NS; ++u)
         acc[h][u] = B(A(0));
-    auto pass2_row = [&](index_t r, B(&aa)[std::size_t(NS)]) {
-      const A* in = decayed ? dst + r * ldd : src + r * lds;  // S' (decayed) or S
-      A* out = dst + r * ldd;
-      const B kr(ki[r]), qr(qi[r]);
+    auto pass2_row = [&](index_t sr, B(&aa)[std::size_t(NS)]) {
+      const A* in = decayed ? dst + sr * ldd : src + sr * lds;  // S' (decayed) or S
+      A* out = dst + sr * ldd;
+      const B kr(ki[sr]), qr(qi[sr]);
       ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) {
         const B x = xsimd::fma(kr, upd[u], B::load_unaligned(in + u * W));
         x.store_unaligned(out + u * W);

@@ -325,7 +325,7 @@ inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, ind
     A* dst = kt + (j / TW) * Dk * TW + j % TW;
     for (index_t d = 0; d < Dk; ++d) dst[d * TW] = to_compute<A>(kr[d]);
   }
-  for (index_t j = nb; j < ncols; ++j) {
+  for (j = nb; j < ncols; ++j) {
     A* dst = kt + (j / TW) * Dk * TW + j % TW;
     for (index_t d = 0; d < Dk; ++d) dst[d * TW] = A(0);
   }
