@@ -90,7 +90,7 @@ inline void gemm_tile(const A* a, index_t ars, index_t acs, const A* ATTNKIT_RES
                       const A* cs) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B c0[MR], c1[MR];
+  B c0[std::size_t(MR)], c1[std::size_t(MR)];
   if (acc) {
     ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
       c0[i] = B::load_unaligned(c + i * ldc);

@@ -125,11 +125,14 @@ inline double rope_af(const rope_params& p) {
 inline std::vector<double> rope_inv_freq_d(const rope_params& p, index_t d) {
   const index_t half = d / 2;
   std::vector<double> f(std::size_t(half > 0 ? half : 0));
-  for (index_t i = 0; i < half; ++i) f[std::size_t(i)] = std::pow(p.theta, -double(2 * i) / d);
+  for (index_t i = 0; i < half; ++i)
+    f[std::size_t(i)] = std::pow(p.theta, -double(2 * i) / double(d));
   if (p.yarn_factor > 1 && half > 0) {
     constexpr double two_pi = 6.283185307179586476925286766559;
     const double L = double(p.yarn_original_max_position), lt = std::log(p.theta);
-    const auto corr_dim = [&](double rot) { return d * std::log(L / (rot * two_pi)) / (2 * lt); };
+    const auto corr_dim = [&](double rot) {
+      return double(d) * std::log(L / (rot * two_pi)) / (2 * lt);
+    };
     double low = corr_dim(p.yarn_beta_fast), high = corr_dim(p.yarn_beta_slow);
     if (p.yarn_truncate) {
       low = std::floor(low);

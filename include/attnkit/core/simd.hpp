@@ -121,7 +121,7 @@ ATTNKIT_ALWAYS_INLINE void reduce_add4(const xsimd::batch<T, Arch>& b0,
 /// float lanes and N = 16, one transposing add tree (45 shuffles and adds instead of 80; xsimd
 /// 8.1's haddp returns the sums in the wrong lane order on AVX-512).
 template <int N, class T, class Arch>
-ATTNKIT_ALWAYS_INLINE void reduce_add_n(const xsimd::batch<T, Arch> (&b)[N], T* out) {
+ATTNKIT_ALWAYS_INLINE void reduce_add_n(const xsimd::batch<T, Arch> (&b)[std::size_t(N)], T* out) {
   static_assert(N % 4 == 0, "attnkit::simd::reduce_add_n: N must be a multiple of 4");
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float> && xsimd::batch<T, Arch>::size == 16 && N == 16) {

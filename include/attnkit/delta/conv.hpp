@@ -188,7 +188,7 @@ void run_conv1d(const conv1d_params& p, const conv_shape& c, const tensor_view<X
       load_xp(t + H, win.data() + ((t + H) % W) * Dp);
       for (index_t i = 0; i < W; ++i) rows[std::size_t(i)] = win.data() + ((t + i) % W) * Dp;
       Y* out = &y(sq.b, sq.t0 + t, 0);
-      alignas(64) A tmp[L];
+      alignas(64) A tmp[B::size];
       for (index_t d = 0; d < Dp; d += L) {
         B acc = B::load_aligned(bv.data() + d);
         for (index_t i = 0; i < W; ++i)

@@ -61,14 +61,14 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
     const A* ki = ws.k.data() + i * K;
     const A* ai = ws.decay.data() + (channel ? i * K : i);
     // pass 1: S' = D S, w = S'^T k
-    B w[2][NS];
+    B w[2][std::size_t(NS)];
     ATTNKIT_UNROLL for (int h = 0; h < 2; ++h) ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) w[h][u] =
         B(A(0));
-    auto pass1_row = [&](index_t r, B(&wa)[NS]) {
+    auto pass1_row = [&](index_t r, B(&wa)[std::size_t(NS)]) {
       const A* in = src + r * lds;
       A* out = dst + r * ldd;
       const B kr(ki[r]);
-      B x[NS];
+      B x[std::size_t(NS)];
       ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) x[u] = B::load_unaligned(in + u * W);
       if (decayed) {
         const B a(ai[channel ? r : 0]);
@@ -86,7 +86,7 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
     }
     if (r < K) pass1_row(r, w[0]);
     // u = beta (v - w)  (padding columns: v = 0 and S = 0, so u = 0 there)
-    B upd[NS];
+    B upd[std::size_t(NS)];
     ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) {
       const index_t e = e0 + u * W, ne = std::min(W, V - e);
       const auto* vsrc = &c.v(sq.b, t, j, 0) + e;
@@ -96,13 +96,13 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
       upd[u] = B(ws.beta[std::size_t(i)]) * (vb - (w[0][u] + w[1][u]));
     }
     // pass 2: S = S' + k u^T, o = S^T q~
-    B acc[2][NS];
+    B acc[2][std::size_t(NS)];
     ATTNKIT_UNROLL for (int h = 0; h < 2; ++h) ATTNKIT_UNROLL for (int u = 0; u < NS; ++u)
         acc[h][u] = B(A(0));
-    auto pass2_row = [&](index_t r, B(&aa)[NS]) {
-      const A* in = decayed ? dst + r * ldd : src + r * lds;  // S' (decayed) or S
-      A* out = dst + r * ldd;
-      const B kr(ki[r]), qr(qi[r]);
+    auto pass2_row = [&](index_t sr, B(&aa)[std::size_t(NS)]) {
+      const A* in = decayed ? dst + sr * ldd : src + sr * lds;  // S' (decayed) or S
+      A* out = dst + sr * ldd;
+      const B kr(ki[sr]), qr(qi[sr]);
       ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) {
         const B x = xsimd::fma(kr, upd[u], B::load_unaligned(in + u * W));
         x.store_unaligned(out + u * W);
@@ -117,7 +117,7 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
     ATTNKIT_UNROLL for (int u = 0; u < NS; ++u) {
       const index_t e = e0 + u * W, ne = std::min(W, V - e);
       if (ne <= 0) continue;
-      alignas(64) A out[W];
+      alignas(64) A out[B::size];
       (acc[0][u] + acc[1][u]).store_aligned(out);
       simd::store_converted(out, &c.o(sq.b, t, j, 0) + e, ne);
     }

@@ -30,7 +30,7 @@ ATTNKIT_ALWAYS_INLINE void kfirst_cols(index_t j, index_t K, const A* src, index
                                        const A* qq, const A* vv, A* out) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B vb[NB], ob[NB];
+  B vb[std::size_t(NB)], ob[std::size_t(NB)];
   ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
     vb[u] = B::load_unaligned(vv + j + u * W);
     ob[u] = B(A(0));
@@ -99,7 +99,7 @@ ATTNKIT_ALWAYS_INLINE void kfirst_cols2(index_t j, index_t K, const A* src, inde
                                         const A* k2, const A* q2, const A* v2, A* out1, A* out2) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B vb1[NB], vb2[NB], ob1[NB], ob2[NB];
+  B vb1[std::size_t(NB)], vb2[std::size_t(NB)], ob1[std::size_t(NB)], ob2[std::size_t(NB)];
   ATTNKIT_UNROLL for (int u = 0; u < NB; ++u) {
     vb1[u] = B::load_unaligned(v1 + j + u * W);
     vb2[u] = B::load_unaligned(v2 + j + u * W);
@@ -156,7 +156,7 @@ ATTNKIT_ALWAYS_INLINE void vfirst_rows(index_t e0, index_t K, const A* src, inde
                                        const A* vv, A* out) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B acc[RB], ve[RB];
+  B acc[std::size_t(RB)], ve[std::size_t(RB)];
   ATTNKIT_UNROLL for (int u = 0; u < RB; ++u) {
     acc[u] = B(A(0));
     ve[u] = B(vv[e0 + u]);

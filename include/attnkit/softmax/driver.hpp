@@ -242,14 +242,14 @@ template <class A, class Arch, class Q, class O, class RowsOf>
 void run_items(const softmax_params& p, const softmax_shape& sh, const softmax_plan& plan,
                const std::vector<std::size_t>& order, const tensor_view<Q, 4>& q,
                const tensor_view<O, 4>& o, const softmax_extras<A>& x, RowsOf rows_of,
-               workspace_plan& ws) {
+               workspace_plan& wplan) {
   constexpr index_t W = index_t(xsimd::batch<A, Arch>::size);
   const index_t Dvp = round_up(sh.Dv, 2 * W);
   // softcap: x = cap * tanh(scale q.k / cap), so q is scaled by scale / cap
   const A softcap = A(p.softcap);
   const A qscale = A(p.softcap > 0 ? sh.scale / p.softcap : sh.scale);
   executor& ex = resolve(p.exec);
-  const pack_store<A, Arch> packs(sh, plan, ex, rows_of, ws);
+  const pack_store<A, Arch> packs(sh, plan, ex, rows_of, wplan);
   const index_t slot_size = plan.M_max * (Dvp + 2);
   aligned_vector<A> partial(std::size_t(plan.slots * slot_size));
 

@@ -145,7 +145,7 @@ template <int MR, class A, class Arch>
 ATTNKIT_ALWAYS_INLINE void pv_tile_rows(const A* S, const A* vp, softmax_workspace<A>& ws,
                                         index_t r0, index_t j0, index_t pv_cols, index_t Dvp) {
   constexpr index_t NB = softmax_tiling::kBlockN, TW = 2 * index_t(simd::lanes<A, Arch>);
-  index_t lo[MR], hi[MR], clo = 0, chi = pv_cols - 1;
+  index_t lo[std::size_t(MR)], hi[std::size_t(MR)], clo = 0, chi = pv_cols - 1;
   for (int i = 0; i < MR; ++i) {
     lo[i] = std::max<index_t>(ws.lo[std::size_t(r0 + i)] - j0, 0);
     hi[i] = std::min(ws.hi[std::size_t(r0 + i)] - j0, pv_cols - 1);

@@ -53,7 +53,7 @@ inline void qk_tile(const A* ATTNKIT_RESTRICT Q, index_t ldq, const A* ATTNKIT_R
                     index_t ldk, A* ATTNKIT_RESTRICT S, index_t lds, index_t dk) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B acc0[MR], acc1[MR];
+  B acc0[std::size_t(MR)], acc1[std::size_t(MR)];
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
   const A* kp = Kt;
   for (index_t d = 0; d < dk; ++d, kp += ldk) {
@@ -78,7 +78,7 @@ inline void pv_tile(const A* ATTNKIT_RESTRICT P, index_t ldp, const A* ATTNKIT_R
                     index_t ldv, A* ATTNKIT_RESTRICT O, index_t ldo, const A* alpha, index_t nk) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B o0[MR], o1[MR];
+  B o0[std::size_t(MR)], o1[std::size_t(MR)];
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
     const B al(alpha[i]);
     o0[i] = B::load_aligned(O + i * ldo) * al;
@@ -107,7 +107,7 @@ inline void dot_rows(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* ATTNKIT
                      index_t dk, A* s, index_t lds) {
   using B = xsimd::batch<A, Arch>;
   constexpr index_t W = index_t(B::size);
-  B acc0[MR], acc1[MR];
+  B acc0[std::size_t(MR)], acc1[std::size_t(MR)];
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = B(A(0));
   index_t d = 0;
   for (; d + 2 * W <= dk; d += 2 * W) {
@@ -138,10 +138,10 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
   constexpr index_t W = index_t(B::size);
   constexpr int N = MR * KU, NS = N < 8 ? 2 : 1;
   static_assert(N % 4 == 0, "dot_rows_keys reduces four accumulators at a time");
-  B acc[NS][N];
+  B acc[std::size_t(NS)][std::size_t(N)];
   ATTNKIT_UNROLL for (int h = 0; h < NS; ++h) ATTNKIT_UNROLL for (int a = 0; a < N; ++a) acc[h][a] =
       B(A(0));
-  auto step = [&](index_t d, const B(&kb)[KU], B(&ac)[N]) {
+  auto step = [&](index_t d, const B(&kb)[std::size_t(KU)], B(&ac)[std::size_t(N)]) {
     ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
       B qb = B::load_aligned(Q + i * ldq + d);
       if constexpr (KU > 1) simd::keep_in_register(qb);  // one load for the KU keys
@@ -149,8 +149,8 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
           xsimd::fma(qb, kb[u], ac[i * KU + u]);
     }
   };
-  auto full_step = [&](index_t d, B(&ac)[N]) {
-    B kb[KU];
+  auto full_step = [&](index_t d, B(&ac)[std::size_t(N)]) {
+    B kb[std::size_t(KU)];
     ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) kb[u] = simd::load<A, Arch>(k[u] + d);
     step(d, kb, ac);
   };
@@ -159,13 +159,13 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
     ATTNKIT_UNROLL for (int h = 0; h < NS; ++h) full_step(d + h * W, acc[h]);
   for (; d + W <= dk; d += W) full_step(d, acc[0]);
   if (d < dk) {
-    B kb[KU];
+    B kb[std::size_t(KU)];
     ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) kb[u] =
         simd::load_partial<A, Arch>(k[u] + d, dk - d);
     step(d, kb, acc[0]);
   }
   if constexpr (NS == 2) ATTNKIT_UNROLL for (int a = 0; a < N; ++a) acc[0][a] += acc[1][a];
-  alignas(64) A sums[N];
+  alignas(64) A sums[std::size_t(N)];
   simd::reduce_add_n<N>(acc[0], sums);
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) ATTNKIT_UNROLL for (int u = 0; u < KU; ++u)
       s[i * lds + u] = sums[i * KU + u];
@@ -174,8 +174,8 @@ inline void dot_rows_keys(const A* ATTNKIT_RESTRICT Q, index_t ldq, const KV* co
 // One column step of pv_rows_keys: O[i, c:c+W] += sum_u p[i][u] * vb[u] for MR rows (p: scalars
 // or batches already broadcast).
 template <int MR, int KU, class A, class Arch, class PB>
-ATTNKIT_ALWAYS_INLINE void pv_column_step(const PB (&p)[MR][KU],
-                                          const xsimd::batch<A, Arch> (&vb)[KU],
+ATTNKIT_ALWAYS_INLINE void pv_column_step(const PB (&p)[std::size_t(MR)][std::size_t(KU)],
+                                          const xsimd::batch<A, Arch> (&vb)[std::size_t(KU)],
                                           A* ATTNKIT_RESTRICT O, index_t ldo, index_t c) {
   using B = xsimd::batch<A, Arch>;
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) {
@@ -201,19 +201,19 @@ inline void pv_rows_keys(const A* ATTNKIT_RESTRICT P, index_t ldp, const KV* con
   constexpr index_t W = index_t(B::size);
   // P broadcast once (wide register files) or at each use (scalars).
   using PB = std::conditional_t<pv_broadcast_in_registers<MR, KU, A, Arch>(), B, A>;
-  PB p[MR][KU];
+  PB p[std::size_t(MR)][std::size_t(KU)];
   ATTNKIT_UNROLL for (int i = 0; i < MR; ++i) ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) p[i][u] =
       PB(P[i * ldp + u]);
-  const KV* vr[KU];  // row pointers in registers, not reloaded from the caller's array
+  const KV* vr[std::size_t(KU)];  // row pointers in registers, not reloaded from the caller's array
   ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vr[u] = v[u];
   index_t c = 0;
   for (; c + W <= dv; c += W) {
-    B vb[KU];
+    B vb[std::size_t(KU)];
     ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] = simd::load<A, Arch>(vr[u] + c);
     pv_column_step<MR, KU, A, Arch>(p, vb, O, ldo, c);
   }
   if (c < dv) {
-    B vb[KU];
+    B vb[std::size_t(KU)];
     ATTNKIT_UNROLL for (int u = 0; u < KU; ++u) vb[u] =
         simd::load_partial<A, Arch>(vr[u] + c, dv - c);
     pv_column_step<MR, KU, A, Arch>(p, vb, O, ldo, c);
@@ -325,7 +325,7 @@ inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, ind
     A* dst = kt + (j / TW) * Dk * TW + j % TW;
     for (index_t d = 0; d < Dk; ++d) dst[d * TW] = to_compute<A>(kr[d]);
   }
-  for (index_t j = nb; j < ncols; ++j) {
+  for (j = nb; j < ncols; ++j) {
     A* dst = kt + (j / TW) * Dk * TW + j % TW;
     for (index_t d = 0; d < Dk; ++d) dst[d * TW] = A(0);
   }
