@@ -5,9 +5,14 @@
 // A state row holds one sequence's [heads, K, V] state ("K-first"), or [heads, V, K] with the
 // family's state_v_first option. N = B, or the number of sequences with varlen (cu_seqlens [N+1],
 // B = 1, one state row per sequence). With state_indices the state tensors are pools of P rows
-// and sequence n reads and writes row state_indices[n] (-1: the sequence is skipped).
+// and sequence n reads and writes row state_indices[n] (-1: the sequence is skipped). With
+// snapshots (delta-rule family) intermediate states are written too, [N,S,...] per sequence.
 #pragma once
 
+#include "warnings_push.hpp"
+// (first: the SIMD warning settings must precede every header below)
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -35,6 +40,26 @@ inline const char* algorithm_name(algorithm a) {
   return i < 3 ? names[i] : "?";
 }
 
+/// Intermediate states of a delta-rule call (recurrent_state::snapshots), for serving engines:
+/// prefix caching (`every`: the state at every block boundary, so a request sharing the prefix
+/// resumes there) and speculative decoding (`last`: the state after each of the last tokens, so
+/// the engine can roll back to the state after the last accepted draft token). Exactly one of
+/// `every` and `last` is > 0 when `states` is given; both are 0 without it. N is the number of
+/// sequences of the call (not pool rows: with state_indices, snapshot row n still belongs to
+/// sequence n), T_n the length of sequence n. Entries the rules below do not name, and the rows
+/// of skipped sequences (state_indices -1), are never written.
+template <class A>
+struct state_snapshots {
+  /// [N,S,HV,K,V] (or [N,S,HV,V,K] with state_v_first) snapshots (output)
+  tensor_view<A, 5> states;
+  /// > 0: states[n, s] = the state after the first (s+1) * every tokens of sequence n, for
+  /// s < min(S, T_n / every)
+  index_t every = 0;
+  /// > 0 (S >= last): states[n, j] = the state after the first T_n - last + 1 + j tokens, for
+  /// j < last whose token count is >= 1 (j = last - 1: the final state)
+  index_t last = 0;
+};
+
 /// The state tensors of a recurrent-family call. A is the state type: float, or double when
 /// computing in double (also float for bf16/fp16 inputs). Absent views mean: initial state zero,
 /// final state not written. ht may be the very same view as h0 (in-place update of a
@@ -50,6 +75,8 @@ struct recurrent_state {
   /// Rows no sequence names are never read or written; a row named twice, or outside [0, P), is
   /// an error. Both recurrent families (the linear family's key sums z0 / zt are pools too).
   cview<std::int32_t, 1> state_indices = {};
+  /// Intermediate states (delta-rule family only; the linear family refuses them).
+  state_snapshots<A> snapshots = {};
 };
 
 namespace detail {
@@ -174,6 +201,68 @@ void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const ch
   check_in_place(fn, "h0", s.h0, "ht", s.ht);
 }
 
+/// Where one sequence of `len` tokens saves state snapshots (state_snapshots): the token counts
+/// m after which its state is saved, and the slot (index on the S axis) of each. Default: none.
+struct snapshot_schedule {
+  index_t every = 0, last = 0, slots = 0, len = 0;
+
+  /// The slot of the state after m tokens, or -1 when that state is not saved.
+  index_t slot(index_t m) const {
+    if (m < 1 || m > len) return -1;
+    if (every > 0) return m % every == 0 && m / every <= slots ? m / every - 1 : -1;
+    if (last > 0) return m >= len - last + 1 ? m - (len - last + 1) : -1;
+    return -1;
+  }
+  /// The first saved position after m < len tokens, or len: where a chunk starting after token
+  /// m ends at the latest, so that every saved state is a chunk boundary.
+  index_t next_cut(index_t m) const {
+    if (every > 0 && m / every < slots && every - m % every <= len - m)
+      return m + every - m % every;
+    if (last > 0) return std::max(m + 1, len - last + 1);
+    return len;
+  }
+  /// The most tokens between two consecutive cuts (start, saved positions, end): the longest
+  /// chunk the chunk algorithm can form in this sequence.
+  index_t longest_run() const {
+    index_t best = 0;
+    for (index_t m = 0; m < len;) {
+      const index_t c = next_cut(m);
+      best = std::max(best, c - m);
+      m = c;
+    }
+    return best;
+  }
+};
+
+/// Checks the snapshots of a call with N sequences (`axes`: the snapshots' layout, e.g.
+/// "N,S,HV,K,V"; heads, d2, d3 the extents of one state) and returns their schedule (len 0).
+template <class A>
+snapshot_schedule check_snapshots(const char* fn, const state_snapshots<A>& sn, const char* axes,
+                                  index_t N, dim heads, dim d2, dim d3) {
+  if (sn.every < 0) fail(fn, ": option 'snapshots.every' must be >= 0, got ", sn.every);
+  if (sn.last < 0) fail(fn, ": option 'snapshots.last' must be >= 0, got ", sn.last);
+  const tensor_view<A, 5>& st = sn.states;
+  if (!st.present()) {
+    if (sn.every > 0 || sn.last > 0)
+      fail(fn, ": option 'snapshots.", sn.every > 0 ? "every" : "last",
+           "' needs tensor 'snapshots.states' (where the snapshots are written)");
+    return {};
+  }
+  if (sn.every > 0 && sn.last > 0)
+    fail(fn, ": options 'snapshots.every' (", sn.every, ") and 'snapshots.last' (", sn.last,
+         ") exclude each other: set one of them");
+  if (sn.every == 0 && sn.last == 0)
+    fail(fn, ": tensor 'snapshots.states' is given, but neither option 'snapshots.every' nor ",
+         "'snapshots.last' is set (> 0)");
+  const tensor_desc d{fn, "snapshots.states", axes};
+  check_tensor(d, st, {dim(N, "sequences of the call"), -1, heads, d2, d3});
+  if (st.extent(1) < sn.last)
+    fail(fn, ": tensor 'snapshots.states' [", axes, "] dim 1 (S): expected at least ", sn.last,
+         " (option 'snapshots.last'), got ", st.extent(1));
+  check_no_self_overlap(d, st);
+  return {sn.every, sn.last, st.extent(1), 0};
+}
+
 /// The options every recurrent-family call has: scale (0 = default), algorithm, chunk size.
 inline void check_scale_algo_chunk(const char* fn, double scale, algorithm algo,
                                    index_t chunk_size) {
@@ -192,6 +281,13 @@ struct recurrent_shape {
   double scale = 1;
   std::vector<token_seq> seqs;
   std::vector<index_t> rows;  // state row of each sequence (-1: skipped; see state_indices)
+  snapshot_schedule snap;     // the call's snapshots (len 0; schedule(n) is sequence n's)
+
+  snapshot_schedule schedule(index_t n) const {
+    snapshot_schedule s = snap;
+    s.len = seqs[std::size_t(n)].len;
+    return s;
+  }
 };
 
 /// Checks q, k, v and o (q defines B, T, H, K; k is checked against it, then v, then o against
@@ -277,3 +373,5 @@ inline index_t longest(const std::vector<token_seq>& seqs) {
 
 }  // namespace detail
 }  // namespace attnkit
+
+#include "warnings_pop.hpp"

@@ -17,6 +17,9 @@
 //     row n of sub-chunk i: (x_r * e^{G_r - G_n}) . (k_c * e^{G_n - G_c}); diagonal blocks use
 //     exact per-pair running products k_c * prod_{c<s<=r} e_s. Never a whole-chunk factorisation
 //     e^{G_r} e^{-G_c} (it overflows for strong gates).
+// A chunk also ends at every position whose state is saved (snapshots: the state exists only at
+// chunk boundaries); a chunk of one token takes the recurrent token step (recurrent.hpp) on the
+// same state strips, as the per-token tail of snapshots.last does.
 #pragma once
 
 #include "../core/warnings_push.hpp"
@@ -27,6 +30,7 @@
 
 #include "../core/chunk_kernels.hpp"
 #include "item.hpp"
+#include "recurrent.hpp"
 
 namespace attnkit {
 namespace detail {
@@ -52,6 +56,7 @@ struct chunk_workspace {
   aligned_vector<A> cs;        // [Kp] e^{G_{L-1}}: the state's row factors
   aligned_vector<A> tmp;       // kda: [(2 sub-chunks + 1 + C), Kp]; gated: [Cp]
   prefetch_queue pf;           // the next chunk's rows, issued between GEMM tiles
+  workspace<A> tok;            // one token's rows for the recurrent token step (1-token chunks)
 };
 
 /// Element count of each buffer of chunk_workspace for chunks of C tokens (plan_workspace).
@@ -231,10 +236,39 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
   const auto kd_k = [&](index_t) { return K; };
   const auto all = [](index_t) { return index_t(1) << 40; };
   const auto causal = [](index_t r1) { return r1; };
+  // head j's state into row vrow of dst (ht, or a snapshot's [N,HV,.,.] slice)
+  const auto store_state = [&](const tensor_view<A, 4>& dst, index_t vrow, index_t j) {
+    for (index_t d = 0; d < K; ++d)
+      for (index_t e0 = 0; e0 < V; e0 += NR) {
+        const A* src = strip(j, e0) + d * NR;
+        const index_t ne = std::min(NR, V - e0);
+        if (rows_of(dst))
+          std::copy(src, src + ne, &dst(vrow, j, d, e0));
+        else
+          for (index_t e = 0; e < ne; ++e)
+            (p.state_v_first ? dst(vrow, j, e0 + e, d) : dst(vrow, j, d, e0 + e)) = src[e];
+      }
+  };
+  // Chunks of up to C tokens that end at every saved position (snapshots), where the state is
+  // then complete; a chunk of one token (e.g. the tail of snapshots.last) takes the recurrent
+  // token step on the same strips (no chunk products to amortise).
+  const snapshot_schedule sched = sh.schedule(n);
+  const auto chunk_end = [&](index_t t) { return std::min(t + C, sched.next_cut(t)); };
+  size_token_block(ws.tok, K, channel, 1);
 
-  for (index_t t0 = 0; t0 < sq.len; t0 += C)
+  for (index_t t0 = 0, t1 = 0; t0 < sq.len; t0 = t1) {
+    t1 = chunk_end(t0);
+    const index_t slot = sched.slot(t1);
     for (index_t j = jb; j < je; ++j) {
-      const index_t L = std::min(C, sq.len - t0), h = j / (sh.HV / sh.H);
+      const index_t L = t1 - t0, h = j / (sh.HV / sh.H);
+      if (L == 1) {
+        load_token_block<A, Arch>(c, ws.tok, sq, h, j, t0, 1);
+        for (index_t e0 = 0; e0 < V; e0 += NR)
+          slices_through_block<2, A, Arch>(c, ws.tok, n, j, t0, 1, e0, strip(j, e0), NR,
+                                           strip(j, e0), NR);
+        if (slot >= 0) store_state(subview(c.s.snapshots.states, 1, slot), n, j);
+        continue;
+      }
       A* const Kc = ws.kq.data();  // [L, Kp] k, then [L, Kp] q~ (one operand of Z without gate)
       A* const Qs = Kc + L * Kp;
       A* const Y = ws.y.data();
@@ -253,10 +287,11 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
       prefetch_queue* pf = &ws.pf;
       {
         const index_t tiles = (5 * L / 6 + K / 6 + 4) * ((V + NR - 1) / NR);
-        const index_t nt0 = j + 1 < je ? t0 : t0 + C, nj = j + 1 < je ? j + 1 : jb;
+        const index_t nt0 = j + 1 < je ? t0 : t1, nj = j + 1 < je ? j + 1 : jb;
+        const index_t nt1 = j + 1 < je ? t1 : t1 < sq.len ? chunk_end(t1) : t1;
         const index_t nh = nj / (sh.HV / sh.H);
         pf->clear();
-        for (index_t t = sq.t0 + nt0; t < sq.t0 + std::min(sq.len, nt0 + C); ++t) {
+        for (index_t t = sq.t0 + nt0; t < sq.t0 + nt1; ++t) {
           pf->add(&c.q(sq.b, t, nh, 0), K, false);
           pf->add(&c.k(sq.b, t, nh, 0), K, false);
           pf->add(&c.v(sq.b, t, nj, 0), V, false);
@@ -377,18 +412,10 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
             K, NR, Kh, 1, Kp, U, NR, Se, NR, true, cs, [&](index_t) { return L; }, all, pf);
       }
       pf->drain();
+      if (slot >= 0) store_state(subview(c.s.snapshots.states, 1, slot), n, j);
     }
-  for (index_t j = jb; j < je && c.s.ht.present(); ++j)
-    for (index_t d = 0; d < K; ++d)
-      for (index_t e0 = 0; e0 < V; e0 += NR) {
-        const A* src = strip(j, e0) + d * NR;
-        const index_t ne = std::min(NR, V - e0);
-        if (rows_of(c.s.ht))
-          std::copy(src, src + ne, &c.s.ht(row, j, d, e0));
-        else
-          for (index_t e = 0; e < ne; ++e)
-            (p.state_v_first ? c.s.ht(row, j, e0 + e, d) : c.s.ht(row, j, d, e0 + e)) = src[e];
-      }
+  }
+  for (index_t j = jb; j < je && c.s.ht.present(); ++j) store_state(c.s.ht, row, j);
 }
 
 }  // namespace delta_impl

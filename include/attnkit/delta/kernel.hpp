@@ -67,7 +67,8 @@ workspace_plan plan_workspace(const char* fn, const delta_shape& sh, const delta
              sizeof(A), threads)
         .add("chunk rows (Z, y, u)", {4, C, Vp}, sizeof(A), threads)
         .add("transposed k", {Kp, Cp}, sizeof(A), threads)
-        .add("intra-chunk products", {3, C, Cp}, sizeof(A), threads);
+        .add("intra-chunk products", {3, C, Cp}, sizeof(A), threads)
+        .add("token step rows (1-token chunks)", {4, Kp}, sizeof(A), threads);
   }
   return ws;
 }
@@ -121,7 +122,7 @@ void entry(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
   using Raw = gate_reader<A, Arch, GateView>;
   const auto sh = check_delta(fn, p, Raw::kind, q, k, v, beta, o, s);
   check_option_range<A>(fn, "scale", sh.scale);
-  if constexpr (!std::is_void_v<GateView>) check_delta_gate(fn, p, sh, *g, gp);
+  if constexpr (!std::is_void_v<GateView>) check_delta_gate(fn, p, sh, *g, gp, s.snapshots);
   check_fast(fn, p, q, k, v, o);
   // No tokens and no state to write: nothing to do, however many heads.
   if (sh.T == 0 && !s.ht.present()) return;
@@ -141,8 +142,11 @@ void entry(const char* fn, const delta_params& p, const tensor_view<Q, 4>& q,
 }  // namespace detail
 
 /// DeltaNet: u_t = beta_t (v_t - S_{t-1}^T k_t), S_t = S_{t-1} + k_t u_t^T, o_t = S_t^T (scale
-/// q_t). q, k [B,T,H,K], v, o [B,T,HV,V], beta [B,T,HV]; states in s ([N,HV,K,V]). The last
-/// dimension of q, k, v, o needs stride 1. p.algo: automatic (= recurrent), recurrent or chunk.
+/// q_t). q, k [B,T,H,K], v, o [B,T,HV,V], beta [B,T,HV]; states in s ([N,HV,K,V]), and with
+/// s.snapshots the intermediate states [N,S,HV,K,V] (every `every` tokens for prefix caching, or
+/// after each of the last `last` tokens for speculative decoding; core/recurrent_state.hpp). The
+/// last dimension of q, k, v, o needs stride 1. p.algo: recurrent, chunk, or automatic (chunk when
+/// some sequence has a run of 8 tokens between saved states, else recurrent; resolve_algorithm).
 template <class Q, class K, class V, class Bt, class O, class Arch = simd::default_arch>
 void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                 tensor_view<V, 4> v, tensor_view<Bt, 3> beta, tensor_view<O, 4> o,
@@ -152,7 +156,7 @@ void delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
 }
 
 /// Gated DeltaNet: the state is decayed by exp(g_t) (g [B,T,HV], log space, or the raw gate of
-/// p.gate_fn with gp) before the delta update of delta_rule.
+/// p.gate_fn with gp) before the delta update of delta_rule (states and snapshots as there).
 template <class Q, class K, class V, class G, class Bt, class O, class P = float,
           class Arch = simd::default_arch>
 void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
@@ -164,7 +168,8 @@ void gated_delta_rule(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K,
 }
 
 /// Kimi Delta Attention: row c of the state is decayed by exp(g_t[c]) (g [B,T,HV,K], log space,
-/// or the raw gate of p.gate_fn with gp) before the delta update of delta_rule.
+/// or the raw gate of p.gate_fn with gp) before the delta update of delta_rule (states and
+/// snapshots as there).
 template <class Q, class K, class V, class G, class Bt, class O, class P = float,
           class Arch = simd::default_arch>
 void kda(const delta_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,

@@ -24,7 +24,17 @@
 //                  A_log (L = lower_bound < 0)
 // softplus(x) = log(1 + e^x), x above 20 taken as is (PyTorch's threshold). dt_bias is [HV] for
 // gated_delta_rule and [HV*K] (channel-major per head: dt_bias[j*K + k]) for kda; it is optional.
+//
+// State snapshots (recurrent_state::snapshots, core/recurrent_state.hpp): besides ht, the states
+// after chosen token counts of each sequence, [N,S,HV,K,V] (or [N,S,HV,V,K]): every `every`
+// tokens (prefix caching) or after each of the last `last` tokens (speculative decoding). Both
+// algorithms write them exactly (within rounding): the recurrent one after the token step, the
+// chunk one at chunk boundaries (a chunk ends at every saved position; chunks of one token, such
+// as the `last` tail, take the recurrent token step).
 #pragma once
+
+#include "../core/warnings_push.hpp"
+// (first: the SIMD warning settings must precede every header below)
 
 #include <cmath>
 #include <cstdint>
@@ -132,17 +142,23 @@ inline void check_delta_params(const char* fn, const delta_params& p, gate_kind 
     fail(fn, ": option 'lower_bound' must be finite and < 0, got ", p.lower_bound);
 }
 
-/// Sequences of at least this many tokens make algorithm::automatic pick chunk, with chunks of
+/// Runs of at least this many tokens make algorithm::automatic pick chunk, with chunks of
 /// kAutoChunkSize tokens (fewer FLOP than 64: the chunk algorithm then executes about the
 /// recurrence's count; chunk_size applies to algorithm::chunk).
 constexpr index_t kAutoChunkMinTokens = 8;
 constexpr index_t kAutoChunkSize = 32;
 
-/// algorithm::automatic: chunk when the longest sequence has at least kAutoChunkMinTokens
-/// tokens, else recurrent (decode steps and short speculative runs).
+/// algorithm::automatic: chunk when some sequence has a run of at least kAutoChunkMinTokens
+/// tokens between snapshot positions (its start, its end and every position whose state is
+/// saved cut it; without snapshots the run is the sequence), else recurrent (decode steps,
+/// short speculative runs, snapshots every few tokens: chunks that short would not pay).
 inline algorithm resolve_algorithm(const delta_params& p, const delta_shape& sh) {
   if (p.algo != algorithm::automatic) return p.algo;
-  return longest(sh.seqs) >= kAutoChunkMinTokens ? algorithm::chunk : algorithm::recurrent;
+  if (sh.snap.every == 0 && sh.snap.last == 0)
+    return longest(sh.seqs) >= kAutoChunkMinTokens ? algorithm::chunk : algorithm::recurrent;
+  for (index_t n = 0; n < index_t(sh.seqs.size()); ++n)
+    if (sh.schedule(n).longest_run() >= kAutoChunkMinTokens) return algorithm::chunk;
+  return algorithm::recurrent;
 }
 
 /// Validates q, k, v, beta, o, the states and cu_seqlens; returns the problem description. The
@@ -165,19 +181,40 @@ delta_shape check_delta(const char* fn, const delta_params& p, gate_kind decay,
   check_outputs_disjoint(fn, q, k, v, o, s.h0, s.ht);
   check_disjoint(fn, "o", o, "beta", beta);
   check_disjoint(fn, "ht", s.ht, "beta", beta);
+
+  const dim dk(sh.K, "K of q"), dv(sh.V, "V of v");
+  sh.snap =
+      check_snapshots(fn, s.snapshots, p.state_v_first ? "N,S,HV,V,K" : "N,S,HV,K,V", sh.N,
+                      dim(sh.HV, "HV of v"), p.state_v_first ? dv : dk, p.state_v_first ? dk : dv);
+  const auto& st = s.snapshots.states;
+  const char* sn = "snapshots.states";
+  check_disjoint(fn, sn, st, "q", q);
+  check_disjoint(fn, sn, st, "k", k);
+  check_disjoint(fn, sn, st, "v", v);
+  check_disjoint(fn, sn, st, "beta", beta);
+  check_disjoint(fn, sn, st, "o", o);
+  check_disjoint(fn, sn, st, "h0", s.h0);
+  check_disjoint(fn, sn, st, "ht", s.ht);
+  check_disjoint(fn, sn, st, "cu_seqlens", s.cu_seqlens);
+  check_disjoint(fn, sn, st, "state_indices", s.state_indices);
   return sh;
 }
 
-/// The gate tensor g ([B,T,HV] scalar, [B,T,HV,K] channel) and the in-kernel gate parameters.
-template <class G, std::size_t R, class P>
+/// The gate tensor g ([B,T,HV] scalar, [B,T,HV,K] channel) and the in-kernel gate parameters;
+/// the snapshots (an output) must not overlap any of them.
+template <class G, std::size_t R, class P, class A>
 void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& sh,
-                      const tensor_view<G, R>& g, const delta_gate_params<P>& gp) {
+                      const tensor_view<G, R>& g, const delta_gate_params<P>& gp,
+                      const state_snapshots<A>& snapshots) {
   static_assert(std::is_same_v<P, float> || std::is_same_v<P, double>,
                 "attnkit: gate parameters (A_log, dt_bias) must be float or double");
   if constexpr (R == 3)
     check_tensor({fn, "g", "B,T,HV"}, g, {sh.B, sh.T, sh.HV});
   else
     check_tensor({fn, "g", "B,T,HV,K"}, g, {sh.B, sh.T, sh.HV, sh.K});
+  check_disjoint(fn, "snapshots.states", snapshots.states, "g", g);
+  check_disjoint(fn, "snapshots.states", snapshots.states, "A_log", gp.A_log);
+  check_disjoint(fn, "snapshots.states", snapshots.states, "dt_bias", gp.dt_bias);
   if (p.gate_fn == delta_gate_fn::none) {
     if (gp.A_log.present() || gp.dt_bias.present())
       fail(fn, ": tensors 'A_log'/'dt_bias' are only used with an in-kernel gate (option ",
@@ -198,3 +235,5 @@ void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& 
 
 }  // namespace detail
 }  // namespace attnkit
+
+#include "../core/warnings_pop.hpp"

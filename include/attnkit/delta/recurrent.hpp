@@ -11,6 +11,7 @@
 //   u = beta (v - w)
 //   pass 2: S[c] = S'[c] + k_c u, o += q~_c S[c]            (2K FMAs)
 // with separate accumulators for even and odd rows (8 independent FMA chains per strip).
+// A block also ends at every position whose state is saved (snapshots), written there.
 // Results do not depend on the thread count (one thread per item, fixed order).
 #pragma once
 
@@ -124,6 +125,43 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
   }
 }
 
+/// Sizes ws's token-block rows for blocks of up to nt tokens.
+template <class A>
+void size_token_block(workspace<A>& ws, index_t K, bool channel, index_t nt) {
+  ws.q.resize(std::size_t(nt * K));
+  ws.k.resize(std::size_t(nt * K));
+  ws.decay.resize(std::size_t(nt * (channel ? K : 1)));
+  ws.beta.resize(std::size_t(nt));
+}
+
+/// The normalised q~ and k rows, betas and decays of tokens [t0, t0 + nt) of sequence sq for
+/// value head j (query/key head h) into ws (sized by size_token_block).
+template <class A, class Arch, class Ctx>
+void load_token_block(const Ctx& c, workspace<A>& ws, const token_seq& sq, index_t h, index_t j,
+                      index_t t0, index_t nt) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  const delta_shape& sh = c.sh;
+  const delta_params& p = c.p;
+  const index_t K = sh.K;
+  const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
+  for (index_t i = 0; i < nt; ++i) {
+    const index_t t = sq.t0 + t0 + i;
+    load_row<A, Arch>(&c.q(sq.b, t, h, 0), K, p.qk_l2norm, A(sh.scale), ws.q.data() + i * K);
+    load_row<A, Arch>(&c.k(sq.b, t, h, 0), K, p.qk_l2norm, A(1), ws.k.data() + i * K);
+    ws.beta[std::size_t(i)] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
+    if (channel) {  // the row's log decays, then one vector exp over them
+      A* a = ws.decay.data() + i * K;
+      if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
+        c.gate.read_row(sq.b, t, j, a, K);
+      index_t r = 0;
+      for (; r + W <= K; r += W) simd::exp(B::load_unaligned(a + r)).store_unaligned(a + r);
+      for (; r < K; ++r) a[r] = std::exp(a[r]);
+    } else if (decayed)
+      ws.decay[std::size_t(i)] = A(std::exp(c.gate(sq.b, t, j, 0)));
+  }
+}
+
 template <class A, class Arch, class Ctx>
 void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   using B = xsimd::batch<A, Arch>;
@@ -137,17 +175,14 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
     zero_outputs(c.o, sq, j);
     return;
   }
-  const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
+  const bool channel = sh.decay == gate_kind::channel;
   // A single token (the decode step) with K-first h0 and ht rows of stride 1 and V a multiple of
   // W runs on the caller's rows directly: the state is read once and written once (in place if
   // ht == h0), no copies into the strips and back.
   const bool direct = sq.len == 1 && !p.state_v_first && V % W == 0 && c.s.h0.present() &&
                       c.s.ht.present() && c.s.h0.stride(3) == 1 && c.s.ht.stride(3) == 1;
   if (!direct) ws.S.assign(std::size_t(K * Vp), A(0));  // zero padding columns stay zero
-  ws.q.resize(std::size_t(kTokenBlock * K));
-  ws.k.resize(std::size_t(kTokenBlock * K));
-  ws.decay.resize(std::size_t(kTokenBlock * (channel ? K : 1)));
-  ws.beta.resize(std::size_t(kTokenBlock));
+  size_token_block(ws, K, channel, kTokenBlock);
   // The state is kept as column strips of 4W (then 2W, W) columns, each [K, width] contiguous,
   // so a strip maps onto L1 without set conflicts (rows of a [K, Vp] array 2^n bytes apart would
   // all fall into the same few sets).
@@ -164,8 +199,8 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   };
   // State views are [N,HV,K,V] or, with state_v_first, [N,HV,V,K]; K-first rows with stride 1
   // move as contiguous runs.
-  const auto state_at = [&](const auto& view, index_t r, index_t e) -> auto& {
-    return p.state_v_first ? view(row, j, e, r) : view(row, j, r, e);
+  const auto state_at = [&](const auto& view, index_t vrow, index_t r, index_t e) -> auto& {
+    return p.state_v_first ? view(vrow, j, e, r) : view(vrow, j, r, e);
   };
   if (c.s.h0.present() && !direct) {
     const bool rows = !p.state_v_first && c.s.h0.stride(3) == 1;
@@ -174,28 +209,32 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
         const A* src = &c.s.h0(row, j, r, e0);
         std::copy(src, src + ne, x);
       } else {
-        for (index_t e = 0; e < ne; ++e) x[e] = state_at(c.s.h0, r, e0 + e);
+        for (index_t e = 0; e < ne; ++e) x[e] = state_at(c.s.h0, row, r, e0 + e);
       }
     });
   }
-
-  for (index_t t0 = 0; t0 < sq.len; t0 += kTokenBlock) {
-    const index_t nt = std::min(kTokenBlock, sq.len - t0);
-    for (index_t i = 0; i < nt; ++i) {  // the block's normalised rows, betas and decays
-      const index_t t = sq.t0 + t0 + i;
-      load_row<A, Arch>(&c.q(sq.b, t, h, 0), K, p.qk_l2norm, A(sh.scale), ws.q.data() + i * K);
-      load_row<A, Arch>(&c.k(sq.b, t, h, 0), K, p.qk_l2norm, A(1), ws.k.data() + i * K);
-      ws.beta[std::size_t(i)] = A(delta_beta(p, to_compute<double>(c.beta(sq.b, t, j))));
-      if (channel) {  // the row's log decays, then one vector exp over them
-        A* a = ws.decay.data() + i * K;
-        if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
-          c.gate.read_row(sq.b, t, j, a, K);
-        index_t r = 0;
-        for (; r + W <= K; r += W) simd::exp(B::load_unaligned(a + r)).store_unaligned(a + r);
-        for (; r < K; ++r) a[r] = std::exp(a[r]);
-      } else if (decayed)
-        ws.decay[std::size_t(i)] = A(std::exp(c.gate(sq.b, t, j, 0)));
+  // The current state into row vrow of dst (ht, or a snapshot's [N,HV,.,.] slice): from the
+  // strips, or on the direct path from the ht row it was just written to.
+  const auto store_state = [&](const tensor_view<A, 4>& dst, index_t vrow) {
+    if (direct) {
+      for (index_t r = 0; r < K; ++r)
+        for (index_t e = 0; e < V; ++e) dst(vrow, j, r, e) = c.s.ht(row, j, r, e);
+      return;
     }
+    const bool rows = !p.state_v_first && dst.stride(3) == 1;
+    for_each_strip_row([&](const A* x, index_t r, index_t e0, index_t ne) {
+      if (rows)
+        std::copy(x, x + ne, &dst(vrow, j, r, e0));
+      else
+        for (index_t e = 0; e < ne; ++e) state_at(dst, vrow, r, e0 + e) = x[e];
+    });
+  };
+
+  // Token blocks end at every saved position (snapshots), where the state is then complete.
+  const snapshot_schedule sched = sh.schedule(n);
+  for (index_t t0 = 0; t0 < sq.len;) {
+    const index_t nt = std::min(kTokenBlock, sched.next_cut(t0) - t0);
+    load_token_block<A, Arch>(c, ws, sq, h, j, t0, nt);
     // Each strip through the block (4W columns: 32 KB of state for K = 128 and 16 float lanes,
     // in L1), two accumulators per slice (even and odd rows): 8 independent FMA chains.
     const auto strips = [&](auto ns, index_t e0) {
@@ -214,16 +253,11 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
     for (; e0 < full4; e0 += 4 * W) strips(std::integral_constant<int, 4>{}, e0);
     for (; e0 < full2; e0 += 2 * W) strips(std::integral_constant<int, 2>{}, e0);
     for (; e0 < Vp; e0 += W) strips(std::integral_constant<int, 1>{}, e0);
+    t0 += nt;
+    const index_t slot = sched.slot(t0);
+    if (slot >= 0) store_state(subview(c.s.snapshots.states, 1, slot), n);
   }
-  if (c.s.ht.present() && !direct) {
-    const bool rows = !p.state_v_first && c.s.ht.stride(3) == 1;
-    for_each_strip_row([&](const A* x, index_t r, index_t e0, index_t ne) {
-      if (rows)
-        std::copy(x, x + ne, &c.s.ht(row, j, r, e0));
-      else
-        for (index_t e = 0; e < ne; ++e) state_at(c.s.ht, r, e0 + e) = x[e];
-    });
-  }
+  if (c.s.ht.present() && !direct) store_state(c.s.ht, row);
 }
 
 }  // namespace delta_impl

@@ -5,7 +5,12 @@
 // kda's per-channel form included).
 // Same signatures as kernel.hpp; the tests check the fast kernels against these functions, the
 // two forms against each other, and both against fla's float64 golden data.
+// State snapshots (recurrent_state::snapshots): the recurrence writes the state after each saved
+// token count; the chunk form ends a chunk at every saved position and writes it there.
 #pragma once
+
+#include "../core/warnings_push.hpp"
+// (first: the SIMD warning settings must precede every header below)
 
 #include <algorithm>
 #include <cmath>
@@ -52,6 +57,7 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
         continue;
       }
       attnkit::detail::read_state(s.h0, p.state_v_first, srow, j, K_, V_, S);
+      const auto sched = sh.schedule(n);
       for (index_t i = 0; i < sq.len; ++i) {
         const index_t t = sq.t0 + i;
         load_qk(p, q, sq.b, t, h, K_, 1.0, qs.data());
@@ -78,6 +84,10 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
           for (index_t c = 0; c < K_; ++c) acc += qs[std::size_t(c)] * S[std::size_t(c * V_ + e)];
           o(sq.b, t, j, e) = from_compute<std::remove_const_t<O>>(sh.scale * acc);
         }
+        // the state after i + 1 tokens, if saved
+        if (sched.slot(i + 1) >= 0)
+          attnkit::detail::write_state(subview(s.snapshots.states, 1, sched.slot(i + 1)),
+                                       p.state_v_first, n, j, K_, V_, S);
       }
       attnkit::detail::write_state(s.ht, p.state_v_first, srow, j, K_, V_, S);
     }
@@ -113,8 +123,10 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
         continue;
       }
       attnkit::detail::read_state(s.h0, p.state_v_first, srow, j, K_, V_, S);
-      for (index_t c0 = 0; c0 < sq.len; c0 += C) {
-        const index_t L = std::min(C, sq.len - c0);
+      const auto sched = sh.schedule(n);
+      // chunks end at every saved position (the state exists only at chunk boundaries)
+      for (index_t c0 = 0, L = 0; c0 < sq.len; c0 += L) {
+        L = std::min(C, sched.next_cut(c0) - c0);
         G.assign(std::size_t(L * K_), 0.0);
         qs.resize(std::size_t(L * K_));
         ks.resize(std::size_t(L * K_));
@@ -172,6 +184,9 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
             S[std::size_t(c * V_ + e)] = x;
           }
         }
+        if (sched.slot(c0 + L) >= 0)
+          attnkit::detail::write_state(subview(s.snapshots.states, 1, sched.slot(c0 + L)),
+                                       p.state_v_first, n, j, K_, V_, S);
       }
       attnkit::detail::write_state(s.ht, p.state_v_first, srow, j, K_, V_, S);
     }
@@ -187,7 +202,7 @@ void call(const char* fn, gate_kind kind, const delta_params& p, const tensor_vi
           const tensor_view<Bt, 3>& beta, const tensor_view<O, 4>& o, const recurrent_state<A>& s,
           const delta_gate_params<P>& gp) {
   const auto sh = attnkit::detail::check_delta(fn, p, kind, q, k, v, beta, o, s);
-  if (kind != gate_kind::none) attnkit::detail::check_delta_gate(fn, p, sh, g, gp);
+  if (kind != gate_kind::none) attnkit::detail::check_delta_gate(fn, p, sh, g, gp, s.snapshots);
   const auto log_decay = [&](index_t b, index_t t, index_t j, index_t c) {
     if constexpr (R == 3)
       return attnkit::detail::delta_gate_log_decay(p, sh, gp, to_compute<double>(g(b, t, j)), j, 0);
@@ -273,3 +288,5 @@ void short_conv1d(const conv1d_params& p, tensor_view<X, 3> x, tensor_view<Wt, 2
 }
 
 }  // namespace attnkit::reference
+
+#include "../core/warnings_pop.hpp"

@@ -20,6 +20,9 @@
 // error. ht may be h0 (and zt z0): the pool is updated in place.
 #pragma once
 
+#include "../core/warnings_push.hpp"
+// (first: the SIMD warning settings must precede every header below)
+
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -66,10 +69,11 @@ struct linear_states {
   tensor_view<A, 4> zt;
   cview<std::int32_t, 1> cu_seqlens;
   cview<std::int32_t, 1> state_indices = {};  ///< [N] pool rows of h0/ht and z0/zt (-1: skip)
+  state_snapshots<A> snapshots = {};          ///< refused (delta-rule family only)
 };
 template <class A>
 linear_states<A> combine(const recurrent_state<A>& s, const linear_extras<A>& x = {}) {
-  return {s.h0, s.ht, x.z0, x.zt, s.cu_seqlens, s.state_indices};
+  return {s.h0, s.ht, x.z0, x.zt, s.cu_seqlens, s.state_indices, s.snapshots};
 }
 
 struct linear_shape : recurrent_shape {
@@ -101,6 +105,10 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
                           const tensor_view<V, 4>& v, const tensor_view<O, 4>& o,
                           const linear_states<A>& s) {
   check_linear_params(fn, p, gate);
+  // Refused rather than ignored: a caller asking for snapshots must not get stale ones.
+  if (s.snapshots.states.present() || s.snapshots.every != 0 || s.snapshots.last != 0)
+    fail(fn, ": state snapshots (recurrent_state::snapshots) are supported by the delta-rule ",
+         "family only");
   linear_shape sh;
   sh.gate = gate;
   check_qkvo(fn, p.scale, /*grouped_v=*/false, q, k, v, o, s.cu_seqlens, sh);
@@ -166,3 +174,5 @@ void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 4>&
 
 }  // namespace detail
 }  // namespace attnkit
+
+#include "../core/warnings_pop.hpp"
