@@ -193,18 +193,20 @@ int check_private(const std::string& objdump, const std::string& nm, const std::
     }
   }
   std::size_t shared = 0;
-  std::vector<std::string> examples;
+  std::vector<std::string> examples[3];  // attnkit::detail, Eigen, std::vector code
+  const char* const kinds[3] = {"N7attnkit6detail", "5Eigen", "St6vector"};
   for (const auto& [name, in] : copies) {
     if (in.size() != units.size()) continue;
     ++shared;
-    // examples: attnkit or Eigen code that is not templated on the xsimd arch
-    if ((name.find("7attnkit") != std::string::npos || name.find("5Eigen") != std::string::npos) &&
-        name.find("5xsimd") == std::string::npos && examples.size() < 6)
-      examples.push_back(name);
+    for (int k = 0; k < 3; ++k)  // not templated on the xsimd arch: merged by a plain link
+      if (name.find(kinds[k]) != std::string::npos && name.find("5xsimd") == std::string::npos &&
+          examples[k].size() < 2)
+        examples[k].push_back(name);
   }
   std::cout << shared << " functions have one copy in each of the " << units.size()
             << " units, e.g.\n";
-  for (const auto& e : examples) std::cout << "  " << e << "\n";
+  for (const auto& ex : examples)
+    for (const auto& e : ex) std::cout << "  " << e << "\n";
   if (shared == 0) rc = 1;
   std::cout << (rc ? "FAIL\n" : "ok\n");
   return rc;

@@ -36,3 +36,12 @@ if(CMAKE_OBJDUMP AND CMAKE_NM)
 else()
   message(STATUS "attnkit: objdump or nm not found, the dispatch machine-code checks are skipped")
 endif()
+
+# ATTNKIT_ISA is read at the first call: one process per value. An ISA this machine cannot run,
+# or a name that is no ISA, makes every call throw (the [.env] case checks which applies).
+foreach(value sse2 avx2 avx512 generic bogus "")
+  set(name "dispatch/env_ATTNKIT_ISA=${value}")
+  add_test(NAME "${name}" COMMAND dispatch_tests "[.env]")
+  set_tests_properties("${name}" PROPERTIES ENVIRONMENT "ATTNKIT_ISA=${value}"
+                       LABELS dispatch TIMEOUT 60)
+endforeach()
