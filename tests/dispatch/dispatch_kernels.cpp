@@ -253,7 +253,7 @@ std::pair<owned_tensor<float, 4>, owned_tensor<float, 3>> run_mla(const mla_prob
   softmax_extras<float> x;
   x.sinks = pr.sinks.cv();
   x.lse = lse.v();
-  const std::vector<std::int32_t> len(std::size_t(pb::B), std::int32_t(pb::cached));
+  const std::vector<std::int32_t> len(static_cast<std::size_t>(pb::B), std::int32_t{pb::cached});
   const auto lens = make_view(len.data(), pb::B);
   const index_t max_pages = (pb::cap + pb::P - 1) / pb::P, np = pb::B * max_pages + 1;
   owned_tensor<KV, 3> contiguous({pb::B, pb::cap, pb::W}), pages({np, pb::P, pb::W});

@@ -7,7 +7,8 @@
 //     avx2: no zmm, no mask register, no xmm16-31 / ymm16-31 (EVEX only); it does use ymm.
 //     avx512: it does use zmm (so the checks above can tell the units apart).
 //   objcheck private <objdump> <nm> <program> <link map>
-//     In a program linked with the library (and its -Wl,-Map): every direct call or jump made
+//     In a program linked with the library (and its -Wl,-Map, GNU ld's or lld's; GNU or LLVM
+//     objdump and nm): every direct call or jump made
 //     by the code of a unit attnkit_dispatch_<isa>.o lands in that same unit's code or in the
 //     PLT (shared libraries), and some functions exist once per unit (the shared inline code,
 //     e.g. std::vector or attnkit::detail helpers, was not merged across units).
@@ -101,20 +102,28 @@ struct range {
 
 int check_private(const std::string& objdump, const std::string& nm, const std::string& exe,
                   const std::string& map) {
-  // Code ranges of each unit from the link map: input sections .text* of attnkit_dispatch_X.o
-  // (a long section name puts address, size and file on the next line).
+  // Code ranges of each unit from the link map: input sections .text* of attnkit_dispatch_X.o.
+  // GNU ld: " .text.name  0xADDR  0xSIZE  dir/lib.a(attnkit_dispatch_X.o)", a long section name
+  // putting address, size and file on the next line. lld: "VMA LMA SIZE ALIGN  file(obj):(sec)".
   std::vector<range> code;
   {
     const auto lines = run_lines("cat " + quote(map));
     const std::regex sec(R"(^ (\.[^\s]+)(\s|$))");
     const std::regex where(R"(^\s+(?:\.[^\s]+\s+)?0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(.*)$)");
     const std::regex unit_re(R"(attnkit_dispatch_([a-z0-9]+)\.o\)?$)");
+    const std::regex lld(
+        R"(^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S*attnkit_dispatch_([a-z0-9]+)\.o\)?:\((\.text[^)]*)\)$)");
     bool in_map = false;
     std::string section;
     for (const auto& l : lines) {
+      std::smatch m;
+      if (std::regex_match(l, m, lld)) {
+        const u64 lo = std::stoull(m[1], nullptr, 16), size = std::stoull(m[2], nullptr, 16);
+        if (lo != 0 && size != 0) code.push_back({lo, lo + size, m[3]});
+        continue;
+      }
       if (l.rfind("Linker script and memory map", 0) == 0) in_map = true;
       if (!in_map) continue;
-      std::smatch m;
       if (std::regex_search(l, m, sec)) section = m[1];
       if (!std::regex_match(l, m, where)) continue;
       std::smatch u;
@@ -158,7 +167,7 @@ int check_private(const std::string& objdump, const std::string& nm, const std::
   std::map<std::string, std::size_t> calls, strays;
   {
     const std::regex br(
-        R"(^\s*([0-9a-f]+):\s+(?:[a-z]+\s+)?(call|jmp|j[a-z]+)[a-z]*\s+([0-9a-f]+)\s+<([^>]*)>)");
+        R"(^\s*([0-9a-f]+):\s+(?:[a-z]+\s+)?(call|jmp|j[a-z]+)[a-z]*\s+(?:0x)?([0-9a-f]+)\s+<([^>]*)>)");
     for (const auto& l :
          run_lines(quote(objdump) + " -d --no-show-raw-insn -j .text " + quote(exe))) {
       std::smatch m;
