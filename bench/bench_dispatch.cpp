@@ -9,13 +9,18 @@
 //                                chunk algorithm (chunks of 64), B=1, H=HV=16, K=V=128, float,
 //                                h0 given, ht written, T in {1024, 4096}
 //       GFLOPS = 7*K*V per token and head * T*HV / wall seconds / 1e9 (bench_delta's nominal)
+//   impl:dispatch rows also
+//       pct_of_native = 100 * (native seconds) / (dispatch seconds), both summed over the same
+//                       iterations: every iteration times one dispatched and one native call,
+//                       back to back (which first alternates), and reports the dispatched one.
+//                       The speed of this project's shared machines drifts by tens of percent
+//                       within seconds; the pairing cancels it. 100 = as fast as native.
 // impl:dispatch calls attnkit::dispatch (the label names its active ISA: the widest the CPU
-// runs, or ATTNKIT_ISA); impl:native calls the template. Wall-clock times; the kernels run on an
-// attnkit::thread_pool of `threads`.
+// runs, or ATTNKIT_ISA); impl:native calls the template. Wall-clock times of the kernel calls only
+// (UseManualTime); the kernels run on an attnkit::thread_pool of `threads`.
 //
-// Running (the machine's speed drifts: interleave the rows and quote medians):
-//   bench_dispatch --benchmark_repetitions=9 --benchmark_enable_random_interleaving=true
-//                  --benchmark_report_aggregates_only=true
+// Running (quote medians):
+//   bench_dispatch --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <attnkit/delta/kernel.hpp>
 #include <attnkit/dispatch.hpp>
 #include <attnkit/softmax/kernel.hpp>
@@ -49,6 +54,37 @@ prefill_inputs& prefill_data(index_t hkv, index_t t) {
   return d;
 }
 
+/// The loop of both rows (see the top): the row's calls are timed; impl:dispatch rows also time
+/// a native call beside each one for pct_of_native.
+template <bool Dispatched, class Dispatch, class Native>
+void paired_calls(benchmark::State& st, Dispatch&& dispatched, Native&& native, float* out) {
+  double own = 0, other = 0;
+  bool native_first = false;
+  const auto timed = [&](auto&& call) {
+    const double t0 = now_seconds();
+    call();
+    benchmark::DoNotOptimize(out);
+    benchmark::ClobberMemory();
+    return now_seconds() - t0;
+  };
+  for (auto _ : st) {
+    double t;
+    if constexpr (Dispatched) {
+      if (native_first) other += timed(native);
+      t = timed(dispatched);
+      if (!native_first) other += timed(native);
+      native_first = !native_first;
+    } else {
+      t = timed(native);
+    }
+    own += t;
+    st.SetIterationTime(t);
+  }
+  if (Dispatched && own > 0) st.counters["pct_of_native"] = 100.0 * other / own;
+  st.SetLabel(Dispatched ? attnkit::dispatch::isa_name(attnkit::dispatch::active_isa())
+                         : "header-only");
+}
+
 template <bool Dispatched>
 void BM_standard(benchmark::State& st) {
   const index_t hkv = st.range(0), t = st.range(1);
@@ -60,16 +96,10 @@ void BM_standard(benchmark::State& st) {
   const auto k = attnkit::make_view<const float>(d.k.data(), 1, t, hkv, kD);
   const auto v = attnkit::make_view<const float>(d.v.data(), 1, t, hkv, kD);
   const auto o = attnkit::make_view(d.o.data(), 1, t, kHq, kD);
-  for (auto _ : st) {
-    if constexpr (Dispatched)
-      attnkit::dispatch::standard_attention(p, q, k, v, o);
-    else
-      attnkit::standard_attention(p, q, k, v, o);
-    benchmark::DoNotOptimize(d.o.data());
-  }
+  paired_calls<Dispatched>(
+      st, [&] { attnkit::dispatch::standard_attention(p, q, k, v, o); },
+      [&] { attnkit::standard_attention(p, q, k, v, o); }, d.o.data());
   st.counters["GFLOPS"] = rate(attention_flops(1, kHq, t, t, kD, kD, true) / 1e9);
-  st.SetLabel(Dispatched ? attnkit::dispatch::isa_name(attnkit::dispatch::active_isa())
-                         : "header-only");
 }
 
 template <bool Dispatched>
@@ -80,17 +110,12 @@ void BM_gated_delta(benchmark::State& st) {
   attnkit::delta_params p;
   p.algo = attnkit::algorithm::chunk;
   p.exec = &pool(int(st.range(1)));
-  for (auto _ : st) {
-    if constexpr (Dispatched)
-      attnkit::dispatch::gated_delta_rule(p, w.q, w.k, w.v, w.gs, w.beta, w.o, w.state);
-    else
-      attnkit::gated_delta_rule(p, w.q, w.k, w.v, w.gs, w.beta, w.o, w.state);
-    benchmark::DoNotOptimize(d.o.data());
-  }
+  paired_calls<Dispatched>(
+      st,
+      [&] { attnkit::dispatch::gated_delta_rule(p, w.q, w.k, w.v, w.gs, w.beta, w.o, w.state); },
+      [&] { attnkit::gated_delta_rule(p, w.q, w.k, w.v, w.gs, w.beta, w.o, w.state); }, d.o.data());
   const double flop = attnkit::variant_by_name("gated_delta_rule").nominal_flop(kDelta.K, kDelta.V);
   st.counters["GFLOPS"] = rate(flop * double(t * kDelta.HV) / 1e9);
-  st.SetLabel(Dispatched ? attnkit::dispatch::isa_name(attnkit::dispatch::active_isa())
-                         : "header-only");
 }
 
 const bool registered = [] {
@@ -98,12 +123,12 @@ const bool registered = [] {
     const std::string impl = dispatched ? "/impl:dispatch" : "/impl:native";
     auto* s = benchmark::RegisterBenchmark(("BM_dispatch_standard_attention" + impl).c_str(),
                                            dispatched ? BM_standard<true> : BM_standard<false>);
-    s->ArgNames({"Hkv", "T", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+    s->ArgNames({"Hkv", "T", "threads"})->UseManualTime()->Unit(benchmark::kMillisecond);
     s->ArgsProduct({{8}, {1024, 4096}, thread_counts()});
     auto* g =
         benchmark::RegisterBenchmark(("BM_dispatch_gated_delta_rule" + impl).c_str(),
                                      dispatched ? BM_gated_delta<true> : BM_gated_delta<false>);
-    g->ArgNames({"seq", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+    g->ArgNames({"seq", "threads"})->UseManualTime()->Unit(benchmark::kMillisecond);
     g->ArgsProduct({{1024, 4096}, thread_counts()});
   }
   return true;
