@@ -18,9 +18,19 @@
 //   pct_fma_peak = 100 * (FLOP / s) / fma_peak(threads)
 //   pct_gemm     = 100 * (FLOP / s) / gemm(threads)
 //   pct_read_bw  = 100 * (bytes / s) / read_bw(threads)
-// All rates are per wall-clock second: register benchmarks with ->UseRealTime() (Google Benchmark
-// divides rate counters by the time it reports; CPU time of the calling thread would overstate
-// multi-threaded rates), or ->UseManualTime() with paired_loop below.
+// All rates are per wall-clock second: register benchmarks with ->UseRealTime() and time the loop
+// with wall_loop, or ->UseManualTime() with paired_loop below (CPU time of the calling thread would
+// overstate multi-threaded rates). GFLOPS, GBps and the like are Google Benchmark rate counters
+// (printed with "/s"); percentages and ratios are plain counters computed here from the same
+// seconds Google Benchmark divides its rates by (the loops above return them), so they print
+// without a unit and keep the value a rate counter would have.
+//
+// Same-size read ceiling (pct_read_same_size). A working set smaller than the caches (a
+// recurrent state, a sliding-window ring, a short KV cache) is read faster than DRAM allows, so
+// pct_read_bw can exceed 100. read_bw_same_size_gbps(bytes, n) reads a buffer of the working
+// set's size again and again (from wherever it stays), measured once per size and thread count:
+//   pct_read_same_size = 100 * (bytes / s) / read_bw_same_size(working set, threads)
+// with working_set_MiB beside it.
 //
 // Paired ceilings (pct_fma_paired, pct_read_paired). The machines this project is measured on are
 // shared VMs whose FMA throughput and memory bandwidth drift within seconds (one of them: the same
@@ -37,18 +47,28 @@
 // The ceilings are also benchmarks of their own: call register_ceiling_benchmarks() once (e.g.
 // from a static initializer) to get BM_ceiling_fma/threads:N, BM_ceiling_gemm/threads:N and
 // BM_ceiling_read/threads:N.
+//
+// Model shapes (bench_main, the main() of every program): ATTNKIT_BENCH_SHAPE="Hq:32,Hkv:8,D:128"
+// and/or --attnkit_shape=... (removed from argv before benchmark::Initialize; several shapes:
+// ';' between them or the flag repeated) add benchmarks of that shape beside the default ones,
+// named BM_<what>/key:value/.../threads:N with every key the benchmark uses. Each program lists
+// the keys it accepts (shape_key); unknown keys and bad values stop the program with a message
+// naming the key.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -341,9 +361,11 @@ inline double cached(const char* what, int threads, double (*run)(int)) {
 // ------------------------------------------------------------------------------------------------
 // Paired ceilings (see the header comment)
 
-/// Units and seconds of a ceiling run next to a kernel.
+/// Units and seconds of a ceiling run next to a kernel, and the kernel's seconds (the manual
+/// time Google Benchmark divides its rate counters by).
 struct paired_ceiling {
   double units = 0, seconds = 0;
+  double kernel_seconds = 0;
   double rate() const { return seconds > 0 ? units / seconds : 0; }
 };
 
@@ -359,10 +381,29 @@ paired_ceiling paired_loop(benchmark::State& st, Kernel&& kernel, Ceiling&& ceil
     benchmark::ClobberMemory();
     const double t1 = now_seconds();
     st.SetIterationTime(t1 - t0);
+    c.kernel_seconds += t1 - t0;  // summed in the order Google Benchmark sums its manual time
     c.units += ceiling(t1 - t0);
     c.seconds += now_seconds() - t1;
   }
   return c;
+}
+
+/// The benchmark loop of a ->UseRealTime() benchmark: runs f() every iteration; returns the wall
+/// seconds from the start of the first iteration to the end of the last (Google Benchmark's real
+/// time up to its own timer reads at either end: well under a microsecond).
+template <class F>
+double wall_loop(benchmark::State& st, F&& f) {
+  double t0 = 0, t1 = 0;
+  bool first = true;
+  for (auto _ : st) {
+    if (first) {
+      t0 = now_seconds();
+      first = false;
+    }
+    f();
+    t1 = now_seconds();
+  }
+  return t1 - t0;
 }
 
 /// In-binary FMA peak, GFLOP/s on `threads` threads.
@@ -371,6 +412,48 @@ inline double fma_peak_gflops(int threads) { return cached("fma", threads, run_f
 inline double gemm_gflops(int threads) { return cached("gemm", threads, run_gemm); }
 /// In-binary streaming read bandwidth, GB/s (1e9 bytes/s) on `threads` threads.
 inline double read_bw_gbps(int threads) { return cached("read", threads, run_read); }
+
+constexpr std::size_t kSameSizeMinBytes = std::size_t(32) << 20;  // read per timed run, at least
+
+/// Read bandwidth, GB/s on `threads` threads, of a working set of `bytes`: the first `bytes` of
+/// the read buffer (split in `threads` slices) summed again and again, so that it stays wherever
+/// a working set of that size stays (L1, L2, L3 or DRAM). Each timed run reads at least 32 MiB;
+/// fastest of 9 after a warm-up, measured once per (size, threads). From the 512 MiB of the read
+/// buffer on: read_bw_gbps(threads).
+inline double read_bw_same_size_gbps(double bytes, int threads) {
+  constexpr std::size_t step = 8 * std::size_t(kLanes);  // floats per read_sum vector step
+  const std::size_t floats = std::size_t(std::max(bytes, 1.0) / sizeof(float) + 0.5);
+  const std::size_t per = (floats + std::size_t(threads) - 1) / std::size_t(threads);
+  const std::size_t slice = std::max(step, (per + step - 1) / step * step);
+  const std::size_t total = slice * std::size_t(threads) * sizeof(float);
+  if (total >= kReadBytes) return read_bw_gbps(threads);
+  static std::mutex mu;
+  static std::map<std::pair<std::size_t, int>, double> cache;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    const auto it = cache.find({total, threads});
+    if (it != cache.end()) return it->second;
+  }
+  const std::size_t passes = std::max<std::size_t>(1, (kSameSizeMinBytes + total - 1) / total);
+  const auto run = [&](int n) {
+    const float* b = read_buffer().data();
+    std::vector<float> sums(static_cast<std::size_t>(n));
+    pool(n).parallel_for(n, [&](index_t c) {
+      float acc = 0;
+      for (std::size_t r = 0; r < passes; ++r) {
+        escape(b);  // memory "changed": GCC may not merge the passes of a function it sees as pure
+        acc += read_sum(b + std::size_t(c) * slice, slice);
+      }
+      sums[std::size_t(c)] = acc;
+    });
+    escape(sums.data());
+    return double(total) * double(passes);
+  };
+  const double v = measure_rate(run, threads) / 1e9;
+  std::lock_guard<std::mutex> lk(mu);
+  cache[{total, threads}] = v;
+  return v;
+}
 
 /// Runs the FMA loop on `threads` threads for about `seconds` (sized by the cached peak); returns
 /// the FLOP executed.
@@ -406,38 +489,66 @@ inline double run_read_for(int threads, double seconds) {
 
 // ------------------------------------------------------------------------------------------------
 // Counters
+//
+// `seconds` below is the time the benchmark's timer counted over all its iterations
+// (paired_ceiling::kernel_seconds, or what wall_loop returned).
 
 /// A rate counter of `per_iter` units per iteration: Google Benchmark reports
-/// per_iter * iterations / seconds.
+/// per_iter * iterations / seconds (printed with "/s").
 inline benchmark::Counter rate(double per_iter) {
   return benchmark::Counter(per_iter, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// A plain counter (no unit in the console: percentages, ratios, sizes).
+inline benchmark::Counter plain(double v) { return benchmark::Counter(v); }
+
+/// What rate(per_iter) reports, computed the way Google Benchmark does (per_iter / seconds *
+/// iterations), for a plain counter.
+inline double per_second(const benchmark::State& st, double per_iter, double seconds) {
+  return seconds > 0 ? per_iter / seconds * double(st.iterations()) : 0;
+}
+
 /// Sets GFLOPS and pct_fma_peak (and pct_gemm when `with_gemm`) for `flop` FLOP per iteration.
-inline void report_flops(benchmark::State& st, double flop, int threads, bool with_gemm = false) {
+inline void report_flops(benchmark::State& st, double flop, int threads, double seconds,
+                         bool with_gemm = false) {
   st.counters["GFLOPS"] = rate(flop / 1e9);
-  st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
-  if (with_gemm) st.counters["pct_gemm"] = rate(100.0 * flop / 1e9 / gemm_gflops(threads));
+  st.counters["pct_fma_peak"] =
+      plain(per_second(st, 100.0 * flop / 1e9 / fma_peak_gflops(threads), seconds));
+  if (with_gemm)
+    st.counters["pct_gemm"] =
+        plain(per_second(st, 100.0 * flop / 1e9 / gemm_gflops(threads), seconds));
 }
 
 /// pct_fma_paired: `flop` per iteration against the FMA loop run beside it (paired_loop).
 inline void report_fma_paired(benchmark::State& st, double flop, const paired_ceiling& c) {
-  if (c.rate() > 0) st.counters["pct_fma_paired"] = rate(100.0 * flop / c.rate());
+  if (c.rate() > 0)
+    st.counters["pct_fma_paired"] =
+        plain(per_second(st, 100.0 * flop / c.rate(), c.kernel_seconds));
 }
 /// pct_read_paired: `bytes` per iteration against the streaming read run beside it (paired_loop).
 inline void report_read_paired(benchmark::State& st, double bytes, const paired_ceiling& c) {
-  if (c.rate() > 0) st.counters["pct_read_paired"] = rate(100.0 * bytes / c.rate());
+  if (c.rate() > 0)
+    st.counters["pct_read_paired"] =
+        plain(per_second(st, 100.0 * bytes / c.rate(), c.kernel_seconds));
 }
 
-/// Sets GBps and pct_read_bw for `bytes` bytes per iteration.
-inline void report_bytes(benchmark::State& st, double bytes, int threads) {
+/// Sets GBps and pct_read_bw for `bytes` bytes per iteration, and for a working set of
+/// `working_set` bytes (the distinct bytes a call touches) working_set_MiB and
+/// pct_read_same_size (against read_bw_same_size_gbps: a pct_read_bw above 100 means the working
+/// set stays in cache, and this says how close the kernel comes to reading it from there).
+inline void report_bytes(benchmark::State& st, double bytes, int threads, double seconds,
+                         double working_set) {
   st.counters["GBps"] = rate(bytes / 1e9);
-  st.counters["pct_read_bw"] = rate(100.0 * bytes / 1e9 / read_bw_gbps(threads));
+  st.counters["pct_read_bw"] =
+      plain(per_second(st, 100.0 * bytes / 1e9 / read_bw_gbps(threads), seconds));
+  st.counters["working_set_MiB"] = plain(working_set / double(1 << 20));
+  st.counters["pct_read_same_size"] = plain(
+      per_second(st, 100.0 * bytes / 1e9 / read_bw_same_size_gbps(working_set, threads), seconds));
 }
 
 /// Sets x_vs_ref = (reference seconds per call) / (this benchmark's seconds per call).
-inline void report_speedup(benchmark::State& st, double ref_seconds) {
-  st.counters["x_vs_ref"] = rate(ref_seconds);
+inline void report_speedup(benchmark::State& st, double ref_seconds, double seconds) {
+  st.counters["x_vs_ref"] = plain(per_second(st, ref_seconds, seconds));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -454,9 +565,8 @@ inline void BM_ceiling_gemm(benchmark::State& st) {
   const int threads = int(st.range(0));
   double flop = 0;
   run_gemm(threads);
-  for (auto _ : st) flop = run_gemm(threads);
-  st.counters["GFLOPS"] = rate(flop / 1e9);
-  st.counters["pct_fma_peak"] = rate(100.0 * flop / 1e9 / fma_peak_gflops(threads));
+  const double seconds = wall_loop(st, [&] { flop = run_gemm(threads); });
+  report_flops(st, flop, threads, seconds);
 }
 
 inline void BM_ceiling_read(benchmark::State& st) {
@@ -476,6 +586,173 @@ inline bool register_ceiling_benchmarks() {
     for (auto t : thread_counts()) b->Arg(t);
   }
   return true;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Model shapes given by the user
+
+/// A key a program accepts in a shape: its name, its default (kNoDefault: absent unless given)
+/// and a few words for --help and the error messages.
+struct shape_key {
+  static constexpr int64_t kNoDefault = -1;
+  const char* name;
+  int64_t def;
+  const char* help;
+};
+
+/// A bad shape: the message names the shape and the key.
+struct shape_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// One shape: the keys given, and the program's defaults for the others.
+class user_shape {
+  std::string text_;
+  std::map<std::string, int64_t> given_;
+  const std::vector<shape_key>* keys_ = nullptr;
+
+ public:
+  user_shape(std::string text, std::map<std::string, int64_t> given,
+             const std::vector<shape_key>& keys)
+      : text_(std::move(text)), given_(std::move(given)), keys_(&keys) {}
+  const std::string& text() const { return text_; }
+  bool has(const std::string& key) const { return given_.count(key) != 0; }
+  /// The value given, else the key's default (kNoDefault when it has none).
+  int64_t get(const std::string& key) const {
+    const auto it = given_.find(key);
+    if (it != given_.end()) return it->second;
+    for (const auto& k : *keys_)
+      if (key == k.name) return k.def;
+    throw std::logic_error("attnkit bench: shape key '" + key + "' is not in the program's list");
+  }
+  /// A shape_error about `key`: "shape 'TEXT': key 'KEY': WHAT".
+  shape_error error(const std::string& key, const std::string& what) const {
+    return shape_error("shape '" + text_ + "': key '" + key + "': " + what);
+  }
+};
+
+inline std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+inline std::string key_list(const std::vector<shape_key>& keys) {
+  std::string r;
+  for (const auto& k : keys) r += (r.empty() ? "" : ", ") + std::string(k.name);
+  return r;
+}
+
+/// Parses "key:value,key:value" (values: positive integers, k = x1024, e.g. 8192 or 8k).
+inline user_shape parse_shape(const std::string& text, const std::vector<shape_key>& keys) {
+  std::map<std::string, int64_t> given;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string item = trim(text.substr(pos, comma - pos));
+    pos = comma + 1;
+    if (item.empty()) continue;
+    const std::size_t colon = item.find(':');
+    if (colon == std::string::npos)
+      throw shape_error("shape '" + text + "': '" + item + "' is not key:value");
+    const std::string key = trim(item.substr(0, colon)), val = trim(item.substr(colon + 1));
+    const bool known =
+        std::any_of(keys.begin(), keys.end(), [&](const shape_key& k) { return key == k.name; });
+    if (!known)
+      throw shape_error("shape '" + text + "': unknown key '" + key + "' (keys: " + key_list(keys) +
+                        "; names are case-sensitive)");
+    if (given.count(key)) throw shape_error("shape '" + text + "': key '" + key + "' given twice");
+    std::size_t digits = 0;
+    while (digits < val.size() && val[digits] >= '0' && val[digits] <= '9') ++digits;
+    const bool kilo = digits + 1 == val.size() && (val[digits] == 'k' || val[digits] == 'K');
+    int64_t v = 0;
+    bool ok = digits > 0 && digits <= 10 && (digits == val.size() || kilo);
+    if (ok) v = std::stoll(val.substr(0, digits)) * (kilo ? 1024 : 1);
+    ok = ok && v >= 1 && v <= INT32_MAX;
+    if (!ok)
+      throw shape_error("shape '" + text + "': key '" + key + "': bad value '" + val +
+                        "' (an integer from 1 to 2^31-1, k = x1024: e.g. 8192 or 8k)");
+    given[key] = v;
+  }
+  if (given.empty()) throw shape_error("shape '" + text + "': no key:value in it");
+  return user_shape(text, std::move(given), keys);
+}
+
+/// Wraps a benchmark body: an exception (a shape the kernel rejects, memory) skips the benchmark
+/// with its message instead of ending the program.
+template <class F>
+auto skip_on_error(F f) {
+  return [f](benchmark::State& st) {
+    try {
+      f(st);
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+    }
+  };
+}
+
+/// The main() of every bench program: registers the benchmarks of the shapes given in
+/// ATTNKIT_BENCH_SHAPE and in --attnkit_shape=... arguments (removed from argv) with
+/// register_shape (which throws shape_error for a shape it cannot run), then runs Google
+/// Benchmark as BENCHMARK_MAIN does. Returns 2 after printing the message of a bad shape.
+inline int bench_main(int argc, char** argv, const std::vector<shape_key>& keys,
+                      void (*register_shape)(const user_shape&)) {
+  const std::string prog = [&] {
+    const std::string a = argc > 0 ? argv[0] : "bench";
+    return a.substr(a.find_last_of('/') == std::string::npos ? 0 : a.find_last_of('/') + 1);
+  }();
+  std::vector<std::string> texts;
+  const auto split = [&](const std::string& all) {
+    std::size_t pos = 0;
+    while (pos <= all.size()) {
+      const std::size_t semi = std::min(all.find(';', pos), all.size());
+      if (!trim(all.substr(pos, semi - pos)).empty())
+        texts.push_back(trim(all.substr(pos, semi - pos)));
+      pos = semi + 1;
+    }
+  };
+  if (const char* env = std::getenv("ATTNKIT_BENCH_SHAPE")) split(env);
+  const std::string flag = "--attnkit_shape";
+  int kept = 1;
+  bool help = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.compare(0, flag.size() + 1, flag + "=") == 0) {
+      split(a.substr(flag.size() + 1));
+    } else if (a == flag) {
+      std::fprintf(stderr, "%s: use %s=KEY:VALUE,... (one argument, with '=')\n", prog.c_str(),
+                   flag.c_str());
+      return 2;
+    } else {
+      help = help || a == "--help" || a == "-h";
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  argv[argc] = nullptr;
+  if (help) {
+    std::printf("%s: model shapes (ATTNKIT_BENCH_SHAPE=\"...\" or %s=..., ';' between shapes):\n",
+                prog.c_str(), flag.c_str());
+    if (keys.empty()) std::printf("  (none: this program has only its default shapes)\n");
+    for (const auto& k : keys) {
+      std::printf("  %-6s %s", k.name, k.help);
+      if (k.def != shape_key::kNoDefault) std::printf(" (default %lld)", (long long)k.def);
+      std::printf("\n");
+    }
+    std::printf("\n");
+  }
+  try {
+    if (!texts.empty() && keys.empty())
+      throw shape_error("takes no model shapes (got '" + texts.front() + "')");
+    for (const auto& t : texts) register_shape(parse_shape(t, keys));
+  } catch (const shape_error& e) {
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), e.what());
+    return 2;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace attnkit_bench

@@ -35,6 +35,8 @@
 // Running:
 //   bench_delta --benchmark_repetitions=3 --benchmark_report_aggregates_only=true  (quote medians)
 //   bench_delta --benchmark_min_time=0.01                                          (smoke pass)
+//   bench_delta --attnkit_shape=H:16,HV:32,K:128,V:128,T:8192,batch:8   a model's shape (also
+//                                                 ATTNKIT_BENCH_SHAPE; --help lists the keys)
 #include <attnkit/delta.hpp>
 
 #include "bench_recurrent.hpp"
@@ -59,33 +61,49 @@ void call(const std::string& name, const attnkit::delta_params& p, const recurre
 }
 
 /// FLOP the chunk algorithm executes per token and value head for chunks of C (see the top).
-double chunk_flop_per_token_head(double C) {
-  return 6.0 * kK * kV + 2 * C * kK + 2 * C * kV + C * C / 3;
+double chunk_flop_per_token_head(const recurrent_shape& s, double C) {
+  const double K = double(s.K), V = double(s.V);
+  return 6.0 * K * V + 2 * C * K + 2 * C * V + C * C / 3;
+}
+
+const recurrent_family<attnkit::delta_params>& family() {
+  static const recurrent_family<attnkit::delta_params> f = [] {
+    recurrent_family<attnkit::delta_params> r;
+    r.variants = {"delta_rule", "gated_delta_rule", "kda"};
+    r.call_views = call;
+    // nominal FLOP for both algorithms (the same count compares them)
+    r.flop = [](const std::string& name, algorithm, const recurrent_shape& s) {
+      return attnkit::variant_by_name(name).nominal_flop(s.K, s.V);
+    };
+    r.extra = [](benchmark::State& st, const std::string&, algorithm algo, const recurrent_shape& s,
+                 double tokens) {
+      // auto runs chunk, with chunks of kAutoChunkSize, from kAutoChunkMinTokens tokens on
+      if (algo == algorithm::recurrent ||
+          (algo == algorithm::automatic && tokens < double(attnkit::detail::kAutoChunkMinTokens)))
+        return;
+      const double C = algo == algorithm::chunk ? kC : attnkit::detail::kAutoChunkSize;
+      st.counters["GFLOPS_chunk_executed"] =
+          rate(tokens * double(s.HV) * chunk_flop_per_token_head(s, C) / 1e9);
+    };
+    r.opt.with_auto = true;
+    r.opt.shapes = {{kH, 2 * kH, kK, kV, true}, {4, 4, kK, kV, true}};
+    r.opt.shape_seqs = {1024, 4096, 16384};
+    r.opt.decode_pool = true;
+    r.opt.grouped_v = true;
+    return r;
+  }();
+  return f;
 }
 
 const bool registered = [] {
-  recurrent_options opt;
-  opt.with_auto = true;
-  opt.shapes = {{kH, 2 * kH, kK, kV, true}, {4, 4, kK, kV, true}};
-  opt.shape_seqs = {1024, 4096, 16384};
-  opt.decode_pool = true;
-  register_recurrent_benchmarks<attnkit::delta_params>(
-      kShape, {"delta_rule", "gated_delta_rule", "kda"}, {1024, 4096, 16384}, call,
-      // nominal FLOP for both algorithms (the same count compares them)
-      [](const std::string& name, algorithm) {
-        return attnkit::variant_by_name(name).nominal_flop(kK, kV);
-      },
-      [](benchmark::State& st, const std::string&, algorithm algo, double token_heads) {
-        // (every T here has auto pick chunk, with chunks of kAutoChunkSize)
-        if (algo != algorithm::recurrent)
-          st.counters["GFLOPS_chunk_executed"] =
-              rate(token_heads *
-                   chunk_flop_per_token_head(
-                       algo == algorithm::chunk ? kC : attnkit::detail::kAutoChunkSize) /
-                   1e9);
-      },
-      opt);
+  register_recurrent_benchmarks(kShape, {1024, 4096, 16384}, family());
   return true;
 }();
 
+void register_shape(const user_shape& u) { register_recurrent_shape(u, family(), true); }
+
 }  // namespace
+
+int main(int argc, char** argv) {
+  return attnkit_bench::bench_main(argc, argv, recurrent_shape_keys(), register_shape);
+}

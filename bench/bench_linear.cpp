@@ -34,6 +34,8 @@
 // Running:
 //   bench_linear --benchmark_repetitions=3 --benchmark_report_aggregates_only=true  (quote medians)
 //   bench_linear --benchmark_min_time=0.01                                          (smoke pass)
+//   bench_linear --attnkit_shape=H:16,K:128,V:128,T:8192,batch:8   a model's shape (also
+//                                                 ATTNKIT_BENCH_SHAPE; --help lists the keys)
 #include <attnkit/linear.hpp>
 
 #include "bench_recurrent.hpp"
@@ -58,19 +60,36 @@ void call(const std::string& name, const attnkit::linear_params& p, const recurr
 
 /// FLOP the algorithm executes per token and head: recurrent the variant's nominal count; chunk
 /// 4KV + (C+1)(K+V) (the causal triangles of Q K^T and A V).
-double exec_flop_per_token_head(const std::string& name, algorithm algo) {
-  if (algo == algorithm::recurrent) return attnkit::variant_by_name(name).nominal_flop(kK, kV);
-  return 4.0 * kK * kV + double(kC + 1) * double(kK + kV);
+double exec_flop_per_token_head(const std::string& name, algorithm algo, const recurrent_shape& s) {
+  if (algo == algorithm::recurrent) return attnkit::variant_by_name(name).nominal_flop(s.K, s.V);
+  return 4.0 * double(s.K) * double(s.V) + double(kC + 1) * double(s.K + s.V);
+}
+
+const recurrent_family<attnkit::linear_params>& family() {
+  static const recurrent_family<attnkit::linear_params> f = [] {
+    recurrent_family<attnkit::linear_params> r;
+    r.variants = {"linear_attn", "simple_gla", "gla"};
+    r.call_views = call;
+    r.flop = exec_flop_per_token_head;
+    r.extra = [](benchmark::State& st, const std::string&, algorithm, const recurrent_shape& s,
+                 double tokens) {
+      st.counters["GFLOPS_nominal_4KV"] =
+          rate(tokens * double(s.HV) * 4.0 * double(s.K) * double(s.V) / 1e9);
+    };
+    return r;
+  }();
+  return f;
 }
 
 const bool registered = [] {
-  register_recurrent_benchmarks<attnkit::linear_params>(
-      kShape, {"linear_attn", "simple_gla", "gla"}, {1024, 4096, 16384}, call,
-      exec_flop_per_token_head,
-      [](benchmark::State& st, const std::string&, algorithm, double token_heads) {
-        st.counters["GFLOPS_nominal_4KV"] = rate(token_heads * 4.0 * kK * kV / 1e9);
-      });
+  register_recurrent_benchmarks(kShape, {1024, 4096, 16384}, family());
   return true;
 }();
 
+void register_shape(const user_shape& u) { register_recurrent_shape(u, family(), false); }
+
 }  // namespace
+
+int main(int argc, char** argv) {
+  return attnkit_bench::bench_main(argc, argv, recurrent_shape_keys(), register_shape);
+}

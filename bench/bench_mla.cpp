@@ -51,6 +51,8 @@
 //                                                    seconds to tens of seconds per call)
 //   bench_mla --benchmark_min_time=0.01 --benchmark_filter='cache:4096|T:1024'   smoke pass
 //   bench_mla --benchmark_filter='BM_ceiling_fma|form:absorbed/(tq:2/)?cache:32768/threads:2'
+//   bench_mla --attnkit_shape=H:16,cache:8192,T:1024      a model's shape (also
+//                                                          ATTNKIT_BENCH_SHAPE; --help: the keys)
 //   figures: --benchmark_repetitions=3 --benchmark_report_aggregates_only=true, quote medians.
 #include <attnkit/mla.hpp>
 #include <cstdint>
@@ -80,30 +82,35 @@ double visible_pairs(index_t tq, index_t tk) {
   return double(tq) * double(tk) - double(tq) * double(tq - 1) / 2;
 }
 
-double absorbed_flops(index_t tq, index_t tk) {
-  return double(kH) * visible_pairs(tq, tk) * double(2 * kW + 2 * kDc);
+double absorbed_flops(index_t h, index_t tq, index_t tk) {
+  return double(h) * visible_pairs(tq, tk) * double(2 * kW + 2 * kDc);
 }
 
-double naive_flops(index_t tq, index_t tk) {
-  return double(kH) * visible_pairs(tq, tk) * double(2 * (kDn + kDr) + 2 * kDv) +
-         2.0 * double(tk) * double(kH) * double(kDn + kDv) * double(kDc);
+double naive_flops(index_t h, index_t tq, index_t tk) {
+  return double(h) * visible_pairs(tq, tk) * double(2 * (kDn + kDr) + 2 * kDv) +
+         2.0 * double(tk) * double(h) * double(kDn + kDv) * double(kDc);
 }
 
 // ------------------------------------------------------------------------------------------------
 // Inputs
 
-/// The latent cache rows [c ; k_pe] of one element type: kCapacity tokens, filled (randomly) only
-/// as far as a benchmark needs; a shape of N tokens uses the first N rows.
+/// The latent cache rows [c ; k_pe] of one element type: kCapacity tokens (more if a user shape
+/// needs more), filled (randomly) only as far as a benchmark needs; a shape of N tokens uses the
+/// first N rows.
 template <class KV>
 struct latent_rows {
   buffer<KV> kv;
-  index_t filled = 0;
+  index_t capacity = 0, filled = 0;
 };
 
 template <class KV>
 latent_rows<KV>& latent_data(index_t tokens) {
   static latent_rows<KV> d;
-  if (d.kv.size() == 0) d.kv = buffer<KV>(std::size_t(kCapacity * kW));
+  if (d.capacity < tokens || d.capacity == 0) {
+    d = latent_rows<KV>{};
+    d.capacity = std::max(kCapacity, tokens);
+    d.kv = buffer<KV>(std::size_t(d.capacity * kW));
+  }
   if (d.filled < tokens) {
     fill_random(d.kv.data() + d.filled * kW, std::size_t((tokens - d.filled) * kW),
                 31 + std::uint64_t(d.filled));
@@ -112,34 +119,41 @@ latent_rows<KV>& latent_data(index_t tokens) {
   return d;
 }
 
-/// Queries and outputs of the last Tq asked for (one alive at a time), and the weights.
+/// Queries and outputs of the last (Tq, H) asked for (one alive at a time), and the weights.
 struct query_data {
-  index_t tq = -1;
+  index_t tq = -1, h = -1;
   buffer<float> q_abs, o_lat, q_nope, q_pe, o;
 };
 
-query_data& queries(index_t tq) {
+query_data& queries(index_t tq, index_t h) {
   static query_data d;
-  if (d.tq != tq) {
+  if (d.tq != tq || d.h != h) {
     d = query_data{};
-    d.q_abs = random_tensor<float>(std::size_t(tq * kH * kW), 41);
-    d.o_lat = buffer<float>(std::size_t(tq * kH * kDc));
-    d.q_nope = random_tensor<float>(std::size_t(tq * kH * kDn), 42);
-    d.q_pe = random_tensor<float>(std::size_t(tq * kH * kDr), 43);
-    d.o = buffer<float>(std::size_t(tq * kH * kDv));
+    d.q_abs = random_tensor<float>(std::size_t(tq * h * kW), 41);
+    d.o_lat = buffer<float>(std::size_t(tq * h * kDc));
+    d.q_nope = random_tensor<float>(std::size_t(tq * h * kDn), 42);
+    d.q_pe = random_tensor<float>(std::size_t(tq * h * kDr), 43);
+    d.o = buffer<float>(std::size_t(tq * h * kDv));
     d.tq = tq;
+    d.h = h;
   }
   return d;
 }
 
+/// The decompression weights of H heads (the last H asked for).
 struct weights {
-  // small entries: the decompressed keys keep logits of a few units
-  buffer<float> w_uk = random_tensor<float>(std::size_t(kH * kDn * kDc), 51, -0.05f, 0.05f);
-  buffer<float> w_uv = random_tensor<float>(std::size_t(kH * kDv * kDc), 52, -0.05f, 0.05f);
+  index_t h = -1;
+  buffer<float> w_uk, w_uv;
 };
 
-weights& weight_data() {
+weights& weight_data(index_t h) {
   static weights w;
+  if (w.h != h) {
+    // small entries: the decompressed keys keep logits of a few units
+    w.w_uk = random_tensor<float>(std::size_t(h * kDn * kDc), 51, -0.05f, 0.05f);
+    w.w_uv = random_tensor<float>(std::size_t(h * kDv * kDc), 52, -0.05f, 0.05f);
+    w.h = h;
+  }
   return w;
 }
 
@@ -157,43 +171,44 @@ void run_absorbed(const attnkit::mla_params& p, query_data& q, latent_rows<KV>& 
   static std::int32_t seqlen;
   seqlen = std::int32_t(tk);
   const attnkit::latent_cache<KV> cache{
-      attnkit::make_view(c.kv.data(), 1, kCapacity, kW),
+      attnkit::make_view(c.kv.data(), 1, c.capacity, kW),
       attnkit::make_view(static_cast<const std::int32_t*>(&seqlen), 1), kDc};
   attnkit::mla_attention_absorbed(
-      p, attnkit::make_view(static_cast<const float*>(q.q_abs.data()), 1, q.tq, kH, kW), cache,
-      attnkit::make_view(q.o_lat.data(), 1, q.tq, kH, kDc));
+      p, attnkit::make_view(static_cast<const float*>(q.q_abs.data()), 1, q.tq, q.h, kW), cache,
+      attnkit::make_view(q.o_lat.data(), 1, q.tq, q.h, kDc));
 }
 
 /// One naive call: Tq queries over the first tk tokens, c_kv and k_pe read from the latent rows.
 template <class KV>
 void run_naive(const attnkit::mla_params& p, query_data& q, latent_rows<KV>& c, index_t tk) {
-  auto& w = weight_data();
+  auto& w = weight_data(q.h);
   const KV* rows = c.kv.data();
-  const attnkit::cview<KV, 3> c_kv(rows, {1, tk, kDc}, {kCapacity * kW, kW, 1});
-  const attnkit::cview<KV, 3> k_pe(rows + kDc, {1, tk, kDr}, {kCapacity * kW, kW, 1});
+  const attnkit::cview<KV, 3> c_kv(rows, {1, tk, kDc}, {c.capacity * kW, kW, 1});
+  const attnkit::cview<KV, 3> k_pe(rows + kDc, {1, tk, kDr}, {c.capacity * kW, kW, 1});
   attnkit::mla_attention_naive(
-      p, attnkit::make_view(static_cast<const float*>(q.q_nope.data()), 1, q.tq, kH, kDn),
-      attnkit::make_view(static_cast<const float*>(q.q_pe.data()), 1, q.tq, kH, kDr), c_kv, k_pe,
-      attnkit::make_view(static_cast<const float*>(w.w_uk.data()), kH, kDn, kDc),
-      attnkit::make_view(static_cast<const float*>(w.w_uv.data()), kH, kDv, kDc),
-      attnkit::make_view(q.o.data(), 1, q.tq, kH, kDv));
+      p, attnkit::make_view(static_cast<const float*>(q.q_nope.data()), 1, q.tq, q.h, kDn),
+      attnkit::make_view(static_cast<const float*>(q.q_pe.data()), 1, q.tq, q.h, kDr), c_kv, k_pe,
+      attnkit::make_view(static_cast<const float*>(w.w_uk.data()), q.h, kDn, kDc),
+      attnkit::make_view(static_cast<const float*>(w.w_uv.data()), q.h, kDv, kDc),
+      attnkit::make_view(q.o.data(), 1, q.tq, q.h, kDv));
 }
 
 enum class form { absorbed, naive };
 
-// Naive seconds per call by (element type, Tq, Tk, threads), for speedup_vs_naive.
-std::map<std::tuple<std::string, index_t, index_t, int>, double>& naive_seconds() {
-  static std::map<std::tuple<std::string, index_t, index_t, int>, double> m;
+// Naive seconds per call by (element type, H, Tq, Tk, threads), for speedup_vs_naive.
+std::map<std::tuple<std::string, index_t, index_t, index_t, int>, double>& naive_seconds() {
+  static std::map<std::tuple<std::string, index_t, index_t, index_t, int>, double> m;
   return m;
 }
 
 /// The benchmark loop of one shape: times the kernel calls with the paired FMA ceiling, reports
 /// GFLOPS, pct_fma_peak, pct_fma_paired; returns the mean seconds per call.
 template <class KV>
-double timed(benchmark::State& st, form f, index_t tq, index_t tk, int threads, bool warm) {
+double timed(benchmark::State& st, form f, index_t h, index_t tq, index_t tk, int threads,
+             bool warm) {
   auto& c = latent_data<KV>(tk);
-  auto& q = queries(tq);
-  if (f == form::naive) weight_data();
+  auto& q = queries(tq, h);
+  if (f == form::naive) weight_data(h);
   const attnkit::mla_params p = params(threads);
   const auto call = [&] {
     if (f == form::absorbed)
@@ -215,11 +230,12 @@ double timed(benchmark::State& st, form f, index_t tq, index_t tk, int threads, 
         benchmark::DoNotOptimize(q.o.data());
       },
       [&](double s) { return run_fma_for(threads, s); });
-  const double flop = f == form::absorbed ? absorbed_flops(tq, tk) : naive_flops(tq, tk);
-  report_flops(st, flop, threads);
+  const double flop = f == form::absorbed ? absorbed_flops(h, tq, tk) : naive_flops(h, tq, tk);
+  report_flops(st, flop, threads, fma.kernel_seconds);
   report_fma_paired(st, flop, fma);
   const double per_call = seconds / double(std::max<std::int64_t>(calls, 1));
-  const auto key = std::make_tuple(std::string(sizeof(KV) == 2 ? "bf16" : "f32"), tq, tk, threads);
+  const auto key =
+      std::make_tuple(std::string(sizeof(KV) == 2 ? "bf16" : "f32"), h, tq, tk, threads);
   if (f == form::naive) {
     naive_seconds()[key] = per_call;
   } else {
@@ -229,21 +245,24 @@ double timed(benchmark::State& st, form f, index_t tq, index_t tk, int threads, 
   return per_call;
 }
 
+/// Decode of Tq tokens (the last Tq of `cache` positions) with H heads.
 template <class KV>
-void BM_mla_decode(benchmark::State& st, form f, index_t tq) {
-  const index_t cache = st.range(0);
-  const int threads = int(st.range(1));
+void decode_body(benchmark::State& st, form f, index_t h, index_t tq, index_t cache, int threads) {
   const bool long_shape = f == form::naive && cache >= kLongCache;
-  const double per_call = timed<KV>(st, f, tq, cache, threads, !long_shape);
+  const double per_call = timed<KV>(st, f, h, tq, cache, threads, !long_shape);
   st.counters["us_per_token"] = per_call / double(tq) * 1e6;
   st.counters["cache_bytes_per_token"] = double(attnkit::latent_bytes_per_token<KV>(kDc, kDr));
-  st.counters["mha_bytes_per_token"] = double(attnkit::mha_bytes_per_token<KV>(kH, kDn, kDr, kDv));
+  st.counters["mha_bytes_per_token"] = double(attnkit::mha_bytes_per_token<KV>(h, kDn, kDr, kDv));
+}
+
+template <class KV>
+void BM_mla_decode(benchmark::State& st, form f, index_t tq) {
+  decode_body<KV>(st, f, kH, tq, st.range(0), int(st.range(1)));
 }
 
 void BM_mla_prefill(benchmark::State& st, form f) {
   const index_t t = st.range(0);
-  const int threads = int(st.range(1));
-  timed<float>(st, f, t, t, threads, t < kLongPrefill);
+  timed<float>(st, f, kH, t, t, int(st.range(1)), t < kLongPrefill);
 }
 
 bool register_all() {
@@ -286,4 +305,56 @@ bool register_all() {
 
 const bool registered = register_all();
 
+// ------------------------------------------------------------------------------------------------
+// Model shapes given by the user
+
+const std::vector<shape_key> kShapeKeys{
+    {"H", kH, "heads (Dn = 128, Dr = 64, Dc = 512, Dv = 128)"},
+    {"cache", shape_key::kNoDefault, "decode cache length (absorbed form, f32 and bf16)"},
+    {"tq", 1, "decode query tokens (the last tq of the cache; > 1: multi-token prediction)"},
+    {"T", shape_key::kNoDefault, "prefill tokens (causal, float; naive and absorbed forms)"},
+};
+
+/// Registers BM_mla_decode_f32|bf16/form:absorbed/H/tq/cache/threads (when cache is given) and
+/// BM_mla_prefill_f32/form:naive|absorbed/H/T/threads (when T is given).
+void register_shape(const user_shape& u) {
+  if (!u.has("cache") && !u.has("T"))
+    throw shape_error("shape '" + u.text() +
+                      "': needs key 'cache' (decode) and/or key 'T' (prefill)");
+  const int64_t h = u.get("H"), tq = u.get("tq");
+  if (u.has("cache")) {
+    if (tq > u.get("cache"))
+      throw u.error("tq", std::to_string(tq) + " query tokens do not fit in a cache of " +
+                              std::to_string(u.get("cache")));
+    const auto decode = [](auto kv) {
+      using KV = decltype(kv);
+      return skip_on_error([](benchmark::State& st) {
+        decode_body<KV>(st, form::absorbed, st.range(0), st.range(1), st.range(2),
+                        int(st.range(3)));
+      });
+    };
+    for (auto* b :
+         {benchmark::RegisterBenchmark("BM_mla_decode_f32/form:absorbed", decode(float{})),
+          benchmark::RegisterBenchmark("BM_mla_decode_bf16/form:absorbed", decode(bf16{}))}) {
+      b->ArgNames({"H", "tq", "cache", "threads"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+      b->ArgsProduct({{h}, {tq}, {u.get("cache")}, thread_counts()});
+    }
+  }
+  if (u.has("T"))
+    for (const form f : {form::naive, form::absorbed}) {  // naive first: speedup_vs_naive
+      auto* b = benchmark::RegisterBenchmark(
+          f == form::naive ? "BM_mla_prefill_f32/form:naive" : "BM_mla_prefill_f32/form:absorbed",
+          skip_on_error([f](benchmark::State& st) {
+            const index_t t = st.range(1);
+            timed<float>(st, f, st.range(0), t, t, int(st.range(2)), t < kLongPrefill);
+          }));
+      b->ArgNames({"H", "T", "threads"})->UseManualTime()->Unit(benchmark::kMillisecond);
+      b->ArgsProduct({{h}, {u.get("T")}, thread_counts()});
+    }
+}
+
 }  // namespace
+
+int main(int argc, char** argv) {
+  return attnkit_bench::bench_main(argc, argv, kShapeKeys, register_shape);
+}

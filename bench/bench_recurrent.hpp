@@ -6,12 +6,18 @@
 //   BM_<variant>_<algo>/H:h/HV:hv/seq:T/threads:N         the same for further shapes
 //   BM_<variant>_decode/batch:B/threads:N                 T = 1 per sequence, state updated in
 //                                                         place (from a pool if asked)
-// for every algorithm a variant has (attnkit's variant table; auto = algorithm::automatic). A
-// family supplies one callable, call(variant_name, params, views), that runs the kernel.
+// for every algorithm a variant has (attnkit's variant table; auto = algorithm::automatic), and for
+// a model shape given by the user (recurrent_shape_keys: H, HV, K, V, T, batch)
+//   BM_<variant>_<algo>/H:h/HV:hv/K:k/V:v/T:t/threads:N     prefill, when T is given
+//   BM_<variant>_decode/H:h/HV:hv/K:k/V:v/batch:B/threads:N
+// A family (recurrent_family) supplies one callable, call(variant_name, params, views), that runs
+// the kernel, its FLOP count and its extra counters.
 //   tokens_per_s    = B*T per call / seconds
 //   GFLOPS          = FLOP per token and (value) head * B*T*heads / seconds / 1e9; the family
 //                     passes the count (nominal, or what its algorithm executes)
 //   GBps            = 2 * B*heads*K*V*4 bytes per decode call (one read + one write of the state)
+//   working_set_MiB, pct_read_same_size = the B*heads*K*V*4 bytes of the states, and GBps against
+//                     reading a buffer of that size again and again (bench_common.hpp)
 #pragma once
 
 #include <attnkit/core/recurrent_state.hpp>
@@ -29,7 +35,7 @@ namespace attnkit_bench {
 /// [b,t,HV,V], beta [b,t,HV] in (0.05, 0.95), log gates gs [b,t,HV] and gc [b,t,HV,K] in
 /// (-0.2, -0.001), states h0, ht [b,HV,K,V].
 struct recurrent_inputs {
-  index_t b = -1, t = -1, H = -1, HV = -1, pool = 0;
+  index_t b = -1, t = -1, H = -1, HV = -1, K = -1, V = -1, pool = 0;
   buffer<float> q, k, v, o, beta, gs, gc, h0, ht;
   std::vector<std::int32_t> slots;  // state pool rows of the b sequences (pool > 0)
 };
@@ -56,7 +62,8 @@ struct recurrent_shape {
 inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, index_t t,
                                         index_t pool = 0) {
   static recurrent_inputs d;
-  if (d.b != b || d.t != t || d.H != s.H || d.HV != s.HV || d.pool != pool) {
+  if (d.b != b || d.t != t || d.H != s.H || d.HV != s.HV || d.K != s.K || d.V != s.V ||
+      d.pool != pool) {
     d = recurrent_inputs{};
     const auto n = std::size_t(b * t * s.H), nv = std::size_t(b * t * s.HV);
     const float lo = s.unit_qk ? -1.f : -0.5f, hi = s.unit_qk ? 1.f : 0.5f;
@@ -79,6 +86,8 @@ inline recurrent_inputs& recurrent_data(const recurrent_shape& s, index_t b, ind
     d.t = t;
     d.H = s.H;
     d.HV = s.HV;
+    d.K = s.K;
+    d.V = s.V;
     d.pool = pool;
   }
   return d;
@@ -114,11 +123,12 @@ inline recurrent_views views_of(const recurrent_shape& s, recurrent_inputs& d, i
 template <class Params>
 using recurrent_call =
     std::function<void(const std::string&, const Params&, const recurrent_views&)>;
-/// FLOP per token and value head that GFLOPS counts for (variant, algo).
-using recurrent_flop = std::function<double(const std::string&, attnkit::algorithm)>;
-/// Family-specific prefill counters: (state, variant, algo, token-heads per call: tokens x HV).
-using recurrent_counters =
-    std::function<void(benchmark::State&, const std::string&, attnkit::algorithm, double)>;
+/// FLOP per token and value head that GFLOPS counts for (variant, algo, shape).
+using recurrent_flop =
+    std::function<double(const std::string&, attnkit::algorithm, const recurrent_shape&)>;
+/// Family-specific prefill counters: (state, variant, algo, shape, tokens per call).
+using recurrent_counters = std::function<void(benchmark::State&, const std::string&,
+                                              attnkit::algorithm, const recurrent_shape&, double)>;
 
 /// What a family registers beyond the prefill rows of its main shape.
 struct recurrent_options {
@@ -126,83 +136,169 @@ struct recurrent_options {
   std::vector<recurrent_shape> shapes;  ///< further shapes: BM_<variant>_<algo>/H:h/HV:hv
   std::vector<int64_t> shape_seqs;      ///< T of those rows
   bool decode_pool = false;             ///< decode reads and writes rows of a state pool
+  bool grouped_v = false;               ///< the family takes HV a multiple of H (else HV = H)
 };
 
-/// Registers the prefill and decode benchmarks of `variants` (see the top of this file). Params is
-/// the family's params struct (algo, chunk_size = 64, exec set per call).
+/// A family: its variants, the call of a variant's kernel, its FLOP count and extra counters,
+/// and its options. Params is the family's params struct (algo, chunk_size = 64, exec set per
+/// call).
 template <class Params>
-void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<std::string> variants,
-                                   std::vector<int64_t> seqs, recurrent_call<Params> call_views,
-                                   recurrent_flop flop, recurrent_counters extra = {},
-                                   const recurrent_options& opt = {}) {
-  using attnkit::algorithm;
-  // (variant, algo, executor, shape, inputs, b sequences, t tokens, ht; ht == d.h0: in place)
-  const auto call = [=](const std::string& name, algorithm algo, attnkit::executor* exec,
-                        const recurrent_shape& sh, recurrent_inputs& d, index_t b, index_t t,
-                        float* ht) {
+struct recurrent_family {
+  std::vector<std::string> variants;
+  recurrent_call<Params> call_views;
+  recurrent_flop flop;
+  recurrent_counters extra;
+  recurrent_options opt;
+
+  /// One call: (variant, algo, executor, shape, inputs, b sequences, t tokens, ht; ht == d.h0:
+  /// in place).
+  void call(const std::string& name, attnkit::algorithm algo, attnkit::executor* exec,
+            const recurrent_shape& sh, recurrent_inputs& d, index_t b, index_t t, float* ht) const {
     Params p;
     p.algo = algo;
     p.chunk_size = 64;
     p.exec = exec;
     call_views(name, p, views_of(sh, d, b, t, ht));
-  };
+  }
+
+  /// Prefill of one sequence of t tokens (h0 given, ht written) with the paired FMA ceiling.
+  void prefill(benchmark::State& st, const std::string& name, attnkit::algorithm algo,
+               const recurrent_shape& sh, index_t t, int threads) const {
+    recurrent_inputs& d = recurrent_data(sh, 1, t);
+    const paired_ceiling fma = paired_loop(
+        st, [&] { call(name, algo, &pool(threads), sh, d, 1, t, d.ht.data()); },
+        [&](double seconds) { return run_fma_for(threads, seconds); });
+    const double tokens = double(t), f = tokens * double(sh.HV) * flop(name, algo, sh);
+    st.counters["tokens_per_s"] = rate(tokens);
+    report_flops(st, f, threads, fma.kernel_seconds);
+    report_fma_paired(st, f, fma);
+    if (extra) extra(st, name, algo, sh, tokens);
+  }
+
+  /// One decode step (T = 1) of b sequences, states updated in place (from a pool of 2b rows
+  /// with opt.decode_pool), with the paired read ceiling.
+  void decode(benchmark::State& st, const std::string& name, const recurrent_shape& sh, index_t b,
+              int threads) const {
+    using attnkit::algorithm;
+    recurrent_inputs& d = recurrent_data(sh, b, 1, opt.decode_pool ? 2 * b : 0);
+    const paired_ceiling read = paired_loop(
+        st,
+        [&] {
+          call(name, algorithm::recurrent, &pool(threads), sh, d, b, 1, d.h0.data());
+        },  // in place
+        [&](double seconds) { return run_read_for(threads, seconds); });
+    const double tokens = double(b),
+                 bytes = double(b * sh.HV) *
+                         attnkit::variant_by_name(name).decode_bytes(sh.K, sh.V, sizeof(float));
+    st.counters["tokens_per_s"] = rate(tokens);
+    report_flops(st, tokens * double(sh.HV) * flop(name, algorithm::recurrent, sh), threads,
+                 read.kernel_seconds);
+    // working set: the b state rows, read and written in place
+    report_bytes(st, bytes, threads, read.kernel_seconds,
+                 double(b * sh.HV * sh.K * sh.V) * sizeof(float));
+    report_read_paired(st, bytes, read);
+  }
+
+  /// The algorithms of a variant this family registers, with their name suffixes.
+  std::vector<std::pair<attnkit::algorithm, const char*>> algorithms(
+      const std::string& name) const {
+    using attnkit::algorithm;
+    std::vector<std::pair<algorithm, const char*>> r;
+    const auto& info = attnkit::variant_by_name(name);
+    for (const auto algo : {algorithm::chunk, algorithm::recurrent, algorithm::automatic}) {
+      if (!attnkit::supports(info, algo) || (algo == algorithm::automatic && !opt.with_auto))
+        continue;
+      r.push_back({algo, algo == algorithm::chunk       ? "_chunk"
+                         : algo == algorithm::recurrent ? "_recurrent"
+                                                        : "_auto"});
+    }
+    return r;
+  }
+};
+
+/// Registers the prefill and decode benchmarks of the family's variants for its main shape and
+/// opt.shapes (see the top of this file).
+template <class Params>
+void register_recurrent_benchmarks(const recurrent_shape& shape, std::vector<int64_t> seqs,
+                                   const recurrent_family<Params>& fam) {
   register_ceiling_benchmarks();
+  const auto& opt = fam.opt;
   std::vector<std::pair<recurrent_shape, std::string>> prefill_shapes{{shape, ""}};
   for (const auto& s : opt.shapes)
     prefill_shapes.push_back({s, "/H:" + std::to_string(s.H) + "/HV:" + std::to_string(s.HV)});
-  for (const auto& name : variants) {
-    const auto& info = attnkit::variant_by_name(name);
-    for (const auto& [shp, key] : prefill_shapes)
-      for (const auto algo : {algorithm::chunk, algorithm::recurrent, algorithm::automatic}) {
-        if (!attnkit::supports(info, algo) || (algo == algorithm::automatic && !opt.with_auto))
-          continue;
-        const char* algo_name = algo == algorithm::chunk       ? "_chunk"
-                                : algo == algorithm::recurrent ? "_recurrent"
-                                                               : "_auto";
-        const std::string bm = "BM_" + name + algo_name + key;
-        const recurrent_shape sh = shp;
-        benchmark::RegisterBenchmark(
-            bm.c_str(),
-            [=](benchmark::State& st) {
-              const index_t t = st.range(0);
-              const int threads = int(st.range(1));
-              recurrent_inputs& d = recurrent_data(sh, 1, t);
-              const paired_ceiling fma = paired_loop(
-                  st, [&] { call(name, algo, &pool(threads), sh, d, 1, t, d.ht.data()); },
-                  [&](double seconds) { return run_fma_for(threads, seconds); });
-              const double tokens = double(t), f = tokens * double(sh.HV) * flop(name, algo);
-              st.counters["tokens_per_s"] = rate(tokens);
-              report_flops(st, f, threads);
-              report_fma_paired(st, f, fma);
-              if (extra) extra(st, name, algo, tokens * double(sh.HV));
-            })
+  for (const auto& name : fam.variants) {
+    for (const auto& ps : prefill_shapes)
+      for (const auto& an : fam.algorithms(name)) {
+        const recurrent_shape sh = ps.first;
+        const attnkit::algorithm algo = an.first;
+        const std::string bm = "BM_" + name + an.second + ps.second;
+        benchmark::RegisterBenchmark(bm.c_str(),
+                                     [=](benchmark::State& st) {
+                                       fam.prefill(st, name, algo, sh, st.range(0),
+                                                   int(st.range(1)));
+                                     })
             ->ArgNames({"seq", "threads"})
-            ->ArgsProduct({key.empty() ? seqs : opt.shape_seqs, thread_counts()})
+            ->ArgsProduct({ps.second.empty() ? seqs : opt.shape_seqs, thread_counts()})
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }
     benchmark::RegisterBenchmark(
         ("BM_" + name + "_decode").c_str(),
-        [=](benchmark::State& st) {
-          const index_t b = st.range(0);
-          const int threads = int(st.range(1));
-          recurrent_inputs& d = recurrent_data(shape, b, 1, opt.decode_pool ? 2 * b : 0);
-          const paired_ceiling read = paired_loop(
-              st,
-              [&] {
-                call(name, algorithm::recurrent, &pool(threads), shape, d, b, 1, d.h0.data());
-              },  // in place
-              [&](double seconds) { return run_read_for(threads, seconds); });
-          const double tokens = double(b),
-                       bytes = double(b * shape.HV) *
-                               info.decode_bytes(shape.K, shape.V, sizeof(float));
-          st.counters["tokens_per_s"] = rate(tokens);
-          report_flops(st, tokens * double(shape.HV) * flop(name, algorithm::recurrent), threads);
-          report_bytes(st, bytes, threads);
-          report_read_paired(st, bytes, read);
-        })
+        [=](benchmark::State& st) { fam.decode(st, name, shape, st.range(0), int(st.range(1))); })
         ->ArgNames({"batch", "threads"})
         ->ArgsProduct({{1, 64}, thread_counts()})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+/// The shape keys of the recurrent families.
+inline const std::vector<shape_key>& recurrent_shape_keys() {
+  static const std::vector<shape_key> keys{
+      {"H", 16, "query/key heads"},
+      {"HV", shape_key::kNoDefault, "value heads (default: H; delta: a multiple of H)"},
+      {"K", 128, "key head dim"},
+      {"V", 128, "value head dim"},
+      {"T", shape_key::kNoDefault, "prefill tokens (one sequence; no prefill rows without it)"},
+      {"batch", 1, "sequences of the decode rows"},
+  };
+  return keys;
+}
+
+/// Registers, for a user shape (recurrent_shape_keys), BM_<variant>_<algo>/H/HV/K/V/T/threads for
+/// every algorithm (when T is given) and BM_<variant>_decode/H/HV/K/V/batch/threads.
+template <class Params>
+void register_recurrent_shape(const user_shape& u, const recurrent_family<Params>& fam,
+                              bool unit_qk) {
+  const int64_t H = u.get("H"), HV = u.has("HV") ? u.get("HV") : H, K = u.get("K"), V = u.get("V"),
+                batch = u.get("batch");
+  if (fam.opt.grouped_v ? (HV < H || HV % H != 0) : HV != H)
+    throw u.error("HV",
+                  "HV = " + std::to_string(HV) +
+                      (fam.opt.grouped_v ? " is not a multiple of H = " : " must equal H = ") +
+                      std::to_string(H));
+  const auto shape_of = [unit_qk](const benchmark::State& st) {
+    return recurrent_shape{st.range(0), st.range(1), st.range(2), st.range(3), unit_qk};
+  };
+  for (const auto& name : fam.variants) {
+    if (u.has("T"))
+      for (const auto& an : fam.algorithms(name)) {
+        const attnkit::algorithm algo = an.first;
+        benchmark::RegisterBenchmark(
+            ("BM_" + name + an.second).c_str(), skip_on_error([=](benchmark::State& st) {
+              fam.prefill(st, name, algo, shape_of(st), st.range(4), int(st.range(5)));
+            }))
+            ->ArgNames({"H", "HV", "K", "V", "T", "threads"})
+            ->ArgsProduct({{H}, {HV}, {K}, {V}, {u.get("T")}, thread_counts()})
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+    benchmark::RegisterBenchmark(
+        ("BM_" + name + "_decode").c_str(), skip_on_error([=](benchmark::State& st) {
+          fam.decode(st, name, shape_of(st), st.range(4), int(st.range(5)));
+        }))
+        ->ArgNames({"H", "HV", "K", "V", "batch", "threads"})
+        ->ArgsProduct({{H}, {HV}, {K}, {V}, {batch}, thread_counts()})
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
   }

@@ -17,6 +17,8 @@
 //                                   W + 4 sinks + 1 slots (4 token sinks)
 //       GBps, pct_read_bw = bytes of the window and sink rows read (W + 4 tokens of K and V) per
 //                      call / wall seconds, and against the in-binary streaming read
+//       working_set_MiB, pct_read_same_size = those bytes, and GBps against reading a buffer of
+//                      that size again and again (the ring stays in cache: bench_common.hpp)
 //       us_per_token = wall microseconds per decode step; cache_bytes = the ring's bytes (constant
 //                      in pos)
 // All times are wall-clock (UseManualTime; the paired ceiling runs are excluded).
@@ -105,7 +107,7 @@ double timed_prefill(benchmark::State& st, index_t W, index_t t, int threads, do
         benchmark::DoNotOptimize(d.o.data());
       },
       [&](double s) { return run_fma_for(threads, s); });
-  report_flops(st, flop, threads);
+  report_flops(st, flop, threads, fma.kernel_seconds);
   report_fma_paired(st, flop, fma);
   const double per_call = seconds / double(std::max<std::int64_t>(calls, 1));
   st.counters["us_per_token"] = per_call / double(t) * 1e6;
@@ -179,7 +181,7 @@ void BM_window_decode(benchmark::State& st) {
       },
       [&](double s) { return run_read_for(threads, s); });
   const double bytes = kv_bytes(1, W + kSinks, kHkv, kD, kD, sizeof(float));
-  report_bytes(st, bytes, threads);
+  report_bytes(st, bytes, threads, read.kernel_seconds, bytes);
   report_read_paired(st, bytes, read);
   st.counters["us_per_token"] = seconds / double(std::max<std::int64_t>(calls, 1)) * 1e6;
   st.counters["cache_bytes"] = double(2 * cap * kHkv * kD) * double(sizeof(float));
@@ -203,3 +205,5 @@ bool register_all() {
 const bool registered = register_all();
 
 }  // namespace
+
+int main(int argc, char** argv) { return attnkit_bench::bench_main(argc, argv, {}, nullptr); }

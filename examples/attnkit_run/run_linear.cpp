@@ -5,7 +5,9 @@
 //   optional z0 [N,1,H,K] (linear_attn --normalize), optional cu_seqlens [N+1] (int32 or int64;
 //   then B = 1) -> o [B,T,H,V], ht [N,H,K,V] (always), zt [N,1,H,K] (with --normalize), in the
 //   input dtype. Options: --scale X (default K^-0.5), --mode chunk|recurrent|auto, --chunk-size
-//   C, --normalize (linear_attn). Absent h0 / z0 are zeros (fla's initial_state=None).
+//   C, --normalize (linear_attn), --state-indices (h0 [P,H,K,V] and z0 [P,1,H,K] are pools and
+//   state_indices [N] names each sequence's row, -1 = skip; ht and zt are the whole pools after
+//   the call). Absent h0 / z0 are zeros (fla's initial_state=None).
 #include <attnkit/linear.hpp>
 
 #include "common.hpp"
@@ -45,17 +47,20 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
     for (std::size_t r = 0; r < 4; ++r)
       ctx.expect_dim(g, "B,T,HV,K", r, io.q.dim(r), "shape of q.npy");
   }
+  io.pool = ctx.opts().flag("state-indices");
   io.load_states(ctx);
-  const index_t N = io.N;
+  // rows of the state tensors: one per sequence, or the P rows of the pools
+  const index_t N = io.pool ? io.P : io.N;
   const bool normalize = so.p.normalize;
   tensor<T> z0;
   if (normalize) {
-    z0 = ctx.load_optional<T>("z0", za);
+    const std::string zaxes = io.pool ? "P,1,H,K" : za;
+    z0 = ctx.load_optional<T>("z0", zaxes);
     if (z0.present()) {
-      ctx.expect_dim(z0, za, 0, N, io.n_why);
-      ctx.expect_dim(z0, za, 1, 1, "key-sum state");
-      ctx.expect_dim(z0, za, 2, H, "H of q.npy");
-      ctx.expect_dim(z0, za, 3, K, "K of q.npy");
+      ctx.expect_dim(z0, zaxes, 0, N, io.pool ? "P of h0.npy, the state pool" : io.n_why);
+      ctx.expect_dim(z0, zaxes, 1, 1, "key-sum state");
+      ctx.expect_dim(z0, zaxes, 2, H, "H of q.npy");
+      ctx.expect_dim(z0, zaxes, 3, K, "K of q.npy");
     }
     // the library continues a normalised run only from (h0, z0) together; an absent one is zeros
     if (io.h0.present() != z0.present()) {
@@ -72,8 +77,12 @@ void run_typed(context& ctx, lin_variant var, const lin_options& so) {
   std::vector<T> zt(checked_elems("zt", {N, 1, H, K}), T(0));
   attnkit::linear_extras<T> x;
   if (normalize) {
-    if (z0.present()) x.z0 = z0.template cview<4>();
+    if (io.pool) zt = z0.buf;  // zt starts as the pool and is updated in place, as ht
     x.zt = attnkit::make_view(zt.data(), N, index_t(1), H, K);
+    if (io.pool)
+      x.z0 = attnkit::make_view(static_cast<const T*>(zt.data()), N, index_t(1), H, K);
+    else if (z0.present())
+      x.z0 = z0.template cview<4>();
   }
   const auto qv = io.q.template cview<4>(), kv = io.k.template cview<4>(),
              vv = io.v.template cview<4>();
@@ -113,7 +122,8 @@ void run_linear_attn(context& ctx) { run_variant(ctx, lin_variant::linear); }
 void run_simple_gla(context& ctx) { run_variant(ctx, lin_variant::simple); }
 void run_gla(context& ctx) { run_variant(ctx, lin_variant::gla); }
 
-const char* const kOptions = "--scale X, --mode chunk|recurrent|auto, --chunk-size C";
+const char* const kOptions =
+    "--scale X, --mode chunk|recurrent|auto, --chunk-size C, --state-indices";
 const variant_registrar reg_linear_attn(
     "linear_attn", &run_linear_attn,
     usage_of("linear_attn", std::string(kOptions) + ", --normalize").c_str());

@@ -65,15 +65,7 @@ struct cache_store {
   attnkit::ring_kv_cache<T> ring;
 };
 
-/// Restricts a cache to row n (a B = 1 cache for one varlen sequence).
-template <class T>
-attnkit::kv_cache<T> cache_row(const attnkit::kv_cache<T>& c, index_t n) {
-  return {slice(c.k, 0, n, n + 1), slice(c.v, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1)};
-}
-template <class T>
-attnkit::paged_kv_cache<T> cache_row(const attnkit::paged_kv_cache<T>& c, index_t n) {
-  return {c.k_pages, c.v_pages, slice(c.block_table, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1)};
-}
+/// Restricts a ring cache to row n (a B = 1 cache for one sequence).
 template <class T>
 attnkit::ring_kv_cache<T> cache_row(const attnkit::ring_kv_cache<T>& c, index_t n) {
   return {slice(c.k, 0, n, n + 1), slice(c.v, 0, n, n + 1), slice(c.seqlens, 0, n, n + 1),
@@ -185,16 +177,13 @@ void attend_cache_seqs(const softmax_options& so, bool ref, const attnkit::cview
     attend_cache(so, ref, q, cache, o, x);
     return;
   }
-  // One call per packed sequence: its query rows, its cache row, its slice of o and lse.
-  for (std::size_t n = 0; n < seqs.size(); ++n) {
-    const auto& s = seqs[n];
-    if (s.tq == 0) continue;
-    attnkit::softmax_extras<T> xn;
-    xn.sinks = x.sinks;
-    xn.lse = slice(x.lse, 2, s.q0, s.q0 + s.tq);
-    attend_cache(so, ref, slice(q, 1, s.q0, s.q0 + s.tq), cache_row(cache, index_t(n)),
-                 slice(o, 1, s.q0, s.q0 + s.tq), xn);
-  }
+  // One varlen call: sequence n's packed query rows attend over cache row n.
+  std::vector<std::int32_t> cu(1, 0);
+  for (const auto& s : seqs) cu.push_back(std::int32_t(s.q0 + s.tq));
+  attnkit::softmax_extras<T> xv = x;
+  xv.cu_seqlens_q =
+      attnkit::make_view(static_cast<const std::int32_t*>(cu.data()), index_t(cu.size()));
+  attend_cache(so, ref, q, cache, o, xv);
 }
 
 /// cu_seqlens: at least one entry, starts at 0, non-decreasing, ends at the packed token count.

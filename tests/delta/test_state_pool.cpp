@@ -5,7 +5,6 @@
 // sequence, in place and into a separate pool, prefill and the one-token decode step) equals
 // separate calls per sequence; rows no sequence names are untouched; errors name the bad slot.
 #include <attnkit/delta.hpp>
-#include <attnkit/linear.hpp>
 #include <support/test_util.hpp>
 
 using namespace attnkit;
@@ -147,11 +146,4 @@ TEST_CASE("state pool: errors name the bad slot", "[delta][pool][errors]") {
   const std::vector<std::int32_t> short_idx = {0};
   CHECK_THROWS_WITH(run(short_idx, true), Contains("tensor 'state_indices' [N] dim 0 (N)"));
   CHECK_NOTHROW(run(ok, true));
-  // the linear family does not take a pool yet
-  owned_tensor<float, 4> lo({2, 3, 1, 4});
-  linear_params lp;
-  CHECK_THROWS_WITH(linear_attn(lp, in.q.cv(), in.k.cv(), in.v.cv(), lo.v(),
-                                recurrent_state<float>{
-                                    pool.cv(), pool.v(), {}, make_view(ok.data(), index_t(2))}),
-                    Contains("state_indices"));
 }

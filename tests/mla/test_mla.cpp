@@ -322,3 +322,50 @@ TEMPLATE_TEST_CASE("mla: mla_attention computes either form from the model's ten
   p.form = mla_form::absorbed;
   CHECK(detail::resolve_form(p, 1 << 20) == mla_form::absorbed);
 }
+
+TEMPLATE_TEST_CASE("mla: a varlen batch over a paged latent cache equals one call per sequence",
+                   "[mla][varlen]", double, float) {
+  using T = TestType;
+  // decode row, MTP pair, empty sequence, prefill chunk after a prompt
+  const std::vector<std::int32_t> cached = {30, 12, 4, 9}, fresh = {1, 2, 0, 13};
+  const index_t N = 4, H = 5, Dc = 24, Dr = 8, W = Dc + Dr, P = 6, max_pages = 8;
+  std::vector<std::int32_t> cu(1, 0);
+  for (auto t : fresh) cu.push_back(cu.back() + t);
+  const index_t total = cu.back();
+  owned_tensor<T, 4> q({1, total, H, W}), o({1, total, H, Dc}), o_sep({1, total, H, Dc});
+  owned_tensor<T, 3> kv_new({1, total, W}), lse({1, H, total}), lse_sep({1, H, total});
+  owned_tensor<T, 3> pages({N * max_pages, P, W}), pages_sep({N * max_pages, P, W});
+  std::mt19937_64 rng(21);
+  test::fill_normal(q.v(), rng);
+  test::fill_normal(kv_new.v(), rng);
+  test::fill_normal(pages.v(), rng);
+  test::copy(pages.cv(), pages_sep.v());
+  std::vector<std::int32_t> table(std::size_t(N * max_pages));
+  for (std::size_t i = 0; i < table.size(); ++i)  // pages handed out backwards
+    table[i] = std::int32_t(table.size() - 1 - i);
+  const auto bt = make_view<const std::int32_t>(table.data(), N, max_pages);
+  mla_params p;
+  p.dn = 16;
+  p.causal = true;
+  softmax_extras<T> x;
+  x.cu_seqlens_q = make_view<const std::int32_t>(cu.data(), N + 1);
+  x.lse = lse.v();
+  mla_attention_absorbed(p, q.cv(),
+                         paged_latent_cache<T>{pages.v(), bt, make_view(cached.data(), N), Dc},
+                         o.v(), x, kv_new.cv());
+  for (index_t n = 0; n < N; ++n) {
+    const index_t t0 = cu[std::size_t(n)], t1 = cu[std::size_t(n) + 1];
+    owned_tensor<T, 3> l({1, H, t1 - t0});
+    softmax_extras<T> xs;
+    xs.lse = l.v();
+    mla_attention_absorbed(p, slice(q.cv(), 1, t0, t1),
+                           paged_latent_cache<T>{pages_sep.v(), slice(bt, 0, n, n + 1),
+                                                 make_view(&cached[std::size_t(n)], 1), Dc},
+                           slice(o_sep.v(), 1, t0, t1), xs, slice(kv_new.cv(), 1, t0, t1));
+    for (index_t h = 0; h < H; ++h)
+      for (index_t t = t0; t < t1; ++t) lse_sep.view(0, h, t) = l.view(0, h, t - t0);
+  }
+  ATTNKIT_CHECK_CLOSE(o.cv(), o_sep.cv(), test::tolerance<T>());
+  ATTNKIT_CHECK_CLOSE(lse.cv(), lse_sep.cv(), test::tolerance<T>());
+  CHECK(pages.buf == pages_sep.buf);  // the same tokens appended to the same pages
+}

@@ -446,13 +446,25 @@ TEST_CASE("standard: every bad input gets a clear error", "[standard][errors]") 
 
   CHECK_THROWS_WITH(
       standard_attention(p, q, make_view(static_cast<const float*>(b), 1, 6, 2, 7), v, o),
-      Contains("tensor 'k'") && Contains("dim 3 (Dk)") && Contains("expected 8, got 7"));
+      Contains("tensor 'k'") && Contains("dim 3 (Dk)") && Contains("expected 8 (Dk of q), got 7"));
   CHECK_THROWS_WITH(standard_attention(p, q, make_view(static_cast<const float*>(b), 1, 6, 3, 8),
                                        make_view(static_cast<const float*>(b), 1, 6, 3, 8), o),
-                    Contains("Hq = 4 is not a multiple of Hkv = 3"));
+                    Contains("tensor 'k'") && Contains("dim 2 (Hkv)") &&
+                        Contains("Hq = 4 (dim 2 of q) is not a multiple of Hkv = 3"));
+  // The message blames the wrong tensor and names where the expected value comes from: a k
+  // with a bad head count beside a good v is k's error, and v is compared with k's Hkv.
+  CHECK_THROWS_WITH(
+      standard_attention(p, q, make_view(static_cast<const float*>(b), 1, 6, 3, 8), v, o),
+      Contains("tensor 'k'") && Contains("Hq = 4 (dim 2 of q)"));
+  CHECK_THROWS_WITH(
+      standard_attention(p, q, k, make_view(static_cast<const float*>(b), 1, 6, 1, 8), o),
+      Contains("tensor 'v'") && Contains("dim 2 (Hkv)") &&
+          Contains("expected 2 (Hkv of k), got 1"));
+  CHECK_THROWS_WITH(standard_attention(p, q, k, v, make_view(obuf.data(), 1, 4, 2, 8)),
+                    Contains("tensor 'o'") && Contains("expected 4 (Hq of q), got 2"));
   CHECK_THROWS_WITH(
       standard_attention(p, q, k, make_view(static_cast<const float*>(b), 1, 5, 2, 8), o),
-      Contains("tensor 'v'") && Contains("dim 1 (Tk)") && Contains("expected 6, got 5"));
+      Contains("tensor 'v'") && Contains("dim 1 (Tk)") && Contains("expected 6 (Tk of k), got 5"));
   CHECK_THROWS_WITH(standard_attention(p, q, k, v, make_view(obuf.data(), 1, 4, 4, 9)),
                     Contains("tensor 'o'") && Contains("dim 3 (Dv)"));
   CHECK_THROWS_WITH(

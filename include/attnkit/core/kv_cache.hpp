@@ -13,17 +13,20 @@
 //               recent capacity - n_sink tokens (sliding-window attention: memory W + n_sink + Tq
 //               slots whatever the generation length)
 // seqlens[b] counts the tokens of row b (for the ring: every token ever appended, its position).
-// Appending never advances it: the caller does, after the call (FlashAttention's
-// flash_attn_with_kvcache contract).
+// Appending (cache_append, or k_new/v_new of an attention call) never advances it: the caller
+// does, after the call (FlashAttention's flash_attn_with_kvcache contract). A varlen batch
+// (cu_seqlens [N+1] over packed tokens) maps sequence n to cache row n.
 #pragma once
 
 #include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "config.hpp"
 #include "error.hpp"
 #include "tensor_view.hpp"
+#include "varlen.hpp"
 
 namespace attnkit {
 
@@ -178,10 +181,11 @@ struct cache_dims {
 template <class KV>
 cache_dims check_cache_rows(const char* fn, const tensor_view<KV, 4>& k,
                             const tensor_view<KV, 4>& v, const cview<std::int32_t, 1>& seqlens,
-                            index_t B, bool written) {
+                            dim B, bool written) {
   check_tensor({fn, "k_cache", "B,capacity,Hkv,Dk"}, k, {B, -1, -1, -1});
   const index_t cap = k.extent(1), Hkv = k.extent(2);
-  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, v, {B, cap, Hkv, -1});
+  check_tensor({fn, "v_cache", "B,capacity,Hkv,Dv"}, v,
+               {B, dim{cap, "capacity of k_cache"}, dim{Hkv, "Hkv of k_cache"}, -1});
   if (written) {
     check_no_self_overlap({fn, "k_cache", "B,capacity,Hkv,Dk"}, k);
     check_no_self_overlap({fn, "v_cache", "B,capacity,Hkv,Dv"}, v);
@@ -192,13 +196,13 @@ cache_dims check_cache_rows(const char* fn, const tensor_view<KV, 4>& k,
 
 /// Checks a contiguous cache for B sequences.
 template <class KV>
-cache_dims check_kv_cache(const char* fn, const kv_cache<KV>& c, index_t B, bool written) {
+cache_dims check_kv_cache(const char* fn, const kv_cache<KV>& c, dim B, bool written) {
   return check_cache_rows(fn, c.k, c.v, c.seqlens, B, written);
 }
 
 /// Checks a ring cache for B sequences (capacity: its slots; the window check is the caller's).
 template <class KV>
-cache_dims check_kv_cache(const char* fn, const ring_kv_cache<KV>& c, index_t B, bool written) {
+cache_dims check_kv_cache(const char* fn, const ring_kv_cache<KV>& c, dim B, bool written) {
   const cache_dims cd = check_cache_rows(fn, c.k, c.v, c.seqlens, B, written);
   const index_t cap = cd.capacity;
   if (c.n_sink < 0) fail(fn, ": ring cache n_sink must be >= 0, got ", c.n_sink);
@@ -210,11 +214,13 @@ cache_dims check_kv_cache(const char* fn, const ring_kv_cache<KV>& c, index_t B,
 
 /// Checks a paged cache for B sequences; capacity = max_pages * P.
 template <class KV>
-cache_dims check_kv_cache(const char* fn, const paged_kv_cache<KV>& c, index_t B, bool written) {
+cache_dims check_kv_cache(const char* fn, const paged_kv_cache<KV>& c, dim B, bool written) {
   check_tensor({fn, "k_pages", "num_pages,P,Hkv,Dk"}, c.k_pages, {-1, -1, -1, -1});
   const index_t np = c.k_pages.extent(0), P = c.k_pages.extent(1), Hkv = c.k_pages.extent(2);
   if (P < 1) fail(fn, ": tensor 'k_pages' dim 1 (P): page size must be >= 1, got ", P);
-  check_tensor({fn, "v_pages", "num_pages,P,Hkv,Dv"}, c.v_pages, {np, P, Hkv, -1});
+  check_tensor(
+      {fn, "v_pages", "num_pages,P,Hkv,Dv"}, c.v_pages,
+      {dim{np, "num_pages of k_pages"}, dim{P, "P of k_pages"}, dim{Hkv, "Hkv of k_pages"}, -1});
   check_tensor({fn, "block_table", "B,max_pages"}, c.block_table, {B, -1});
   if (written) {
     check_no_self_overlap({fn, "k_pages", "num_pages,P,Hkv,Dk"}, c.k_pages);
@@ -251,23 +257,60 @@ bool kept_token(const ring_kv_cache<KV>& c, index_t pos, index_t pos0, index_t t
   return pos < c.n_sink || pos >= pos0 + tn - (c.k.extent(1) - c.n_sink);
 }
 
-/// Writes tokens [0, Tnew) of k_new/v_new [B,Tnew,Hkv,D] row b into the cache of sequence b at
-/// positions pos0 .. pos0 + Tnew - 1 (converted to the cache's element type).
+/// Writes tn tokens of k_new/v_new [.,T,Hkv,D] (batch row nb, tokens t0 .. t0 + tn - 1) into the
+/// cache of sequence b at positions pos0 .. pos0 + tn - 1 (converted to the cache's element type).
 template <class Cache, class KN, class VN>
 void write_cache_tokens(const Cache& c, index_t b, index_t pos0, const tensor_view<KN, 4>& k_new,
-                        const tensor_view<VN, 4>& v_new) {
-  const index_t tn = k_new.extent(1), Hkv = k_new.extent(2), Dk = k_new.extent(3),
-                Dv = v_new.extent(3);
+                        const tensor_view<VN, 4>& v_new, index_t nb, index_t t0, index_t tn) {
+  const index_t Hkv = k_new.extent(2), Dk = k_new.extent(3), Dv = v_new.extent(3);
   for (index_t hk = 0; hk < Hkv; ++hk) {
     const auto rows = cache_rows(c, b, hk);
     for (index_t t = 0; t < tn; ++t) {
       if (!kept_token(c, pos0 + t, pos0, tn)) continue;
       auto* kd = rows.k_row(pos0 + t);
       auto* vd = rows.v_row(pos0 + t);
-      for (index_t d = 0; d < Dk; ++d) kd[d * rows.kd] = k_new(b, t, hk, d);
-      for (index_t d = 0; d < Dv; ++d) vd[d * rows.vd] = v_new(b, t, hk, d);
+      for (index_t d = 0; d < Dk; ++d) kd[d * rows.kd] = k_new(nb, t0 + t, hk, d);
+      for (index_t d = 0; d < Dv; ++d) vd[d * rows.vd] = v_new(nb, t0 + t, hk, d);
     }
   }
+}
+
+/// cache_append's checks and writes; cu (cu_seqlens) empty: batched.
+template <class Cache, class KN, class VN>
+void append_tokens(const char* fn, const Cache& cache, const tensor_view<KN, 4>& k_new,
+                   const tensor_view<VN, 4>& v_new, const std::vector<index_t>& cu) {
+  static_assert(std::is_same_v<std::remove_const_t<KN>, std::remove_const_t<VN>>,
+                "attnkit: k_new and v_new must have the same element type");
+  const bool varlen = !cu.empty();
+  const index_t N = varlen ? index_t(cu.size()) - 1 : k_new.extent(0);
+  const cache_dims cd =
+      check_kv_cache(fn, cache, dim{N, varlen ? "N of cu_seqlens" : "B of k_new"}, true);
+  check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new,
+               {varlen ? dim{1, "varlen (cu_seqlens)"} : dim{-1}, -1,
+                dim{cd.Hkv, "Hkv of the cache"}, dim{cd.Dk, "Dk of the cache"}});
+  check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new,
+               {dim{k_new.extent(0), "B of k_new"}, dim{k_new.extent(1), "Tnew of k_new"},
+                dim{cd.Hkv, "Hkv of the cache"}, dim{cd.Dv, "Dv of the cache"}});
+  const auto ct = cache_tensors(cache);
+  check_disjoint(fn, "k_cache", ct.first, "k_new", k_new);
+  check_disjoint(fn, "k_cache", ct.first, "v_new", v_new);
+  check_disjoint(fn, "v_cache", ct.second, "k_new", k_new);
+  check_disjoint(fn, "v_cache", ct.second, "v_new", v_new);
+  constexpr bool ring = std::is_same_v<Cache, ring_kv_cache<typename Cache::value_type>>;
+  const auto tokens = [&](index_t n) {
+    return varlen ? cu[std::size_t(n) + 1] - cu[std::size_t(n)] : k_new.extent(1);
+  };
+  for (index_t n = 0; n < N; ++n) {
+    const index_t len = cache.seqlens(n), tn = tokens(n);
+    if (len < 0) fail(fn, ": cache_seqlens[", n, "] must be >= 0, got ", len);
+    if (!ring && len + tn > cd.capacity)
+      fail(fn, ": cache_seqlens[", n, "] + Tnew = ", len + tn, " exceeds the cache capacity ",
+           cd.capacity);
+    check_cache_pages(fn, cache, n, len + tn);
+  }
+  for (index_t n = 0; n < N; ++n)
+    write_cache_tokens(cache, n, cache.seqlens(n), k_new, v_new, varlen ? 0 : n,
+                       varlen ? cu[std::size_t(n)] : 0, tokens(n));
 }
 
 }  // namespace detail
@@ -276,30 +319,19 @@ void write_cache_tokens(const Cache& c, index_t b, index_t pos0, const tensor_vi
 /// - 1 without attending (vLLM's reshape_and_cache), converting to the cache's element type.
 /// seqlens is not advanced: the caller does, after the call. A ring cache keeps its sinks and
 /// the last capacity - n_sink tokens; the other caches must have room for every token.
-template <class Cache, class KN>
-void cache_append(const Cache& cache, tensor_view<KN, 4> k_new, tensor_view<KN, 4> v_new) {
+template <class Cache, class KN, class VN>
+void cache_append(const Cache& cache, tensor_view<KN, 4> k_new, tensor_view<VN, 4> v_new) {
+  detail::append_tokens("cache_append", cache, k_new, v_new, {});
+}
+
+/// Varlen append: k_new/v_new [1,total,Hkv,D] packed by cu_seqlens [N+1]; sequence n's tokens
+/// go to cache row n at positions seqlens[n] .. (an empty sequence writes nothing).
+template <class Cache, class KN, class VN>
+void cache_append(const Cache& cache, tensor_view<KN, 4> k_new, tensor_view<VN, 4> v_new,
+                  cview<std::int32_t, 1> cu_seqlens) {
   const char* fn = "cache_append";
-  const index_t B = k_new.extent(0);
-  const detail::cache_dims cd = detail::check_kv_cache(fn, cache, B, true);
-  detail::check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new, {B, -1, cd.Hkv, cd.Dk});
-  const index_t tn = k_new.extent(1);
-  detail::check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new, {B, tn, cd.Hkv, cd.Dv});
-  const auto [ck, cv] = detail::cache_tensors(cache);
-  detail::check_disjoint(fn, "k_cache", ck, "k_new", k_new);
-  detail::check_disjoint(fn, "k_cache", ck, "v_new", v_new);
-  detail::check_disjoint(fn, "v_cache", cv, "k_new", k_new);
-  detail::check_disjoint(fn, "v_cache", cv, "v_new", v_new);
-  constexpr bool ring = std::is_same_v<Cache, ring_kv_cache<typename Cache::value_type>>;
-  for (index_t b = 0; b < B; ++b) {
-    const index_t len = cache.seqlens(b);
-    if (len < 0) detail::fail(fn, ": cache_seqlens[", b, "] must be >= 0, got ", len);
-    if (!ring && len + tn > cd.capacity)
-      detail::fail(fn, ": cache_seqlens[", b, "] + Tnew = ", len + tn,
-                   " exceeds the cache capacity ", cd.capacity);
-    detail::check_cache_pages(fn, cache, b, len + tn);
-  }
-  for (index_t b = 0; b < B; ++b)
-    detail::write_cache_tokens(cache, b, cache.seqlens(b), k_new, v_new);
+  detail::append_tokens(fn, cache, k_new, v_new,
+                        detail::read_cu_seqlens(fn, "cu_seqlens", cu_seqlens, k_new.extent(1)));
 }
 
 }  // namespace attnkit

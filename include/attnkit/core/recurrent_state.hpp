@@ -4,7 +4,8 @@
 //
 // A state row holds one sequence's [heads, K, V] state ("K-first"), or [heads, V, K] with the
 // family's state_v_first option. N = B, or the number of sequences with varlen (cu_seqlens [N+1],
-// B = 1, one state row per sequence).
+// B = 1, one state row per sequence). With state_indices the state tensors are pools of P rows
+// and sequence n reads and writes row state_indices[n] (-1: the sequence is skipped).
 #pragma once
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "tensor_view.hpp"
+#include "types.hpp"
 #include "varlen.hpp"
 
 namespace attnkit {
@@ -45,7 +47,8 @@ struct recurrent_state {
   /// [N] state pool rows (continuous batching, as serving engines index their states): h0 and
   /// ht are pools [P,H,K,V] and sequence n reads and writes row state_indices[n] (-1: skip the
   /// sequence: its o rows are zeros and no state row is touched). Absent: row n is sequence n.
-  /// Rows no sequence names are never read or written. Delta-rule family.
+  /// Rows no sequence names are never read or written; a row named twice, or outside [0, P), is
+  /// an error. Both recurrent families (the linear family's key sums z0 / zt are pools too).
   cview<std::int32_t, 1> state_indices = {};
 };
 
@@ -108,22 +111,31 @@ void check_state_rows(const char* fn, const char* name, const tensor_view<T, 4>&
   check_tensor({fn, name, axes}, t, {N, heads, d2, d3});
 }
 
+/// The pool size P of a call with state_indices: the first extent of the first present view
+/// (h0, then ht, ...), -1 when none is present.
+template <class... Views>
+index_t pool_extent(const Views&... views) {
+  index_t P = -1;
+  for (const index_t e : {(views.present() ? views.extent(0) : index_t(-1))...})
+    if (P < 0) P = e;
+  return P;
+}
+
 /// The state row of each of N sequences: n, or the pool row state_indices[n] (-1: skipped).
-/// Pool rows must be in [0, P) (P: the pool's first extent) and distinct.
-template <class A>
-std::vector<index_t> state_rows(const char* fn, const recurrent_state<A>& s, index_t N) {
+/// Pool rows must be in [0, P) and distinct; P < 0 means no pool tensor was given (an error with
+/// state_indices; `none_given` says which tensors could have been).
+inline std::vector<index_t> state_rows(const char* fn, const cview<std::int32_t, 1>& state_indices,
+                                       index_t N, index_t P, const char* none_given) {
   std::vector<index_t> rows;
-  if (!s.state_indices.present()) {
+  if (!state_indices.present()) {
     for (index_t n = 0; n < N; ++n) rows.push_back(n);
     return rows;
   }
-  check_tensor({fn, "state_indices", "N"}, s.state_indices, {N});
-  if (!s.h0.present() && !s.ht.present())
-    fail(fn, ": 'state_indices' names rows of a state pool, but neither h0 nor ht is given");
-  const index_t P = s.h0.present() ? s.h0.extent(0) : s.ht.extent(0);
+  check_tensor({fn, "state_indices", "N"}, state_indices, {N});
+  if (P < 0) fail(fn, ": 'state_indices' names rows of a state pool, but ", none_given);
   std::vector<char> used(std::size_t(P), 0);
   for (index_t n = 0; n < N; ++n) {
-    const index_t r = s.state_indices(n);
+    const index_t r = state_indices(n);
     if (r == -1) {
       rows.push_back(-1);
       continue;
@@ -139,6 +151,12 @@ std::vector<index_t> state_rows(const char* fn, const recurrent_state<A>& s, ind
   return rows;
 }
 
+/// state_rows of a call whose only pools are h0 and ht (P: h0's, or ht's, first extent).
+template <class A>
+std::vector<index_t> state_rows(const char* fn, const recurrent_state<A>& s, index_t N) {
+  return state_rows(fn, s.state_indices, N, pool_extent(s.h0, s.ht), "neither h0 nor ht is given");
+}
+
 /// Checks h0 / ht of a call with N sequences (state layout `axes`, dims d2 x d3 per head); with
 /// state_indices they are pools of P rows (P = h0's, or ht's, first extent; both must agree).
 template <class A>
@@ -146,7 +164,7 @@ void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const ch
                            index_t heads, index_t d2, index_t d3) {
   const bool varlen = s.cu_seqlens.present();
   if (s.state_indices.present()) {
-    N = s.h0.present() ? s.h0.extent(0) : s.ht.present() ? s.ht.extent(0) : N;
+    N = s.h0.present() || s.ht.present() ? pool_extent(s.h0, s.ht) : N;
     if (s.h0.present()) check_tensor({fn, "h0", axes}, s.h0, {N, heads, d2, d3});
     if (s.ht.present()) check_tensor({fn, "ht", axes}, s.ht, {N, heads, d2, d3});
   }
@@ -224,6 +242,14 @@ void write_state(const tensor_view<T, 4>& t, bool v_first, index_t n, index_t he
   for (index_t d = 0; d < K; ++d)
     for (index_t e = 0; e < V; ++e)
       (v_first ? t(n, head, e, d) : t(n, head, d, e)) = T(S[std::size_t(d * V + e)]);
+}
+
+/// The o rows [B,T,heads,V] of one head over the tokens of a skipped sequence (state_indices
+/// -1: no state row): zeros.
+template <class O>
+void zero_outputs(const tensor_view<O, 4>& o, const token_seq& sq, index_t head) {
+  for (index_t t = 0; t < sq.len; ++t)
+    for (index_t e = 0; e < o.extent(3); ++e) o(sq.b, sq.t0 + t, head, e) = from_compute<O>(0.0);
 }
 
 /// No output of a recurrent-family call aliases an input: o and ht against q, k, v (and ht

@@ -189,20 +189,29 @@ inline std::string axis_name(const char* axes, std::size_t r) {
   return s.substr(start, s.find(',', start) - start);
 }
 
+/// An expected extent (< 0: any value) and, for the message, where it came from ("Hkv of k").
+struct dim {
+  index_t value = -1;
+  const char* from = nullptr;
+  constexpr dim(index_t v) : value(v) {}  // NOLINT(google-explicit-constructor): plain extents
+  constexpr dim(index_t v, const char* f) : value(v), from(f) {}
+};
+
 /// Checks extent(r) == expected (expected < 0: any value).
 template <class T, std::size_t R>
-void check_extent(const tensor_desc& d, const tensor_view<T, R>& v, std::size_t r,
-                  index_t expected) {
-  if (expected >= 0 && v.extent(r) != expected)
+void check_extent(const tensor_desc& d, const tensor_view<T, R>& v, std::size_t r, dim expected) {
+  if (expected.value >= 0 && v.extent(r) != expected.value) {
+    const std::string from = expected.from ? std::string(" (") + expected.from + ")" : "";
     fail(d.fn, ": tensor '", d.name, "' [", d.axes, "] dim ", r, " (", axis_name(d.axes, r),
-         "): expected ", expected, ", got ", v.extent(r));
+         "): expected ", expected.value, from, ", got ", v.extent(r));
+  }
 }
 
 /// Checks presence, every extent (-1 = free), non-negative extents, and that no two distinct
 /// elements alias through a zero or negative stride on a non-trivial dimension.
 template <class T, std::size_t R>
 void check_tensor(const tensor_desc& d, const tensor_view<T, R>& v,
-                  const std::array<index_t, R>& expected) {
+                  const std::array<dim, R>& expected) {
   if (!v.present() && v.size() != 0) fail(d.fn, ": tensor '", d.name, "' is missing (null data)");
   for (std::size_t r = 0; r < R; ++r) {
     if (v.extent(r) < 0)

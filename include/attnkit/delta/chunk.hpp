@@ -179,7 +179,7 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
   const token_seq& sq = sh.seqs[std::size_t(n)];
   const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
   if (row < 0) {                                // a skipped sequence: zero outputs, no state
-    for (index_t j = jb; j < je; ++j) zero_outputs(c, sq, j);
+    for (index_t j = jb; j < je; ++j) zero_outputs(c.o, sq, j);
     return;
   }
   // a chunk longer than the sequence is the whole sequence (same grid, bounded workspace)

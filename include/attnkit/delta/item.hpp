@@ -51,14 +51,6 @@ void load_row(const T* src, index_t K, bool l2norm, A scale, A* dst) {
     for (index_t c = 0; c < K; ++c) dst[c] *= scale;
 }
 
-/// o rows of value head j over the tokens of a skipped sequence (no state row): zeros.
-template <class Ctx>
-void zero_outputs(const Ctx& c, const token_seq& sq, index_t j) {
-  using O = std::remove_reference_t<decltype(c.o(0, 0, 0, 0))>;
-  for (index_t t = 0; t < sq.len; ++t)
-    for (index_t e = 0; e < c.sh.V; ++e) c.o(sq.b, sq.t0 + t, j, e) = from_compute<O>(0.0);
-}
-
 }  // namespace delta_impl
 }  // namespace detail
 }  // namespace attnkit

@@ -51,7 +51,7 @@ void slices_through_block(const Ctx& c, workspace<A>& ws, index_t n, index_t j, 
   const token_seq& sq = sh.seqs[std::size_t(n)];
   const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
   if (row < 0) {                                // a skipped sequence: zero outputs, no state
-    zero_outputs(c, sq, j);
+    zero_outputs(c.o, sq, j);
     return;
   }
   const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;
@@ -134,7 +134,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t j, workspace<A>& ws) {
   const token_seq& sq = sh.seqs[std::size_t(n)];
   const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
   if (row < 0) {                                // a skipped sequence: zero outputs, no state
-    zero_outputs(c, sq, j);
+    zero_outputs(c.o, sq, j);
     return;
   }
   const bool channel = sh.decay == gate_kind::channel, decayed = sh.decay != gate_kind::none;

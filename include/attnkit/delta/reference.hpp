@@ -48,8 +48,7 @@ void run(const attnkit::detail::delta_shape& sh, const delta_params& p, const te
     for (index_t j = 0; j < sh.HV; ++j) {
       const index_t h = j / group;
       if (srow < 0) {
-        for (index_t i = 0; i < sq.len; ++i)
-          for (index_t e = 0; e < V_; ++e) o(sq.b, sq.t0 + i, j, e) = from_compute<O>(0.0);
+        attnkit::detail::zero_outputs(o, sq, j);
         continue;
       }
       attnkit::detail::read_state(s.h0, p.state_v_first, srow, j, K_, V_, S);
@@ -110,8 +109,7 @@ void run_chunk(const attnkit::detail::delta_shape& sh, const delta_params& p,
     for (index_t j = 0; j < sh.HV; ++j) {
       const index_t h = j / group;
       if (srow < 0) {
-        for (index_t i = 0; i < sq.len; ++i)
-          for (index_t e = 0; e < V_; ++e) o(sq.b, sq.t0 + i, j, e) = from_compute<O>(0.0);
+        attnkit::detail::zero_outputs(o, sq, j);
         continue;
       }
       attnkit::detail::read_state(s.h0, p.state_v_first, srow, j, K_, V_, S);

@@ -32,7 +32,8 @@ namespace linear_impl {
 // ---------------------------------------------------------------------------------------------
 // Chunk algorithm for sequence n and heads [hb, he), chunk by chunk and head by head within a
 // chunk: the rows of consecutive heads are adjacent in memory ([B,T,H,K]), so this reads the inputs
-// (nearly) sequentially; each head keeps its own state (one Kp x Vp buffer per head).
+// (nearly) sequentially; each head keeps its own state (one Kp x Vp buffer per head). The states
+// are read from and written to the sequence's state row (its pool row with state_indices).
 template <class A, class Arch, class Ctx>
 void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& ws) {
   using B = xsimd::batch<A, Arch>;
@@ -40,6 +41,11 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
   constexpr gate_kind kind = std::decay_t<decltype(c.gate)>::kind;
   const auto& sh = c.sh;
   const auto& sq = sh.seqs[std::size_t(n)];
+  const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
+  if (row < 0) {                                // a skipped sequence: zero outputs, no state
+    for (index_t h = hb; h < he; ++h) zero_outputs(c.o, sq, h);
+    return;
+  }
   // a chunk longer than the sequence is the whole sequence (same grid, bounded workspace)
   const index_t K = sh.K, V = sh.V, C = std::min(c.p.chunk_size, std::max<index_t>(sq.len, 1));
   const index_t Kp = round_up(K, NR), Vp = round_up(V, NR), Cp = round_up(C, NR);
@@ -85,9 +91,9 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
     for (index_t d = 0; d < Kp; ++d)
       for (index_t e = 0; e < Vp; ++e)
         S[d * Vp + e] = (c.s.h0.present() && d < K && e < V)
-                            ? (vf ? c.s.h0(n, h, e, d) : c.s.h0(n, h, d, e))
+                            ? (vf ? c.s.h0(row, h, e, d) : c.s.h0(row, h, d, e))
                             : A(0);
-    if (c.p.normalize) load_z(c, n, h, zg + (h - hb) * Kp, Kp);
+    if (c.p.normalize) load_z(c, row, h, zg + (h - hb) * Kp, Kp);
   }
   const A scale = A(sh.scale);
   auto all = [](index_t) { return index_t(1) << 40; };
@@ -266,8 +272,8 @@ void run_chunked(const Ctx& c, index_t n, index_t hb, index_t he, workspace<A>& 
     if (c.s.ht.present())
       for (index_t d = 0; d < K; ++d)
         for (index_t e = 0; e < V; ++e)
-          (vf ? c.s.ht(n, h, e, d) : c.s.ht(n, h, d, e)) = S[d * Vp + e];
-    store_z(c, n, h, zg + (h - hb) * Kp);
+          (vf ? c.s.ht(row, h, e, d) : c.s.ht(row, h, d, e)) = S[d * Vp + e];
+    store_z(c, row, h, zg + (h - hb) * Kp);
   }
 }
 

@@ -65,15 +65,17 @@ ATTNKIT_ALWAYS_INLINE void write_out(const Ctx& c, index_t b, index_t t, index_t
   store_row<A, Arch>(out, &c.o(b, t, h, 0), c.sh.V, f);
 }
 
+/// The key sum of head h from / to state row `row` of z0 / zt (the sequence's row, or its pool
+/// row with state_indices); an absent z0 reads as zeros.
 template <class A, class Ctx>
-void load_z(const Ctx& c, index_t n, index_t h, A* z, index_t Kp) {
+void load_z(const Ctx& c, index_t row, index_t h, A* z, index_t Kp) {
   for (index_t d = 0; d < Kp; ++d)
-    z[d] = (c.s.z0.present() && d < c.sh.K) ? c.s.z0(n, 0, h, d) : A(0);
+    z[d] = (c.s.z0.present() && d < c.sh.K) ? c.s.z0(row, 0, h, d) : A(0);
 }
 template <class A, class Ctx>
-void store_z(const Ctx& c, index_t n, index_t h, const A* z) {
+void store_z(const Ctx& c, index_t row, index_t h, const A* z) {
   if (c.s.zt.present())
-    for (index_t d = 0; d < c.sh.K; ++d) c.s.zt(n, 0, h, d) = z[d];
+    for (index_t d = 0; d < c.sh.K; ++d) c.s.zt(row, 0, h, d) = z[d];
 }
 
 }  // namespace linear_impl

@@ -117,8 +117,9 @@ void entry(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
 }  // namespace detail
 
 /// Linear attention: S_t = S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t) (optionally normalised by
-/// q~_t . z_t + 1e-10, params.normalize). q, k [B,T,H,K], v, o [B,T,H,V]; states in s.
-/// The last dimension of q, k, v, o, h0, ht needs stride 1.
+/// q~_t . z_t + 1e-10, params.normalize). q, k [B,T,H,K], v, o [B,T,H,V]; states in `state`
+/// (h0 / ht [N,H,K,V]) and x (z0 / zt [N,1,H,K]), or pools [P,...] of them whose rows
+/// state.state_indices names (params.hpp). The last dimension of q, k, v, o, h0, ht needs stride 1.
 template <class Q, class K, class V, class O, class Arch = simd::default_arch>
 void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
                  tensor_view<V, 4> v, tensor_view<O, 4> o,
@@ -129,7 +130,8 @@ void linear_attn(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> 
 }
 
 /// Scalar-gated linear attention: S_t = exp(g_t) S_{t-1} + k_t v_t^T with a log decay per token
-/// and head, g [B,T,H] (R = 3), or a fixed one per head, g_gamma [H] (R = 1, RetNet).
+/// and head, g [B,T,H] (R = 3), or a fixed one per head, g_gamma [H] (R = 1, RetNet). States as
+/// linear_attn's h0 / ht (one row per sequence, or a pool with state_indices).
 template <class Q, class K, class V, class G, std::size_t R, class O,
           class Arch = simd::default_arch>
 void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k,
@@ -141,7 +143,8 @@ void simple_gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k
 }
 
 /// Gated linear attention with a per-key-channel log decay g [B,T,H,K]:
-/// S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T. The last dimension of g needs stride 1 too.
+/// S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T. The last dimension of g needs stride 1 too. States
+/// as linear_attn's h0 / ht (one row per sequence, or a pool with state_indices).
 template <class Q, class K, class V, class G, class O, class Arch = simd::default_arch>
 void gla(const linear_params& p, tensor_view<Q, 4> q, tensor_view<K, 4> k, tensor_view<V, 4> v,
          tensor_view<G, 4> g, tensor_view<O, 4> o, const recurrent_state<accum_t<Q>>& state = {}) {

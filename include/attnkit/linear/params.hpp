@@ -13,6 +13,11 @@
 // Layouts: q, k [B,T,H,K]; v, o [B,T,H,V]; state [N,H,K,V] ("K-first"), or [N,H,V,K] with
 // state_v_first; z [N,1,H,K]. Gates are natural-log decays (<= 0; a positive one is an error). N =
 // B, or the number of sequences with varlen (cu_seqlens [N+1], B = 1, one state row per sequence).
+// State pool (recurrent_state::state_indices [N], continuous batching): h0 / ht are pools
+// [P,H,K,V] (or [P,H,V,K]) and z0 / zt pools [P,1,H,K]; sequence n reads and writes row
+// state_indices[n] of each, -1 skips the sequence (its o rows are zeros, no pool row is touched);
+// rows no sequence names are never read or written; a row named twice, or outside [0, P), is an
+// error. ht may be h0 (and zt z0): the pool is updated in place.
 #pragma once
 
 #include <cmath>
@@ -43,10 +48,11 @@ struct linear_params {
 
 /// The key-sum state of linear_attn with the normaliser (params.normalize); beside the
 /// recurrent_state of core/recurrent_state.hpp. zt may be the very same view as z0 (in place).
+/// With the recurrent_state's state_indices they are pools [P,1,H,K] indexed like h0 / ht.
 template <class A>
 struct linear_extras {
-  cview<A, 4> z0;        ///< [N,1,H,K] initial key sum
-  tensor_view<A, 4> zt;  ///< [N,1,H,K] final key sum (output)
+  cview<A, 4> z0;        ///< [N,1,H,K] (or pool [P,1,H,K]) initial key sum
+  tensor_view<A, 4> zt;  ///< [N,1,H,K] (or pool [P,1,H,K]) final key sum (output)
 };
 
 namespace detail {
@@ -59,14 +65,11 @@ struct linear_states {
   cview<A, 4> z0;
   tensor_view<A, 4> zt;
   cview<std::int32_t, 1> cu_seqlens;
+  cview<std::int32_t, 1> state_indices = {};  ///< [N] pool rows of h0/ht and z0/zt (-1: skip)
 };
 template <class A>
 linear_states<A> combine(const recurrent_state<A>& s, const linear_extras<A>& x = {}) {
-  if (s.state_indices.present())
-    fail(
-        "linear family: 'state_indices' (a state pool) is not supported here yet; the "
-        "delta-rule family takes it");
-  return {s.h0, s.ht, x.z0, x.zt, s.cu_seqlens};
+  return {s.h0, s.ht, x.z0, x.zt, s.cu_seqlens, s.state_indices};
 }
 
 struct linear_shape : recurrent_shape {
@@ -102,14 +105,22 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
   sh.gate = gate;
   check_qkvo(fn, p.scale, /*grouped_v=*/false, q, k, v, o, s.cu_seqlens, sh);
 
-  // States: one row per sequence, in the layout chosen by state_v_first.
+  // States: one row per sequence, or pools of P rows named by state_indices, in the layout
+  // chosen by state_v_first.
   const char* axes = state_axes(p);
   const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
-  check_recurrent_state(fn, recurrent_state<A>{s.h0, s.ht, s.cu_seqlens}, axes, sh.N, sh.H, d2, d3);
+  check_recurrent_state(fn, recurrent_state<A>{s.h0, s.ht, s.cu_seqlens, s.state_indices}, axes,
+                        sh.N, sh.H, d2, d3);
+  const bool pool = s.state_indices.present();
+  const index_t P = pool_extent(s.h0, s.ht, s.z0, s.zt);  // pool rows (h0's, ht's, z0's or zt's)
   auto check_z = [&](const char* name, const auto& t) {
     if (!t.present()) return;
     if (!p.normalize)
       fail(fn, ": tensor '", name, "' (key-sum state) is only used with option 'normalize'");
+    if (pool) {
+      check_tensor({fn, name, "P,1,H,K"}, t, {P, 1, sh.H, sh.K});
+      return;
+    }
     if (t.extent(0) != sh.N && s.cu_seqlens.present())
       fail(fn, ": tensor '", name, "' [N,1,H,K] dim 0 (N): expected ", sh.N,
            " (one state per sequence of cu_seqlens), got ", t.extent(0));
@@ -128,6 +139,9 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
   if (p.normalize && s.h0.present() != s.z0.present())
     fail(fn, ": option 'normalize' with an initial state needs both 'h0' and 'z0' (got only '",
          s.h0.present() ? "h0" : "z0", "')");
+  sh.rows =
+      state_rows(fn, s.state_indices, sh.N, P,
+                 p.normalize ? "none of h0, ht, z0, zt is given" : "neither h0 nor ht is given");
   return sh;
 }
 

@@ -4,7 +4,8 @@
 //   S <- diag(a) S + k v^T  and  o = S^T q~   fused row by row (a = exp(g), K-first rows are key
 //   channels, V-first rows are value channels); undecayed K-first states take two tokens per
 //   pass. Token 0 reads h0 and the last token writes ht directly, so the decode step (T = 1)
-//   reads the state once and writes it once, in place if ht == h0.
+//   reads the state once and writes it once, in place if ht == h0. With a state pool the state
+//   rows are the sequence's pool row (state_indices); a skipped sequence only zeroes its o rows.
 #pragma once
 
 #include "../core/warnings_push.hpp"
@@ -204,6 +205,11 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   constexpr gate_kind kind = std::decay_t<decltype(c.gate)>::kind;
   const auto& sh = c.sh;
   const auto& sq = sh.seqs[std::size_t(n)];
+  const index_t row = sh.rows[std::size_t(n)];  // the sequence's state row (pool)
+  if (row < 0) {                                // a skipped sequence: zero outputs, no state
+    zero_outputs(c.o, sq, h);
+    return;
+  }
   const index_t K = sh.K, V = sh.V, Kp = round_up(K, W), Vp = round_up(V, W);
   const bool vf = c.p.state_v_first;
   const index_t rows = vf ? V : K, cols = vf ? K : V, colsp = vf ? Kp : Vp;
@@ -220,17 +226,17 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
   A* out = ws.ob.data();
   A* a = ws.a.data();
   A* z = ws.z.data();
-  if (c.p.normalize) load_z(c, n, h, z, Kp);
+  if (c.p.normalize) load_z(c, row, h, z, Kp);
 
-  const A* h0 = c.s.h0.present() ? &c.s.h0(n, h, 0, 0) : nullptr;
+  const A* h0 = c.s.h0.present() ? &c.s.h0(row, h, 0, 0) : nullptr;
   const index_t ld0 = c.s.h0.present() ? c.s.h0.stride(2) : 0;
-  A* ht = c.s.ht.present() ? &c.s.ht(n, h, 0, 0) : nullptr;
+  A* ht = c.s.ht.present() ? &c.s.ht(row, h, 0, 0) : nullptr;
   const index_t ldt = c.s.ht.present() ? c.s.ht.stride(2) : 0;
   if (sq.len == 0) {  // final = initial
     if (ht)
       for (index_t r = 0; r < rows; ++r)
         for (index_t j = 0; j < cols; ++j) ht[r * ldt + j] = h0 ? h0[r * ld0 + j] : A(0);
-    store_z(c, n, h, z);
+    store_z(c, row, h, z);
     return;
   }
   if (sq.len > 1 || !ht) ensure(ws.S, rows * colsp);
@@ -280,7 +286,7 @@ void run_recurrent(const Ctx& c, index_t n, index_t h, workspace<A>& ws) {
       write_out<A, Arch>(c, sq.b, t + u, h, out + u * Vp, qrow + u * Kp, krow + u * Kp, z, Kp);
     i += step;
   }
-  store_z(c, n, h, z);
+  store_z(c, row, h, z);
 }
 
 }  // namespace linear_impl

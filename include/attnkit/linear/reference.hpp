@@ -2,7 +2,8 @@
 // Naive references of the linear-attention family: the per-token recurrence of params.hpp in
 // double, plain loops, any strides (what fla's naive_recurrent_* compute), or with p.algo = chunk
 // the naive chunk form (as fla's naive_chunk_*). Same signatures as kernel.hpp; the tests check the
-// fast kernels against these functions and the two forms against each other.
+// fast kernels against these functions and the two forms against each other. State pools
+// (state_indices) as the kernels: each sequence's state row is its pool row, -1 zeroes its o rows.
 #pragma once
 
 #include <algorithm>
@@ -16,14 +17,24 @@ namespace attnkit::reference {
 
 namespace detail_lin {
 
-/// The initial state S [K, V] and key sum z [K] of (sequence n, head h); zeros where absent.
+/// The initial state S [K, V] and key sum z [K] of head h from state row `row` (the sequence's
+/// row, or its pool row); zeros where absent.
 template <class A>
-void read_states(const linear_params& p, const attnkit::detail::linear_states<A>& s, index_t n,
+void read_states(const linear_params& p, const attnkit::detail::linear_states<A>& s, index_t row,
                  index_t h, std::vector<double>& S, std::vector<double>& z) {
   const index_t K = index_t(z.size()), V = index_t(S.size()) / K;
-  attnkit::detail::read_state(s.h0, p.state_v_first, n, h, K, V, S);
+  attnkit::detail::read_state(s.h0, p.state_v_first, row, h, K, V, S);
   for (index_t d = 0; d < K; ++d)
-    z[std::size_t(d)] = s.z0.present() ? double(s.z0(n, 0, h, d)) : 0.0;
+    z[std::size_t(d)] = s.z0.present() ? double(s.z0(row, 0, h, d)) : 0.0;
+}
+/// The final state S and key sum z of head h to state row `row` (where ht / zt are given).
+template <class A>
+void write_states(const linear_params& p, const attnkit::detail::linear_states<A>& s, index_t row,
+                  index_t h, const std::vector<double>& S, const std::vector<double>& z) {
+  const index_t K = index_t(z.size()), V = index_t(S.size()) / K;
+  attnkit::detail::write_state(s.ht, p.state_v_first, row, h, K, V, S);
+  if (s.zt.present())
+    for (index_t d = 0; d < K; ++d) s.zt(row, 0, h, d) = A(z[std::size_t(d)]);
 }
 
 /// Runs the recurrence for every (sequence, head). log_gate(b, t, h, d) is the log-decay of row d
@@ -37,8 +48,13 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
       qs(static_cast<std::size_t>(K_)), out(static_cast<std::size_t>(V_));
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
+    const index_t srow = sh.rows[std::size_t(n)];  // state row (pool); -1: skipped
     for (index_t h = 0; h < sh.H; ++h) {
-      read_states(p, s, n, h, S, z);
+      if (srow < 0) {
+        attnkit::detail::zero_outputs(o, sq, h);
+        continue;
+      }
+      read_states(p, s, srow, h, S, z);
       for (index_t i = 0; i < sq.len; ++i) {
         const index_t t = sq.t0 + i;
         // S <- diag(exp(g_t)) S + k_t v_t^T ; z <- z + k_t
@@ -65,9 +81,7 @@ void run(const attnkit::detail::linear_shape& sh, const linear_params& p,
           o(sq.b, t, h, e) = from_compute<std::remove_const_t<O>>(val);
         }
       }
-      attnkit::detail::write_state(s.ht, p.state_v_first, n, h, K_, V_, S);
-      if (s.zt.present())
-        for (index_t d = 0; d < K_; ++d) s.zt(n, 0, h, d) = A(z[std::size_t(d)]);
+      write_states(p, s, srow, h, S, z);
     }
   }
 }
@@ -87,8 +101,13 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
   std::vector<double> S(std::size_t(K_ * V_)), z(static_cast<std::size_t>(K_)), G, qs, ks, vs, Am;
   for (index_t n = 0; n < sh.N; ++n) {
     const auto& sq = sh.seqs[std::size_t(n)];
+    const index_t srow = sh.rows[std::size_t(n)];  // state row (pool); -1: skipped
     for (index_t h = 0; h < sh.H; ++h) {
-      read_states(p, s, n, h, S, z);
+      if (srow < 0) {
+        attnkit::detail::zero_outputs(o, sq, h);
+        continue;
+      }
+      read_states(p, s, srow, h, S, z);
       for (index_t c0 = 0; c0 < sq.len; c0 += C) {
         const index_t L = std::min(C, sq.len - c0);
         G.assign(std::size_t(L * K_), 0.0);
@@ -142,9 +161,7 @@ void run_chunk(const attnkit::detail::linear_shape& sh, const linear_params& p,
           }
         }
       }
-      attnkit::detail::write_state(s.ht, p.state_v_first, n, h, K_, V_, S);
-      if (s.zt.present())
-        for (index_t d = 0; d < K_; ++d) s.zt(n, 0, h, d) = A(z[std::size_t(d)]);
+      write_states(p, s, srow, h, S, z);
     }
   }
 }

@@ -62,13 +62,14 @@ void dense_entry(const char* fn, const softmax_params& p, const tensor_view<Q, 4
 }
 
 /// Attention over a KV cache (contiguous, paged or ring), appending k_new/v_new first.
-template <class Arch, class Q, class Cache, class O, class KN>
+template <class Arch, class Q, class Cache, class O, class KN, class VN>
 void cache_entry(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
                  const Cache& cache, const tensor_view<O, 4>& o,
                  const softmax_extras<accum_t<Q>>& x, const tensor_view<KN, 4>& k_new,
-                 const tensor_view<KN, 4>& v_new) {
+                 const tensor_view<VN, 4>& v_new) {
   using KV = typename Cache::value_type;
-  static_assert(std::is_same_v<std::remove_const_t<KN>, std::remove_const_t<KV>>,
+  static_assert(std::is_same_v<std::remove_const_t<KN>, std::remove_const_t<KV>> &&
+                    std::is_same_v<std::remove_const_t<VN>, std::remove_const_t<KV>>,
                 "attnkit: k_new/v_new must have the cache's element type");
   check_element_types<Q, KV, KV>();
   using A = accum_t<Q>;
@@ -81,7 +82,7 @@ void cache_entry(const char* fn, const softmax_params& p, const tensor_view<Q, 4
       {fn, paged ? "k_pages" : "k_cache", paged ? "num_pages,P,Hkv,Dk" : "B,capacity,Hkv,Dk"}, ck);
   require_inner_contiguous(
       {fn, paged ? "v_pages" : "v_cache", paged ? "num_pages,P,Hkv,Dv" : "B,capacity,Hkv,Dv"}, cv);
-  append_rows(cache, sh, k_new, v_new);
+  append_rows(cache, sh, k_new, v_new, x.cu_seqlens_q.present());
   run_softmax<A, Arch>(fn, p, sh, q, o, x,
                        [&](const softmax_seq& sq, index_t hk) { return rows_of(cache, sq, hk); });
 }
@@ -103,11 +104,14 @@ void standard_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_vie
 /// cache_seqlens[b] ... first; then q [B,Tq,Hq,Dk] (the last Tq positions, bottom-right causal)
 /// attends over cache_seqlens[b] + Tnew keys. cache_seqlens itself is not modified
 /// (FlashAttention's flash_attn_with_kvcache contract): advance it yourself after appending.
+/// Varlen batch (continuous batching: decode rows and prefill chunks mixed): x.cu_seqlens_q
+/// [N+1] packs N sequences on q's token axis (B = 1, lse [1,Hq,total]); sequence n uses cache
+/// row n, and its new tokens, if given, are its query tokens of k_new/v_new [1,total,Hkv,D].
 template <class Q, class Cache, class O, class KN = const typename Cache::value_type,
-          class Arch = simd::default_arch>
+          class Arch = simd::default_arch, class VN = KN>
 void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, const Cache& cache,
                                 tensor_view<O, 4> o, const softmax_extras<accum_t<Q>>& x = {},
-                                tensor_view<KN, 4> k_new = {}, tensor_view<KN, 4> v_new = {}) {
+                                tensor_view<KN, 4> k_new = {}, tensor_view<VN, 4> v_new = {}) {
   detail::cache_entry<Arch>("standard_attention_kvcache", p, q, cache, o, x, k_new, v_new);
 }
 
@@ -126,12 +130,12 @@ void sliding_window_attention(const softmax_params& p, tensor_view<Q, 4> q, tens
 /// Sliding-window attention over a KV cache; with a ring_kv_cache memory stays window_left + Tq
 /// + n_sink slots and decode reads the window and the sinks whatever the position.
 template <class Q, class Cache, class O, class KN = const typename Cache::value_type,
-          class Arch = simd::default_arch>
+          class Arch = simd::default_arch, class VN = KN>
 void sliding_window_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q,
                                       const Cache& cache, tensor_view<O, 4> o,
                                       const softmax_extras<accum_t<Q>>& x = {},
                                       tensor_view<KN, 4> k_new = {},
-                                      tensor_view<KN, 4> v_new = {}) {
+                                      tensor_view<VN, 4> v_new = {}) {
   detail::require_window("sliding_window_attention_kvcache", p);
   detail::cache_entry<Arch>("sliding_window_attention_kvcache", p, q, cache, o, x, k_new, v_new);
 }

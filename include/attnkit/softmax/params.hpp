@@ -125,13 +125,25 @@ inline void check_softmax_params(const char* fn, const softmax_params& p) {
   if (p.chunk < 0) fail(fn, ": option 'chunk' must be >= 0 (0 = off), got ", p.chunk);
 }
 
-/// Checks q and o (and the optional sinks/lse) and fills B, Tq, Hq, Dk, Dv, scale, mask.
+/// Hq must be a multiple of the kv heads Hkv of tensor `kv` (dim 2): GQA. Blames the kv tensor,
+/// checked before anything is compared with its Hkv.
+inline void check_gqa(const char* fn, const char* kv, const char* kv_axes, index_t Hq,
+                      index_t Hkv) {
+  if (Hkv < 1) fail(fn, ": tensor '", kv, "' [", kv_axes, "] dim 2 (Hkv): must be >= 1, got ", Hkv);
+  if (Hq >= 1 && Hq % Hkv != 0)
+    fail(fn, ": tensor '", kv, "' [", kv_axes, "] dim 2 (Hkv): Hq = ", Hq,
+         " (dim 2 of q) is not a multiple of Hkv = ", Hkv, " (GQA needs Hq % Hkv == 0)");
+}
+
+/// Checks q and o (and the optional sinks/lse) and fills B, Tq, Hq, Dk, Dv, scale, mask. `kv`
+/// names where Hkv, Dk and Dv come from ("k" for dense inputs, else the cache).
 template <class Q, class O, class A>
 void check_queries(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
                    const tensor_view<O, 4>& o, const softmax_extras<A>& x, index_t Hkv, index_t Dk,
-                   index_t Dv, softmax_shape& s) {
+                   index_t Dv, softmax_shape& s, bool dense) {
   check_softmax_params(fn, p);
-  check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q, {-1, -1, -1, Dk});
+  check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q,
+               {-1, -1, -1, dim{Dk, dense ? "Dk of k" : "Dk of the cache"}});
   s.B = q.extent(0);
   s.Tq = q.extent(1);
   s.Hq = q.extent(2);
@@ -139,18 +151,18 @@ void check_queries(const char* fn, const softmax_params& p, const tensor_view<Q,
   s.Dk = Dk;
   s.Dv = Dv;
   if (s.Hq < 1) fail(fn, ": tensor 'q' dim 2 (Hq): must be >= 1, got ", s.Hq);
-  if (Hkv < 1) fail(fn, ": tensor 'k' dim 2 (Hkv): must be >= 1, got ", Hkv);
-  if (s.Hq % Hkv != 0)
-    fail(fn, ": tensor 'q' dim 2 (Hq): Hq = ", s.Hq, " is not a multiple of Hkv = ", Hkv,
-         " (GQA needs Hq % Hkv == 0)");
   if (Dk < 1) fail(fn, ": tensor 'q' dim 3 (Dk): must be >= 1, got ", Dk);
-  if (Dv < 1) fail(fn, ": tensor 'v' dim 3 (Dv): must be >= 1, got ", Dv);
+  if (Dv < 1)
+    fail(fn, ": tensor '", dense ? "v" : "v_cache", "' dim 3 (Dv): must be >= 1, got ", Dv);
   s.group = s.Hq / Hkv;
-  check_tensor({fn, "o", "B,Tq,Hq,Dv"}, o, {s.B, s.Tq, s.Hq, Dv});
+  check_tensor({fn, "o", "B,Tq,Hq,Dv"}, o,
+               {dim{s.B, "B of q"}, dim{s.Tq, "Tq of q"}, dim{s.Hq, "Hq of q"},
+                dim{Dv, dense ? "Dv of v" : "Dv of the cache"}});
   check_no_self_overlap({fn, "o", "B,Tq,Hq,Dv"}, o);
-  if (x.sinks.present()) check_tensor({fn, "sinks", "Hq"}, x.sinks, {s.Hq});
+  if (x.sinks.present()) check_tensor({fn, "sinks", "Hq"}, x.sinks, {dim{s.Hq, "Hq of q"}});
   if (x.lse.present()) {
-    check_tensor({fn, "lse", "B,Hq,Tq"}, x.lse, {s.B, s.Hq, s.Tq});
+    check_tensor({fn, "lse", "B,Hq,Tq"}, x.lse,
+                 {dim{s.B, "B of q"}, dim{s.Hq, "Hq of q"}, dim{s.Tq, "Tq of q"}});
     check_no_self_overlap({fn, "lse", "B,Hq,Tq"}, x.lse);
   }
   s.scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(double(Dk));
@@ -178,10 +190,14 @@ softmax_shape check_dense(const char* fn, const softmax_params& p, const tensor_
                           const tensor_view<O, 4>& o, const softmax_extras<A>& x) {
   // q defines B and Dk; k and v are checked against it, then o against all three.
   check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q, {-1, -1, -1, -1});
-  check_tensor({fn, "k", "B,Tk,Hkv,Dk"}, k, {q.extent(0), -1, -1, q.extent(3)});
-  check_tensor({fn, "v", "B,Tk,Hkv,Dv"}, v, {q.extent(0), k.extent(1), k.extent(2), -1});
+  check_tensor({fn, "k", "B,Tk,Hkv,Dk"}, k,
+               {dim{q.extent(0), "B of q"}, -1, -1, dim{q.extent(3), "Dk of q"}});
+  check_gqa(fn, "k", "B,Tk,Hkv,Dk", q.extent(2), k.extent(2));
+  check_tensor(
+      {fn, "v", "B,Tk,Hkv,Dv"}, v,
+      {dim{q.extent(0), "B of q"}, dim{k.extent(1), "Tk of k"}, dim{k.extent(2), "Hkv of k"}, -1});
   softmax_shape s;
-  check_queries(fn, p, q, o, x, k.extent(2), q.extent(3), v.extent(3), s);
+  check_queries(fn, p, q, o, x, k.extent(2), q.extent(3), v.extent(3), s, true);
   const index_t Tk = k.extent(1);
   const bool vq = x.cu_seqlens_q.present(), vk = x.cu_seqlens_k.present();
   if (vq != vk)
@@ -228,31 +244,54 @@ void check_cache_room(const char* fn, const softmax_params& p, const ring_kv_cac
          " (it needs window_left + Tq + n_sink slots)");
 }
 
-/// Validates a KV-cache call (contiguous or paged cache of core/kv_cache.hpp); k_new/v_new
-/// [B,Tnew,Hkv,D] are optional tokens appended before attending.
+/// Validates a KV-cache call (contiguous, paged or ring cache of core/kv_cache.hpp). Batched:
+/// q [B,Tq,Hq,Dk] over cache rows 0..B-1, k_new/v_new [B,Tnew,Hkv,D] (optional, appended
+/// first). Varlen (x.cu_seqlens_q [N+1], then B = 1): sequence n has the query tokens
+/// cu_seqlens_q[n] .. cu_seqlens_q[n+1]-1 and cache row n; k_new/v_new [1,total,Hkv,D] are packed
+/// the same way (each query token is a new token: chunked prefill and decode rows in one batch).
 template <class Q, class O, class A, class Cache, class KN, class VN>
 softmax_shape check_cache(const char* fn, const softmax_params& p, const tensor_view<Q, 4>& q,
                           const Cache& c, const tensor_view<O, 4>& o, const softmax_extras<A>& x,
                           const tensor_view<KN, 4>& k_new, const tensor_view<VN, 4>& v_new) {
   check_tensor({fn, "q", "B,Tq,Hq,Dk"}, q, {-1, -1, -1, -1});
-  const cache_dims cd = check_kv_cache(fn, c, q.extent(0), k_new.present());
-  softmax_shape s;
-  check_queries(fn, p, q, o, x, cd.Hkv, cd.Dk, cd.Dv, s);
-  if (x.cu_seqlens_q.present() || x.cu_seqlens_k.present())
-    fail(fn, ": cu_seqlens are not used with a KV cache (the cache has one row per sequence)");
-  if (k_new.present() != v_new.present()) fail(fn, ": appending needs both 'k_new' and 'v_new'");
-  index_t tn = 0;
-  if (k_new.present()) {
-    check_tensor({fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new, {s.B, -1, cd.Hkv, cd.Dk});
-    tn = k_new.extent(1);
-    check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new, {s.B, tn, cd.Hkv, cd.Dv});
+  if (x.cu_seqlens_k.present())
+    fail(fn,
+         ": 'cu_seqlens_k' is not used with a KV cache (the keys of sequence n are its "
+         "cache_seqlens[n] cached tokens and its new ones); a varlen batch gives 'cu_seqlens_q'");
+  const bool varlen = x.cu_seqlens_q.present();
+  std::vector<index_t> cq;
+  if (varlen) {
+    if (q.extent(0) != 1)
+      fail(fn, ": tensor 'q' dim 0 (B): varlen (cu_seqlens_q) needs B = 1, got ", q.extent(0));
+    cq = read_cu_seqlens(fn, "cu_seqlens_q", x.cu_seqlens_q, q.extent(1));
   }
-  for (index_t b = 0; b < s.B; ++b) {
-    const index_t len = c.seqlens(b);
-    if (len < 0) fail(fn, ": cache_seqlens[", b, "] must be >= 0, got ", len);
-    check_cache_room(fn, p, c, cd, b, len + tn, s.Tq);
-    check_cache_pages(fn, c, b, len + tn);
-    s.seqs.push_back({b, 0, s.Tq, b, 0, len + tn});
+  const index_t N = varlen ? index_t(cq.size()) - 1 : q.extent(0);
+  const cache_dims cd =
+      check_kv_cache(fn, c, dim{N, varlen ? "N of cu_seqlens_q" : "B of q"}, k_new.present());
+  const bool paged = std::is_same_v<Cache, paged_kv_cache<typename Cache::value_type>>;
+  check_gqa(fn, paged ? "k_pages" : "k_cache", paged ? "num_pages,P,Hkv,Dk" : "B,capacity,Hkv,Dk",
+            q.extent(2), cd.Hkv);
+  softmax_shape s;
+  check_queries(fn, p, q, o, x, cd.Hkv, cd.Dk, cd.Dv, s, false);
+  if (k_new.present() != v_new.present()) fail(fn, ": appending needs both 'k_new' and 'v_new'");
+  if (k_new.present()) {
+    const dim tn = varlen ? dim{s.Tq, "total tokens of q (varlen)"} : dim{-1};
+    check_tensor(
+        {fn, "k_new", "B,Tnew,Hkv,Dk"}, k_new,
+        {dim{s.B, "B of q"}, tn, dim{cd.Hkv, "Hkv of the cache"}, dim{cd.Dk, "Dk of the cache"}});
+    check_tensor({fn, "v_new", "B,Tnew,Hkv,Dv"}, v_new,
+                 {dim{s.B, "B of q"}, dim{k_new.extent(1), "Tnew of k_new"},
+                  dim{cd.Hkv, "Hkv of the cache"}, dim{cd.Dv, "Dv of the cache"}});
+  }
+  for (index_t n = 0; n < N; ++n) {
+    const index_t q0 = varlen ? cq[std::size_t(n)] : 0;
+    const index_t tq = varlen ? cq[std::size_t(n) + 1] - q0 : s.Tq;
+    const index_t tn = !k_new.present() ? 0 : varlen ? tq : k_new.extent(1);
+    const index_t len = c.seqlens(n);
+    if (len < 0) fail(fn, ": cache_seqlens[", n, "] must be >= 0, got ", len);
+    check_cache_room(fn, p, c, cd, n, len + tn, tq);
+    check_cache_pages(fn, c, n, len + tn);
+    s.seqs.push_back({varlen ? 0 : n, q0, tq, n, 0, len + tn});
   }
   const auto [ck, cv] = cache_tensors(c);
   check_softmax_outputs_disjoint(fn, q, ck, cv, o, x);
@@ -270,13 +309,17 @@ auto rows_of(const Cache& c, const softmax_seq& s, index_t hk) {
   return cache_rows(c, s.kb, hk);
 }
 
-/// Writes k_new/v_new into the cache at positions seqlens[b] .. seqlens[b]+Tnew-1 (s comes from
-/// check_cache, so seqs[b].tk = seqlens[b] + Tnew).
+/// Writes the new tokens of every sequence into its cache row at positions seqlens[n] ..
+/// seqlens[n] + tnew - 1 (s comes from check_cache: seqs[n].tk = seqlens[n] + tnew). Batched:
+/// row n of k_new/v_new; varlen: the sequence's query tokens of row 0.
 template <class Cache, class KN, class VN>
 void append_rows(const Cache& c, const softmax_shape& s, const tensor_view<KN, 4>& k_new,
-                 const tensor_view<VN, 4>& v_new) {
+                 const tensor_view<VN, 4>& v_new, bool varlen) {
   if (!k_new.present()) return;
-  for (const auto& sq : s.seqs) write_cache_tokens(c, sq.qb, sq.tk - k_new.extent(1), k_new, v_new);
+  for (const auto& sq : s.seqs) {
+    const index_t tn = varlen ? sq.tq : k_new.extent(1);
+    write_cache_tokens(c, sq.kb, sq.tk - tn, k_new, v_new, sq.qb, varlen ? sq.q0 : 0, tn);
+  }
 }
 
 }  // namespace detail

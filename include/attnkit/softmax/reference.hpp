@@ -83,14 +83,15 @@ void standard_attention(const softmax_params& p, tensor_view<Q, 4> q, tensor_vie
 }
 
 /// Reference of attnkit::standard_attention_kvcache: appends k_new/v_new (if given) at
-/// cache_seqlens[b], then attends q (the last Tq positions) over seqlens[b] + Tnew keys.
-template <class Q, class Cache, class O, class KN = const typename Cache::value_type>
+/// cache_seqlens[b], then attends q (the last Tq positions) over seqlens[b] + Tnew keys; varlen
+/// with x.cu_seqlens_q as the kernel.
+template <class Q, class Cache, class O, class KN = const typename Cache::value_type, class VN = KN>
 void standard_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q, const Cache& cache,
                                 tensor_view<O, 4> o, const softmax_extras<accum_t<Q>>& x = {},
-                                tensor_view<KN, 4> k_new = {}, tensor_view<KN, 4> v_new = {}) {
+                                tensor_view<KN, 4> k_new = {}, tensor_view<VN, 4> v_new = {}) {
   const auto s = attnkit::detail::check_cache("reference::standard_attention_kvcache", p, q, cache,
                                               o, x, k_new, v_new);
-  attnkit::detail::append_rows(cache, s, k_new, v_new);
+  attnkit::detail::append_rows(cache, s, k_new, v_new, x.cu_seqlens_q.present());
   detail_std::attend_all(s, p, q, o, x, [&](const auto& sq, index_t hk) {
     return attnkit::detail::rows_of(cache, sq, hk);
   });
@@ -106,12 +107,12 @@ void sliding_window_attention(const softmax_params& p, tensor_view<Q, 4> q, tens
 }
 
 /// Reference of attnkit::sliding_window_attention_kvcache (any cache, including the ring).
-template <class Q, class Cache, class O, class KN = const typename Cache::value_type>
+template <class Q, class Cache, class O, class KN = const typename Cache::value_type, class VN = KN>
 void sliding_window_attention_kvcache(const softmax_params& p, tensor_view<Q, 4> q,
                                       const Cache& cache, tensor_view<O, 4> o,
                                       const softmax_extras<accum_t<Q>>& x = {},
                                       tensor_view<KN, 4> k_new = {},
-                                      tensor_view<KN, 4> v_new = {}) {
+                                      tensor_view<VN, 4> v_new = {}) {
   attnkit::detail::require_window("reference::sliding_window_attention_kvcache", p);
   reference::standard_attention_kvcache(p, q, cache, o, x, k_new, v_new);
 }
