@@ -4,6 +4,8 @@
 #   package/find_package      find_package(attnkit CONFIG REQUIRED) against that prefix
 #   package/pkg_config        the compiler + `pkg-config --cflags --libs attnkit` against that
 #                             prefix (only if pkg-config is found)
+#   package/find_package_dispatch  (ATTNKIT_DISPATCH=ON) find_package(attnkit COMPONENTS dispatch)
+#                             against that prefix, attnkit::dispatch on every ISA of the machine
 #   package/add_subdirectory  add_subdirectory(<attnkit source>) + attnkit::native
 # The consumers are plain Debug builds of one small file (fast to compile); attnkit is not the
 # top-level project there, so none of its tests, benchmarks or examples are built.
@@ -21,7 +23,8 @@ if(ATTNKIT_INSTALL)
   add_test(NAME package/install
     COMMAND "${CMAKE_COMMAND}" "-DATTNKIT_BUILD=${CMAKE_BINARY_DIR}" "-DPREFIX=${_attnkit_prefix}"
             "-DCONSUMER_BUILD=${_attnkit_pkg_bin}/find_package"
-            -P "${_attnkit_pkg_src}/install_fixture.cmake")
+            "-DDISPATCH_CONSUMER_BUILD=${_attnkit_pkg_bin}/find_package_dispatch"
+            "-DEXPECT_DISPATCH=${ATTNKIT_DISPATCH}" -P "${_attnkit_pkg_src}/install_fixture.cmake")
   set_tests_properties(package/install PROPERTIES
     FIXTURES_SETUP attnkit_installed LABELS package TIMEOUT 120)
 
@@ -34,6 +37,19 @@ if(ATTNKIT_INSTALL)
       --test-command consumer)
   set_tests_properties(package/find_package PROPERTIES
     FIXTURES_REQUIRED attnkit_installed LABELS package TIMEOUT 600)
+
+  if(ATTNKIT_DISPATCH)
+    add_test(NAME package/find_package_dispatch
+      COMMAND "${CMAKE_CTEST_COMMAND}"
+        --build-and-test "${_attnkit_pkg_src}/find_package_dispatch"
+                         "${_attnkit_pkg_bin}/find_package_dispatch"
+        ${_attnkit_pkg_common}
+        --build-options ${_attnkit_pkg_options}
+          "-DCMAKE_PREFIX_PATH=${_attnkit_prefix}" "-DATTNKIT_EXPECTED_PREFIX=${_attnkit_prefix}"
+        --test-command dispatch_consumer)
+    set_tests_properties(package/find_package_dispatch PROPERTIES
+      FIXTURES_REQUIRED attnkit_installed LABELS package TIMEOUT 600)
+  endif()
 
   find_program(ATTNKIT_PKG_CONFIG NAMES pkg-config pkgconf)
   if(ATTNKIT_PKG_CONFIG)
