@@ -526,27 +526,29 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
   SECTION("beta, gates and o shapes") {
     auto b2 = make_view<const float>(buf.data(), B, T, HV + 1);
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, b2, o),
-                        Contains("tensor 'beta' [B,T,HV] dim 2 (HV): expected 4, got 5"));
+                        Contains("tensor 'beta' [B,T,HV] dim 2 (HV): expected 4 (HV of v), got 5"));
     auto g2 = make_view<const float>(buf.data(), B, T - 1, HV);
-    REQUIRE_THROWS_WITH(gated_delta_rule(p, q, k, v, g2, beta, o),
-                        Contains("gated_delta_rule: tensor 'g' [B,T,HV] dim 1 (T): expected 5, "
-                                 "got 4"));
+    REQUIRE_THROWS_WITH(
+        gated_delta_rule(p, q, k, v, g2, beta, o),
+        Contains("gated_delta_rule: tensor 'g' [B,T,HV] dim 1 (T): expected 5 (T of "
+                 "q), got 4"));
     auto g3 = make_view<const float>(buf.data(), B, T, HV, K + 1);
-    REQUIRE_THROWS_WITH(kda(p, q, k, v, g3, beta, o),
-                        Contains("kda: tensor 'g' [B,T,HV,K] dim 3 (K): expected 8, got 9"));
+    REQUIRE_THROWS_WITH(
+        kda(p, q, k, v, g3, beta, o),
+        Contains("kda: tensor 'g' [B,T,HV,K] dim 3 (K): expected 8 (K of q), got 9"));
     REQUIRE_THROWS_WITH(reference::kda(p, q, k, v, g3, beta, o),
-                        Contains("tensor 'g' [B,T,HV,K] dim 3 (K): expected 8, got 9"));
+                        Contains("tensor 'g' [B,T,HV,K] dim 3 (K): expected 8 (K of q), got 9"));
     auto o2 = make_view(out.data(), B, T, HV, V + 1);
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o2),
-                        Contains("tensor 'o' [B,T,HV,V] dim 3 (V): expected 6, got 7"));
+                        Contains("tensor 'o' [B,T,HV,V] dim 3 (V): expected 6 (V of v), got 7"));
     auto k2 = make_view<const float>(buf.data(), B, T, H, K - 1);
     REQUIRE_THROWS_WITH(delta_rule(p, q, k2, v, beta, o),
-                        Contains("tensor 'k' [B,T,H,K] dim 3 (K): expected 8, got 7"));
+                        Contains("tensor 'k' [B,T,H,K] dim 3 (K): expected 8 (K of q), got 7"));
   }
   SECTION("states") {
     s.h0 = make_view<const float>(st.data(), B, HV, V, K);  // V-first data without the option
     REQUIRE_THROWS_WITH(delta_rule(p, q, k, v, beta, o, s),
-                        Contains("tensor 'h0' [N,HV,K,V] dim 2 (K): expected 8, got 6"));
+                        Contains("tensor 'h0' [N,HV,K,V] dim 2 (K): expected 8 (K of q), got 6"));
   }
   SECTION("options") {
     p.allow_neg_eigval = true;
@@ -565,8 +567,10 @@ TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension an
     delta_gate_params<float> gp;
     gp.A_log = make_view<const float>(par.data(), HV);
     gp.dt_bias = make_view<const float>(par.data(), HV);
-    REQUIRE_THROWS_WITH(kda(p, q, k, v, gc, beta, o, {}, gp),
-                        Contains("kda: tensor 'dt_bias' [HV*K] dim 0 (HV*K): expected 32, got 4"));
+    REQUIRE_THROWS_WITH(
+        kda(p, q, k, v, gc, beta, o, {}, gp),
+        Contains(
+            "kda: tensor 'dt_bias' [HV*K] dim 0 (HV*K): expected 32 (HV of v x K of q), got 4"));
     p.gate_fn = delta_gate_fn::lower_bound;
     p.lower_bound = 0.5;
     REQUIRE_THROWS_WITH(gated_delta_rule(p, q, k, v, gs, beta, o, {}, gp),

@@ -614,45 +614,47 @@ TEST_CASE("linear: bad inputs throw attnkit::error naming tensor and dimension a
   SECTION("gate with the wrong K") {
     auto g31 = make_view<const float>(buf.data(), B, T, H, K - 1);
     REQUIRE_THROWS_AS(gla(p, q, k, v, g31, o), attnkit::error);
-    REQUIRE_THROWS_WITH(gla(p, q, k, v, g31, o),
-                        "attnkit: gla: tensor 'g' [B,T,H,K] dim 3 (K): expected 32, got 31");
+    REQUIRE_THROWS_WITH(
+        gla(p, q, k, v, g31, o),
+        "attnkit: gla: tensor 'g' [B,T,H,K] dim 3 (K): expected 32 (K of q), got 31");
     REQUIRE_THROWS_WITH(reference::gla(p, q, k, v, g31, o),
-                        Contains("tensor 'g' [B,T,H,K] dim 3 (K): expected 32, got 31"));
+                        Contains("tensor 'g' [B,T,H,K] dim 3 (K): expected 32 (K of q), got 31"));
   }
   SECTION("scalar gate and g_gamma shapes") {
     auto gs4 = make_view<const float>(buf.data(), B, T + 1, H);
-    REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs4, o),
-                        Contains("simple_gla: tensor 'g' [B,T,H] dim 1 (T): expected 5, got 6"));
+    REQUIRE_THROWS_WITH(
+        simple_gla(p, q, k, v, gs4, o),
+        Contains("simple_gla: tensor 'g' [B,T,H] dim 1 (T): expected 5 (T of q), got 6"));
     auto gm = make_view<const float>(buf.data(), H + 1);
     REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gm, o),
-                        Contains("tensor 'g_gamma' [H] dim 0 (H): expected 3, got 4"));
+                        Contains("tensor 'g_gamma' [H] dim 0 (H): expected 3 (H of q), got 4"));
   }
   SECTION("k, v, o against q") {
     auto k2 = make_view<const float>(buf.data(), B, T - 1, H, K);
     REQUIRE_THROWS_WITH(linear_attn(p, q, k2, v, o),
-                        Contains("tensor 'k' [B,T,H,K] dim 1 (T): expected 5, got 4"));
+                        Contains("tensor 'k' [B,T,H,K] dim 1 (T): expected 5 (T of q), got 4"));
     auto v2 = make_view<const float>(buf.data(), B, T, H + 1, V);
     REQUIRE_THROWS_WITH(linear_attn(p, q, k, v2, o),
-                        Contains("tensor 'v' [B,T,H,V] dim 2 (H): expected 3, got 4"));
+                        Contains("tensor 'v' [B,T,H,V] dim 2 (H): expected 3 (H of q), got 4"));
     auto o2 = make_view(out.data(), B, T, H, V + 1);
     REQUIRE_THROWS_WITH(linear_attn(p, q, k, v, o2),
-                        Contains("tensor 'o' [B,T,H,V] dim 3 (V): expected 16, got 17"));
+                        Contains("tensor 'o' [B,T,H,V] dim 3 (V): expected 16 (V of v), got 17"));
     REQUIRE_THROWS_WITH(linear_attn(p, V4(nullptr, {B, T, H, K}), k, v, o),
                         Contains("linear_attn: tensor 'q' is missing (null data)"));
   }
   SECTION("state shapes and layouts") {
     s.h0 = make_view<const float>(st.data(), B, H, V, K);  // V-first data without the option
     REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o, rs_of(s)),
-                        Contains("tensor 'h0' [N,H,K,V] dim 2 (K): expected 32, got 16"));
+                        Contains("tensor 'h0' [N,H,K,V] dim 2 (K): expected 32 (K of q), got 16"));
     p.state_v_first = true;
     s.h0 = h0;
     REQUIRE_THROWS_WITH(simple_gla(p, q, k, v, gs, o, rs_of(s)),
-                        Contains("tensor 'h0' [N,H,V,K] dim 2 (V): expected 16, got 32"));
+                        Contains("tensor 'h0' [N,H,V,K] dim 2 (V): expected 16 (V of v), got 32"));
     p.state_v_first = false;
     s.h0 = {};
     s.ht = make_view(st.data(), B + 1, H, K, V);
     REQUIRE_THROWS_WITH(gla(p, q, k, v, g, o, rs_of(s)),
-                        Contains("tensor 'ht' [N,H,K,V] dim 0 (N): expected 2, got 3"));
+                        Contains("tensor 'ht' [N,H,K,V] dim 0 (N): expected 2 (B of q), got 3"));
   }
   SECTION("ht overlapping h0 without being the same view") {
     s.h0 = h0;

@@ -387,9 +387,10 @@ TEST_CASE("linear state pool: errors name the bad slot", "[linear][pool][errors]
       CHECK_THROWS_WITH(run(short_idx, true), Contains("tensor 'state_indices' [N] dim 0 (N)"));
       CHECK_NOTHROW(run(ok, true));
       // h0 and ht pools of different sizes
-      CHECK_THROWS_WITH(call(ref, var, p, in, 0, 2, 0, 3, o.v(),
-                             recurrent_state<float>{pool.cv(), pool4.v(), {}, iv(ok)}),
-                        Contains("tensor 'ht' [N,H,K,V] dim 0 (N): expected 3, got 4"));
+      CHECK_THROWS_WITH(
+          call(ref, var, p, in, 0, 2, 0, 3, o.v(),
+               recurrent_state<float>{pool.cv(), pool4.v(), {}, iv(ok)}),
+          Contains("tensor 'ht' [N,H,K,V] dim 0 (N): expected 3 (pool rows of h0), got 4"));
     }
   // the key-sum pools (linear_attn with normalize)
   const linear_params pn = params_of(variant::normalized, algorithm::automatic, false);

@@ -129,11 +129,10 @@ inline std::vector<token_seq> sequences_of(const char* fn, const cview<std::int3
 /// A state tensor (h0 / ht): [N, heads, d2, d3] in `axes`, one row per sequence.
 template <class T>
 void check_state_rows(const char* fn, const char* name, const tensor_view<T, 4>& t,
-                      const char* axes, bool varlen, index_t N, index_t heads, index_t d2,
-                      index_t d3) {
+                      const char* axes, bool varlen, dim N, dim heads, dim d2, dim d3) {
   if (!t.present()) return;
-  if (t.extent(0) != N && varlen)
-    fail(fn, ": tensor '", name, "' [", axes, "] dim 0 (N): expected ", N,
+  if (t.extent(0) != N.value && varlen)
+    fail(fn, ": tensor '", name, "' [", axes, "] dim 0 (N): expected ", N.value,
          " (one state per sequence of cu_seqlens), got ", t.extent(0));
   check_tensor({fn, name, axes}, t, {N, heads, d2, d3});
 }
@@ -187,11 +186,13 @@ std::vector<index_t> state_rows(const char* fn, const recurrent_state<A>& s, ind
 /// Checks h0 / ht of a call with N sequences (state layout `axes`, dims d2 x d3 per head); with
 /// state_indices they are pools of P rows (P = h0's, or ht's, first extent; both must agree).
 template <class A>
-void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const char* axes, index_t N,
-                           index_t heads, index_t d2, index_t d3) {
+void check_recurrent_state(const char* fn, const recurrent_state<A>& s, const char* axes,
+                           index_t sequences, dim heads, dim d2, dim d3) {
   const bool varlen = s.cu_seqlens.present();
+  dim N(sequences, varlen ? "sequences of cu_seqlens" : "B of q");
   if (s.state_indices.present()) {
-    N = s.h0.present() || s.ht.present() ? pool_extent(s.h0, s.ht) : N;
+    if (s.h0.present() || s.ht.present())
+      N = dim(pool_extent(s.h0, s.ht), s.h0.present() ? "pool rows of h0" : "pool rows of ht");
     if (s.h0.present()) check_tensor({fn, "h0", axes}, s.h0, {N, heads, d2, d3});
     if (s.ht.present()) check_tensor({fn, "ht", axes}, s.ht, {N, heads, d2, d3});
   }
@@ -303,8 +304,12 @@ void check_qkvo(const char* fn, double scale, bool grouped_v, const tensor_view<
   sh.T = q.extent(1);
   sh.H = q.extent(2);
   sh.K = q.extent(3);
-  check_tensor({fn, "k", "B,T,H,K"}, k, {sh.B, sh.T, sh.H, sh.K});
-  check_tensor({fn, "v", va}, v, {sh.B, sh.T, grouped_v ? -1 : sh.H, -1});
+  check_tensor(
+      {fn, "k", "B,T,H,K"}, k,
+      {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.H, "H of q"), dim(sh.K, "K of q")});
+  check_tensor(
+      {fn, "v", va}, v,
+      {dim(sh.B, "B of q"), dim(sh.T, "T of q"), grouped_v ? dim(-1) : dim(sh.H, "H of q"), -1});
   sh.HV = v.extent(2);
   sh.V = v.extent(3);
   if (sh.H < 1) fail(fn, ": tensor 'q' [B,T,H,K] dim 2 (H): must be >= 1, got ", sh.H);
@@ -313,7 +318,9 @@ void check_qkvo(const char* fn, double scale, bool grouped_v, const tensor_view<
   if (sh.HV < sh.H || sh.HV % sh.H != 0)
     fail(fn, ": tensor 'v' [B,T,HV,V] dim 2 (HV): must be a multiple of H = ", sh.H,
          " (GVA: value head j reads q/k head j / (HV/H)), got ", sh.HV);
-  check_tensor({fn, "o", va}, o, {sh.B, sh.T, sh.HV, sh.V});
+  check_tensor(
+      {fn, "o", va}, o,
+      {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.HV, "heads of v"), dim(sh.V, "V of v")});
   check_no_self_overlap({fn, "o", va}, o);
   sh.scale = scale != 0 ? scale : 1.0 / std::sqrt(double(sh.K));
   sh.seqs = sequences_of(fn, cu_seqlens, sh.B, sh.T);

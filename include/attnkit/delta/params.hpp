@@ -172,17 +172,18 @@ delta_shape check_delta(const char* fn, const delta_params& p, gate_kind decay,
   delta_shape sh;
   sh.decay = decay;
   check_qkvo(fn, p.scale, /*grouped_v=*/true, q, k, v, o, s.cu_seqlens, sh);
-  check_tensor({fn, "beta", "B,T,HV"}, beta, {sh.B, sh.T, sh.HV});
+  check_tensor({fn, "beta", "B,T,HV"}, beta,
+               {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.HV, "HV of v")});
 
   const char* axes = delta_state_axes(p);
-  const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
-  check_recurrent_state(fn, s, axes, sh.N, sh.HV, d2, d3);
+  const dim dk(sh.K, "K of q"), dv(sh.V, "V of v");
+  check_recurrent_state(fn, s, axes, sh.N, dim(sh.HV, "HV of v"), p.state_v_first ? dv : dk,
+                        p.state_v_first ? dk : dv);
   sh.rows = state_rows(fn, s, sh.N);
   check_outputs_disjoint(fn, q, k, v, o, s.h0, s.ht);
   check_disjoint(fn, "o", o, "beta", beta);
   check_disjoint(fn, "ht", s.ht, "beta", beta);
 
-  const dim dk(sh.K, "K of q"), dv(sh.V, "V of v");
   sh.snap =
       check_snapshots(fn, s.snapshots, p.state_v_first ? "N,S,HV,V,K" : "N,S,HV,K,V", sh.N,
                       dim(sh.HV, "HV of v"), p.state_v_first ? dv : dk, p.state_v_first ? dk : dv);
@@ -209,9 +210,12 @@ void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& 
   static_assert(std::is_same_v<P, float> || std::is_same_v<P, double>,
                 "attnkit: gate parameters (A_log, dt_bias) must be float or double");
   if constexpr (R == 3)
-    check_tensor({fn, "g", "B,T,HV"}, g, {sh.B, sh.T, sh.HV});
+    check_tensor({fn, "g", "B,T,HV"}, g,
+                 {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.HV, "HV of v")});
   else
-    check_tensor({fn, "g", "B,T,HV,K"}, g, {sh.B, sh.T, sh.HV, sh.K});
+    check_tensor(
+        {fn, "g", "B,T,HV,K"}, g,
+        {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.HV, "HV of v"), dim(sh.K, "K of q")});
   check_disjoint(fn, "snapshots.states", snapshots.states, "g", g);
   check_disjoint(fn, "snapshots.states", snapshots.states, "A_log", gp.A_log);
   check_disjoint(fn, "snapshots.states", snapshots.states, "dt_bias", gp.dt_bias);
@@ -224,12 +228,12 @@ void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& 
   }
   if (p.gate_fn == delta_gate_fn::softplus && !gp.A_log.present())
     fail(fn, ": option 'gate_fn' softplus needs tensor 'A_log' [HV]");
-  if (gp.A_log.present()) check_tensor({fn, "A_log", "HV"}, gp.A_log, {sh.HV});
+  if (gp.A_log.present()) check_tensor({fn, "A_log", "HV"}, gp.A_log, {dim(sh.HV, "HV of v")});
   if (gp.dt_bias.present()) {
     if (sh.decay == gate_kind::channel)
-      check_tensor({fn, "dt_bias", "HV*K"}, gp.dt_bias, {sh.HV * sh.K});
+      check_tensor({fn, "dt_bias", "HV*K"}, gp.dt_bias, {dim(sh.HV * sh.K, "HV of v x K of q")});
     else
-      check_tensor({fn, "dt_bias", "HV"}, gp.dt_bias, {sh.HV});
+      check_tensor({fn, "dt_bias", "HV"}, gp.dt_bias, {dim(sh.HV, "HV of v")});
   }
 }
 

@@ -116,9 +116,10 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
   // States: one row per sequence, or pools of P rows named by state_indices, in the layout
   // chosen by state_v_first.
   const char* axes = state_axes(p);
-  const index_t d2 = p.state_v_first ? sh.V : sh.K, d3 = p.state_v_first ? sh.K : sh.V;
+  const dim dk(sh.K, "K of q"), dv(sh.V, "V of v");
   check_recurrent_state(fn, recurrent_state<A>{s.h0, s.ht, s.cu_seqlens, s.state_indices}, axes,
-                        sh.N, sh.H, d2, d3);
+                        sh.N, dim(sh.H, "H of q"), p.state_v_first ? dv : dk,
+                        p.state_v_first ? dk : dv);
   const bool pool = s.state_indices.present();
   const index_t P = pool_extent(s.h0, s.ht, s.z0, s.zt);  // pool rows (h0's, ht's, z0's or zt's)
   auto check_z = [&](const char* name, const auto& t) {
@@ -156,19 +157,22 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
 /// g [B,T,H] (simple_gla).
 template <class G>
 void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 3>& g) {
-  check_tensor({fn, "g", "B,T,H"}, g, {sh.B, sh.T, sh.H});
+  check_tensor({fn, "g", "B,T,H"}, g,
+               {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.H, "H of q")});
   check_log_decays(fn, "g", "B,T,H", g);
 }
 /// g_gamma [H] (simple_gla with a fixed per-head decay).
 template <class G>
 void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 1>& g) {
-  check_tensor({fn, "g_gamma", "H"}, g, {sh.H});
+  check_tensor({fn, "g_gamma", "H"}, g, {dim(sh.H, "H of q")});
   check_log_decays(fn, "g_gamma", "H", g);
 }
 /// g [B,T,H,K] (gla).
 template <class G>
 void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 4>& g) {
-  check_tensor({fn, "g", "B,T,H,K"}, g, {sh.B, sh.T, sh.H, sh.K});
+  check_tensor(
+      {fn, "g", "B,T,H,K"}, g,
+      {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.H, "H of q"), dim(sh.K, "K of q")});
   check_log_decays(fn, "g", "B,T,H,K", g);
 }
 
