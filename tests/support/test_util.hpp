@@ -16,6 +16,20 @@
 
 namespace attnkit::test {
 
+/// True in AddressSanitizer builds: the slowest identity sweeps skip their reference-path cases
+/// there (plain loops, no kernel memory access to check); the Release trees run every case.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 /// An owned tensor whose view may be padded (extra elements after each row of the last dim, and
 /// `pad_outer` after each outer row) or permuted (memory order given by `order`, e.g. {0,2,1,3}
 /// stores [B,T,H,D] head-first). Padding is filled with NaN so reads of it show up in results.
