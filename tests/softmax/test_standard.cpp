@@ -233,6 +233,11 @@ TEST_CASE("standard: merge of two key halves equals the whole", "[standard][merg
   merge_states(parts.cv(), lparts.cv(), o.v(), lse.v());
   ATTNKIT_CHECK_CLOSE(o.cv(), o_full.cv(), 1e-12);
   ATTNKIT_CHECK_CLOSE(lse.cv(), lse_full.cv(), 1e-12);
+  // without the lse output: the same o, bit for bit
+  auto o_nolse = pr.make_o();
+  merge_states(parts.cv(), lparts.cv(), o_nolse.v());
+  ATTNKIT_CHECK_CLOSE(o_nolse.cv(), o.cv(), 0.0);
+  ATTNKIT_CHECK_CLOSE(o_nolse.cv(), o_full.cv(), 1e-12);
   // in-place two-way merge gives the same
   auto o2 = pr.make_o();
   auto l2 = pr.make_lse();

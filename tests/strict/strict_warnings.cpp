@@ -70,6 +70,7 @@ template <class O, class A>
 void merges() {
   merge_state_inplace(view<O, 4>{}, view<A, 3>{}, cview<O, 4>{}, cview<A, 3>{});
   merge_states(cview<O, 5>{}, cview<A, 4>{}, view<O, 4>{}, view<A, 3>{});
+  merge_states(cview<O, 5>{}, cview<A, 4>{}, view<O, 4>{});
   softmax_state<A> s, t;
   A ws = 0, wo = 0;
   s.merge(t, ws, wo);

@@ -93,7 +93,8 @@ void merge_state_inplace(tensor_view<O, 4> o, tensor_view<L, 3> lse, tensor_view
 /// o_parts [N,B,T,H,Dv], lse_parts [N,B,H,T] -> o [B,T,H,Dv], lse [B,H,T] (lse optional).
 /// o = sum_n w_n o_n / sum_n w_n with w_n = e^{lse_n - max lse}; lse = log sum_n e^{lse_n}.
 /// Parts with lse = -inf are empty and contribute nothing; if all are empty, o = 0, lse = -inf.
-template <class OP, class LP, class O, class L>
+/// L defaults to the lse_parts element type: a call without lse leaves nothing to deduce it from.
+template <class OP, class LP, class O, class L = std::remove_const_t<LP>>
 void merge_states(tensor_view<OP, 5> o_parts, tensor_view<LP, 4> lse_parts, tensor_view<O, 4> o,
                   tensor_view<L, 3> lse = {}) {
   using A = std::remove_const_t<LP>;
