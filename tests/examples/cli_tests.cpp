@@ -407,13 +407,7 @@ TEST_CASE("attnkit-run: float16 inputs run in float32 and write float16 outputs"
       fs::remove_all(out);
       std::vector<std::string> args = {c.variant, in, out};
       args.insert(args.end(), opts.begin(), opts.end());
-      std::string desc;
-      for (const auto& a : args) desc += a + " ";
-      INFO("attnkit-run " << desc);
-      const auto r = run_cli(args, tmp);
-      INFO("stderr: " << r.err);
-      REQUIRE(r.status == 0);
-      CHECK(r.err.empty());
+      const auto run = require_cli_ok(args, tmp);
       for (const auto& name : c.outputs)
         test::check_npy_output_f16(out, c.golden, name, 2e-3, 1e-2);
     }

@@ -130,13 +130,7 @@ void pool_case(const std::string& variant, const std::string& name,
     std::vector<std::string> args = {variant, in, out, "--state-indices"};
     args.insert(args.end(), opts.begin(), opts.end());
     args.insert(args.end(), mode.begin(), mode.end());
-    std::string desc;
-    for (const auto& a : args) desc += a + " ";
-    INFO("attnkit-run " << desc);
-    const auto r = run_cli(args, tmp);
-    INFO("stderr: " << r.err);
-    REQUIRE(r.status == 0);
-    CHECK(r.err.empty());
+    const auto run = require_cli_ok(args, tmp);
     // o: the golden rows of every named sequence, zeros for a skipped one
     const auto o = io::load_npy(out + "/o.npy").as<double>();
     const auto o_gold = io::load_npy(golden + "/o.npy").as<double>();

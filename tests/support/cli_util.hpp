@@ -64,6 +64,35 @@ inline run_result run_cli(const std::vector<std::string>& args, const temp_dir& 
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err};
 }
 
+/// A successful run: its result and the two INFO messages (the command line, stderr).
+/// The messages are held here, not scoped in require_cli_ok, so the caller's checks of the outputs
+/// report them too, for as long as this value lives.
+struct cli_ok {
+  run_result result;
+  std::vector<Catch::ScopedMessage> info;
+};
+
+/// Runs attnkit-run with `args` and requires exit status 0 and an empty stderr (or, if `note` is
+/// given, a stderr containing it).
+[[nodiscard]] inline cli_ok require_cli_ok(const std::vector<std::string>& args,
+                                           const temp_dir& tmp, const std::string& note = {}) {
+  const auto message = [] {
+    return Catch::MessageBuilder("INFO", CATCH_INTERNAL_LINEINFO, Catch::ResultWas::Info);
+  };
+  cli_ok ok;
+  std::string desc;
+  for (const auto& a : args) desc += a + " ";
+  ok.info.emplace_back(message() << "attnkit-run " << desc);
+  ok.result = run_cli(args, tmp);
+  ok.info.emplace_back(message() << "stderr: " << ok.result.err);
+  REQUIRE(ok.result.status == 0);
+  if (note.empty())
+    CHECK(ok.result.err.empty());
+  else
+    CHECK_THAT(ok.result.err, Catch::Matchers::Contains(note));
+  return ok;
+}
+
 /// Copies the .npy inputs of a golden case from `src` to `dst`, skipping the files named in
 /// `outputs`: float64 tensors as float32 if `f32`, integer tensors (cu_seqlens) as int64 if `i64`
 /// else int32.
@@ -203,17 +232,7 @@ inline void replay_golden(const golden_replay& c) {
       std::vector<std::string> args = {c.variant, in, out};
       args.insert(args.end(), c.case_opts.begin(), c.case_opts.end());
       args.insert(args.end(), mode.begin(), mode.end());
-      std::string desc;
-      for (const auto& a : args) desc += a + " ";
-      INFO("attnkit-run " << desc);
-      const auto r = run_cli(args, tmp);
-      INFO("stderr: " << r.err);
-      REQUIRE(r.status == 0);
-      const std::string note = c.note ? c.note(args) : std::string();
-      if (note.empty())
-        CHECK(r.err.empty());
-      else
-        CHECK_THAT(r.err, Catch::Matchers::Contains(note));
+      const auto run = require_cli_ok(args, tmp, c.note ? c.note(args) : std::string());
       c.check_outputs(out, f32);
     }
   }
