@@ -6,8 +6,7 @@
 // the last `last` tokens (1, 3, more than a sequence has); dense and varlen batches with an empty
 // sequence, state pools with a skipped sequence, both state layouts, the in-place decode step.
 // The kernel against the reference, automatic's choice, and every error.
-#include <attnkit/delta.hpp>
-#include <support/test_util.hpp>
+#include <support/delta_inputs.hpp>
 
 using namespace attnkit;
 using namespace attnkit::test;
@@ -15,37 +14,15 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-enum class variant { delta_rule, gated_delta_rule, kda };
-
-const char* name_of(variant v) {
-  return v == variant::delta_rule         ? "delta_rule"
-         : v == variant::gated_delta_rule ? "gated_delta_rule"
-                                          : "kda";
-}
+using variant = delta_variant;
 
 constexpr index_t kH = 1, kHV = 2, kK = 16, kChunk = 16;
 
+/// The snapshot tests' inputs: H, HV, K fixed, log decays in [-0.4, -0.01].
 template <class E>
-struct inputs {
-  using A = accum_t<E>;
-  owned_tensor<E, 4> q, k, v;
-  owned_tensor<A, 3> beta, g;
-  owned_tensor<A, 4> gc;
+struct inputs : delta_inputs<E> {
   inputs(index_t B, index_t T, index_t V, std::uint64_t seed)
-      : q({B, T, kH, kK}),
-        k({B, T, kH, kK}),
-        v({B, T, kHV, V}),
-        beta({B, T, kHV}),
-        g({B, T, kHV}),
-        gc({B, T, kHV, kK}) {
-    std::mt19937_64 rng(seed);
-    fill_normal(q.v(), rng);
-    fill_normal(k.v(), rng);
-    fill_normal(v.v(), rng);
-    fill_uniform(beta.v(), rng, 0.1, 0.9);
-    fill_uniform(g.v(), rng, -0.4, -0.01);
-    fill_uniform(gc.v(), rng, -0.4, -0.01);
-  }
+      : delta_inputs<E>(B, T, kH, kHV, kK, V, seed, -0.4) {}
 };
 
 /// One call on all batch rows (b < 0), or on batch row b, tokens [t0, t1).
@@ -53,19 +30,7 @@ template <class E>
 void call(bool ref, variant var, const delta_params& p, const inputs<E>& in, index_t b, index_t t0,
           index_t t1, const tensor_view<E, 4>& o, const recurrent_state<accum_t<E>>& s) {
   const auto cut = [&](auto x) { return b < 0 ? x : slice(slice(x, 0, b, b + 1), 1, t0, t1); };
-  const auto q = cut(in.q.cv()), k = cut(in.k.cv()), v = cut(in.v.cv());
-  const auto beta = cut(in.beta.cv());
-  switch (var) {
-    case variant::delta_rule:
-      ATTNKIT_CALL(ref, delta_rule, p, q, k, v, beta, o, s);
-      break;
-    case variant::gated_delta_rule:
-      ATTNKIT_CALL(ref, gated_delta_rule, p, q, k, v, cut(in.g.cv()), beta, o, s);
-      break;
-    case variant::kda:
-      ATTNKIT_CALL(ref, kda, p, q, k, v, cut(in.gc.cv()), beta, o, s);
-      break;
-  }
+  call_delta(ref, var, p, in, cut, o, s);
 }
 
 /// A batch and its snapshot request.

@@ -4,8 +4,7 @@
 // algorithm, the fast kernel and the reference: a pooled call (rows out of order, a skipped
 // sequence, in place and into a separate pool, prefill and the one-token decode step) equals
 // separate calls per sequence; rows no sequence names are untouched; errors name the bad slot.
-#include <attnkit/delta.hpp>
-#include <support/test_util.hpp>
+#include <support/delta_inputs.hpp>
 
 using namespace attnkit;
 using namespace attnkit::test;
@@ -13,58 +12,24 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-enum class variant { delta_rule, gated_delta_rule, kda };
+using variant = delta_variant;
 
+/// The pool tests' inputs: seeded by the shape, log decays in [-0.5, -0.01].
 template <class E>
-struct inputs {
-  using A = accum_t<E>;
-  owned_tensor<E, 4> q, k, v;
-  owned_tensor<A, 3> beta, g;
-  owned_tensor<A, 4> gc;
+struct inputs : delta_inputs<E> {
   inputs(index_t B, index_t T, index_t H, index_t HV, index_t K, index_t V)
-      : q({B, T, H, K}),
-        k({B, T, H, K}),
-        v({B, T, HV, V}),
-        beta({B, T, HV}),
-        g({B, T, HV}),
-        gc({B, T, HV, K}) {
-    std::mt19937_64 rng(std::uint64_t(T * 13 + K));
-    fill_normal(q.v(), rng);
-    fill_normal(k.v(), rng);
-    fill_normal(v.v(), rng);
-    fill_uniform(beta.v(), rng, 0.1, 0.9);
-    fill_uniform(g.v(), rng, -0.5, -0.01);
-    fill_uniform(gc.v(), rng, -0.5, -0.01);
-  }
+      : delta_inputs<E>(B, T, H, HV, K, V, std::uint64_t(T * 13 + K), -0.5) {}
 };
 
-/// One call over tokens [t0, t1) of batch row b.. (all rows when b < 0) with the given state.
+/// One call on batch rows [b0, b1) with the given state.
 template <class E>
 void call(bool ref, variant var, algorithm algo, const inputs<E>& in, index_t b0, index_t b1,
           const tensor_view<E, 4>& o, const recurrent_state<accum_t<E>>& s) {
   delta_params p;
   p.algo = algo;
   p.qk_l2norm = true;
-  const auto q = slice(in.q.cv(), 0, b0, b1), k = slice(in.k.cv(), 0, b0, b1);
-  const auto v = slice(in.v.cv(), 0, b0, b1);
-  const auto beta = slice(in.beta.cv(), 0, b0, b1);
-  switch (var) {
-    case variant::delta_rule:
-      ATTNKIT_CALL(ref, delta_rule, p, q, k, v, beta, o, s);
-      break;
-    case variant::gated_delta_rule:
-      ATTNKIT_CALL(ref, gated_delta_rule, p, q, k, v, slice(in.g.cv(), 0, b0, b1), beta, o, s);
-      break;
-    case variant::kda:
-      ATTNKIT_CALL(ref, kda, p, q, k, v, slice(in.gc.cv(), 0, b0, b1), beta, o, s);
-      break;
-  }
-}
-
-const char* name_of(variant v) {
-  return v == variant::delta_rule         ? "delta_rule"
-         : v == variant::gated_delta_rule ? "gated_delta_rule"
-                                          : "kda";
+  const auto cut = [&](auto x) { return slice(x, 0, b0, b1); };
+  call_delta(ref, var, p, in, cut, o, s);
 }
 
 }  // namespace
