@@ -92,46 +92,34 @@ ATTNKIT_ALWAYS_INLINE void set_bits_at(D* p, std::uint16_t b) {
   std::memcpy(static_cast<void*>(p), &b, 2);
 }
 
-/// bf16 -> float: u = h << 16.
-template <class Arch, class S>
-inline void from_bf16(const S* ATTNKIT_RESTRICT src, float* ATTNKIT_RESTRICT dst, std::size_t n) {
-  constexpr std::size_t W = i32b<Arch>::size;
-  std::size_t i = 0;
-  for (; i + W <= n; i += W)
-    store_f32_bits<Arch>(dst + i, xsimd::bitwise_cast<u32b<Arch>>(load_u16<Arch>(src + i)) << 16);
-  // (a tail counted from 0: `for (; i < n; ++i)` draws a false -Waggressive-loop-optimizations
-  // from GCC when n is a constant multiple of W)
-  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
-    dst[i + k] = bf16::to_float(bits_at(src + i + k));
-}
-
-/// float -> bf16, as bf16::from_float: a = |u|; NaN: (u >> 16) | 0x40 (quiet); else the high
-/// half of a + 0x7fff + lsb (round to nearest even; never carries into the sign), with u's sign.
-template <class Arch, class D>
-inline void to_bf16(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, std::size_t n) {
-  using I = i32b<Arch>;
-  constexpr std::size_t W = I::size;
-  std::size_t i = 0;
-  for (; i + W <= n; i += W) {
-    const u32b<Arch> u = load_f32_bits<Arch>(src + i);
+/// bf16 lane math, bit for bit bf16::to_float / bf16::from_float.
+struct bf16_lanes {
+  using type = bf16;
+  /// bf16 -> float: u = h << 16.
+  template <class Arch>
+  static ATTNKIT_ALWAYS_INLINE u32b<Arch> widen(const i32b<Arch>& h) {
+    return xsimd::bitwise_cast<u32b<Arch>>(h) << 16;
+  }
+  /// float -> bf16: a = |u|; NaN: (u >> 16) | 0x40 (quiet); else the high half of a + 0x7fff +
+  /// lsb (round to nearest even; never carries into the sign), with u's sign.
+  template <class Arch>
+  static ATTNKIT_ALWAYS_INLINE i32b<Arch> narrow(const u32b<Arch>& u) {
+    using I = i32b<Arch>;
     const I a = xsimd::bitwise_cast<I>(u & u32b<Arch>(0x7fffffffu));
     const I hi = xsimd::bitwise_cast<I>(u >> 16);  // logical shift: sign in bit 15
     const I rounded = ((a + I(0x7fff) + ((a >> 16) & I(1))) >> 16) | (hi & I(0x8000));
-    store_u16<Arch>(dst + i, xsimd::select(a > I(0x7f800000), hi | I(0x40), rounded));
+    return xsimd::select(a > I(0x7f800000), hi | I(0x40), rounded);
   }
-  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
-    set_bits_at(dst + i + k, bf16::from_float(src[i + k]));
-}
+};
 
-/// fp16 -> float, as fp16::to_float: exponent 0: +-m * 2^-24 (0 or a normal float); 31: inf/NaN
-/// with the mantissa shifted in unchanged; else rebias the exponent (+112).
-template <class Arch, class S>
-inline void from_fp16(const S* ATTNKIT_RESTRICT src, float* ATTNKIT_RESTRICT dst, std::size_t n) {
-  using I = i32b<Arch>;
-  constexpr std::size_t W = I::size;
-  std::size_t i = 0;
-  for (; i + W <= n; i += W) {
-    const I h = load_u16<Arch>(src + i);
+/// fp16 lane math, bit for bit fp16::to_float / fp16::from_float.
+struct fp16_lanes {
+  using type = fp16;
+  /// fp16 -> float: exponent 0: +-m * 2^-24 (0 or a normal float); 31: inf/NaN with the mantissa
+  /// shifted in unchanged; else rebias the exponent (+112).
+  template <class Arch>
+  static ATTNKIT_ALWAYS_INLINE u32b<Arch> widen(const i32b<Arch>& h) {
+    using I = i32b<Arch>;
     const I e = h & I(0x7c00), m = h & I(0x3ff);
     const I normal = ((h & I(0x7fff)) << 13) + I(112 << 23);
     const I special = I(0x7f800000) | (m << 13);
@@ -140,23 +128,15 @@ inline void from_fp16(const S* ATTNKIT_RESTRICT src, float* ATTNKIT_RESTRICT dst
     I mag = xsimd::select(e == I(0x7c00), special, normal);
     mag = xsimd::select(e == I(0), xsimd::select(m == I(0), I(0), sub), mag);
     const u32b<Arch> sign = xsimd::bitwise_cast<u32b<Arch>>(h & I(0x8000)) << 16;
-    store_f32_bits<Arch>(dst + i, xsimd::bitwise_cast<u32b<Arch>>(mag) | sign);
+    return xsimd::bitwise_cast<u32b<Arch>>(mag) | sign;
   }
-  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
-    dst[i + k] = fp16::to_float(bits_at(src + i + k));
-}
-
-/// float -> fp16, as fp16::from_float on a = |u|: NaN -> 0x7e00; a >= 0x477ff000 (rounds to
-/// >= 65520) -> inf; a < 2^-25 -> 0; a < 2^-14: fp16 subnormal (24-bit mantissa >> (126 - exp),
-/// shift in [14, 24], rounded to nearest even); else rebias with the round-to-nearest-even bias
-/// 0xfff + lsb added below bit 13. The sign is u's.
-template <class Arch, class D>
-inline void to_fp16(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, std::size_t n) {
-  using I = i32b<Arch>;
-  constexpr std::size_t W = I::size;
-  std::size_t i = 0;
-  for (; i + W <= n; i += W) {
-    const u32b<Arch> u = load_f32_bits<Arch>(src + i);
+  /// float -> fp16 on a = |u|: NaN -> 0x7e00; a >= 0x477ff000 (rounds to >= 65520) -> inf;
+  /// a < 2^-25 -> 0; a < 2^-14: fp16 subnormal (24-bit mantissa >> (126 - exp), shift in [14, 24],
+  /// rounded to nearest even); else rebias with the round-to-nearest-even bias 0xfff + lsb added
+  /// below bit 13. The sign is u's.
+  template <class Arch>
+  static ATTNKIT_ALWAYS_INLINE i32b<Arch> narrow(const u32b<Arch>& u) {
+    using I = i32b<Arch>;
     const I a = xsimd::bitwise_cast<I>(u & u32b<Arch>(0x7fffffffu));
     const I sign = xsimd::bitwise_cast<I>(u >> 16) & I(0x8000);
     const I normal = ((a + I(0xfff) + ((a >> 13) & I(1))) >> 13) - I((127 - 15) << 10);
@@ -167,10 +147,33 @@ inline void to_fp16(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, 
     r = xsimd::select(a < I(0x33000000), I(0), r);
     r = xsimd::select(a >= I(0x477ff000), I(0x7c00), r);
     r = xsimd::select(a > I(0x7f800000), I(0x7e00), r);
-    store_u16<Arch>(dst + i, r | sign);
+    return r | sign;
   }
+};
+
+/// 16-bit format F (bf16_lanes, fp16_lanes) -> float: whole batches with F's lane math, the tail
+/// with F's scalar conversion. One loop for both formats: they differ only in the lane math.
+template <class Arch, class F, class S>
+inline void widen(const S* ATTNKIT_RESTRICT src, float* ATTNKIT_RESTRICT dst, std::size_t n) {
+  constexpr std::size_t W = i32b<Arch>::size;
+  std::size_t i = 0;
+  for (; i + W <= n; i += W)
+    store_f32_bits<Arch>(dst + i, F::template widen<Arch>(load_u16<Arch>(src + i)));
+  // (a tail counted from 0: `for (; i < n; ++i)` draws a false -Waggressive-loop-optimizations
+  // from GCC when n is a constant multiple of W)
   for (std::size_t k = 0, rem = n - i; k < rem; ++k)
-    set_bits_at(dst + i + k, fp16::from_float(src[i + k]));
+    dst[i + k] = F::type::to_float(bits_at(src + i + k));
+}
+
+/// float -> 16-bit format F, as widen.
+template <class Arch, class F, class D>
+inline void narrow(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, std::size_t n) {
+  constexpr std::size_t W = i32b<Arch>::size;
+  std::size_t i = 0;
+  for (; i + W <= n; i += W)
+    store_u16<Arch>(dst + i, F::template narrow<Arch>(load_f32_bits<Arch>(src + i)));
+  for (std::size_t k = 0, rem = n - i; k < rem; ++k)
+    set_bits_at(dst + i + k, F::type::from_float(src[i + k]));
 }
 
 }  // namespace detail::cvt
@@ -179,46 +182,46 @@ inline void to_fp16(const float* ATTNKIT_RESTRICT src, D* ATTNKIT_RESTRICT dst, 
 /// bit to the element-wise conversion. Arch is the xsimd architecture (default: the build's).
 template <class Arch = simd::default_arch>
 inline void to_bf16(const float* src, bf16* dst, std::size_t n) {
-  detail::cvt::to_bf16<Arch>(src, dst, n);
+  detail::cvt::narrow<Arch, detail::cvt::bf16_lanes>(src, dst, n);
 }
 /// As above into a raw buffer of bf16 bit patterns (written with memcpy: no aliasing issue).
 template <class Arch = simd::default_arch>
 inline void to_bf16(const float* src, std::uint16_t* dst, std::size_t n) {
-  detail::cvt::to_bf16<Arch>(src, dst, n);
+  detail::cvt::narrow<Arch, detail::cvt::bf16_lanes>(src, dst, n);
 }
 
 /// dst[i] = fp16(src[i]) for i < n: round to nearest even, fp16 subnormals, overflow to inf, NaN
 /// to 0x7e00 with the sign; equal bit for bit to the element-wise conversion.
 template <class Arch = simd::default_arch>
 inline void to_fp16(const float* src, fp16* dst, std::size_t n) {
-  detail::cvt::to_fp16<Arch>(src, dst, n);
+  detail::cvt::narrow<Arch, detail::cvt::fp16_lanes>(src, dst, n);
 }
 /// As above into a raw buffer of fp16 bit patterns (written with memcpy).
 template <class Arch = simd::default_arch>
 inline void to_fp16(const float* src, std::uint16_t* dst, std::size_t n) {
-  detail::cvt::to_fp16<Arch>(src, dst, n);
+  detail::cvt::narrow<Arch, detail::cvt::fp16_lanes>(src, dst, n);
 }
 
 /// dst[i] = float(src[i]) for i < n (exact).
 template <class Arch = simd::default_arch>
 inline void from_bf16(const bf16* src, float* dst, std::size_t n) {
-  detail::cvt::from_bf16<Arch>(src, dst, n);
+  detail::cvt::widen<Arch, detail::cvt::bf16_lanes>(src, dst, n);
 }
 /// As above from a raw buffer of bf16 bit patterns (read with memcpy).
 template <class Arch = simd::default_arch>
 inline void from_bf16(const std::uint16_t* src, float* dst, std::size_t n) {
-  detail::cvt::from_bf16<Arch>(src, dst, n);
+  detail::cvt::widen<Arch, detail::cvt::bf16_lanes>(src, dst, n);
 }
 
 /// dst[i] = float(src[i]) for i < n (exact; NaN payloads kept, signalling NaNs not quieted).
 template <class Arch = simd::default_arch>
 inline void from_fp16(const fp16* src, float* dst, std::size_t n) {
-  detail::cvt::from_fp16<Arch>(src, dst, n);
+  detail::cvt::widen<Arch, detail::cvt::fp16_lanes>(src, dst, n);
 }
 /// As above from a raw buffer of fp16 bit patterns (read with memcpy).
 template <class Arch = simd::default_arch>
 inline void from_fp16(const std::uint16_t* src, float* dst, std::size_t n) {
-  detail::cvt::from_fp16<Arch>(src, dst, n);
+  detail::cvt::widen<Arch, detail::cvt::fp16_lanes>(src, dst, n);
 }
 
 }  // namespace attnkit
