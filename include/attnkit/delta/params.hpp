@@ -223,7 +223,7 @@ void check_delta_gate(const char* fn, const delta_params& p, const delta_shape& 
     if (gp.A_log.present() || gp.dt_bias.present())
       fail(fn, ": tensors 'A_log'/'dt_bias' are only used with an in-kernel gate (option ",
            "'gate_fn' softplus or lower_bound)");
-    check_log_decays(fn, "g", R == 3 ? "B,T,HV" : "B,T,HV,K", g);
+    check_log_decays(fn, "g", R == 3 ? "B,T,HV" : "B,T,HV,K", g, &resolve(p.exec));
     return;
   }
   if (p.gate_fn == delta_gate_fn::softplus && !gp.A_log.present())

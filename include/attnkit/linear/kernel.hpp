@@ -99,7 +99,7 @@ void entry(const char* fn, const linear_params& p, const tensor_view<Q, 4>& q,
   check_option_range<A>(fn, "scale", sh.scale);
   check_fast_layout(fn, p, q, k, v, o, s);
   if constexpr (!std::is_void_v<GateView>) {
-    check_gate(fn, sh, *g);
+    check_gate(fn, sh, *g, resolve(p.exec));
     if constexpr (Reader::kind == gate_kind::channel)
       require_inner_contiguous({fn, "g", "B,T,H,K"}, *g);
   }

@@ -154,26 +154,26 @@ linear_shape check_linear(const char* fn, const linear_params& p, gate_kind gate
   return sh;
 }
 
-/// g [B,T,H] (simple_gla).
+/// g [B,T,H] (simple_gla); the scan of its values runs on ex.
 template <class G>
-void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 3>& g) {
+void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 3>& g, executor& ex) {
   check_tensor({fn, "g", "B,T,H"}, g,
                {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.H, "H of q")});
-  check_log_decays(fn, "g", "B,T,H", g);
+  check_log_decays(fn, "g", "B,T,H", g, &ex);
 }
 /// g_gamma [H] (simple_gla with a fixed per-head decay).
 template <class G>
-void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 1>& g) {
+void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 1>& g, executor& ex) {
   check_tensor({fn, "g_gamma", "H"}, g, {dim(sh.H, "H of q")});
-  check_log_decays(fn, "g_gamma", "H", g);
+  check_log_decays(fn, "g_gamma", "H", g, &ex);
 }
 /// g [B,T,H,K] (gla).
 template <class G>
-void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 4>& g) {
+void check_gate(const char* fn, const linear_shape& sh, const tensor_view<G, 4>& g, executor& ex) {
   check_tensor(
       {fn, "g", "B,T,H,K"}, g,
       {dim(sh.B, "B of q"), dim(sh.T, "T of q"), dim(sh.H, "H of q"), dim(sh.K, "K of q")});
-  check_log_decays(fn, "g", "B,T,H,K", g);
+  check_log_decays(fn, "g", "B,T,H,K", g, &ex);
 }
 
 }  // namespace detail

@@ -174,7 +174,8 @@ void call(const char* fn, gate_kind kind, const linear_params& p, const tensor_v
           const tensor_view<K, 4>& k, const tensor_view<V, 4>& v, const tensor_view<G, R>& g,
           const tensor_view<O, 4>& o, const attnkit::detail::linear_states<A>& s) {
   const auto sh = attnkit::detail::check_linear(fn, p, kind, q, k, v, o, s);
-  if (kind != gate_kind::none) attnkit::detail::check_gate(fn, sh, g);
+  if (kind != gate_kind::none)
+    attnkit::detail::check_gate(fn, sh, g, attnkit::detail::resolve(p.exec));
   const auto gate = [&](index_t b, index_t t, index_t h, index_t d) {
     if constexpr (R == 1)
       return to_compute<double>(g(h));
