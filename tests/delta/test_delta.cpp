@@ -4,8 +4,10 @@
 // the fast recurrent kernel against the double reference on awkward shapes and layouts (GVA,
 // V-first states, padded and permuted views), metamorphic checks (chaining, in-place decode,
 // varlen == separate runs, thread count), 16-bit storage, and every input error.
+#include <algorithm>
 #include <attnkit/delta.hpp>
 #include <attnkit/io/npy.hpp>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <support/golden.hpp>
@@ -291,6 +293,37 @@ TEMPLATE_TEST_CASE("delta: chunk equals recurrent", "[delta]", double, float) {
       }
 }
 
+TEMPLATE_TEST_CASE("kda: rows just inside and just outside the factorised intra-chunk products",
+                   "[delta]", double, float) {
+  // one channel per head decays by 0.9, 1.02 and 0.5 times the bound of the factorised products
+  // over tokens [0, 16), [16, 32), [32, 48), the others weakly: chunks of 16 cross the bound at
+  // their last row; chunks of 32 and 48 mid-sub-chunk (row 17 or 18)
+  using A = accum_t<TestType>;
+  const double bound = attnkit::detail::kMaxDecaySpan<A>;
+  problem<TestType> pr(variant::kda, 1, 48, 1, 2, 20, 9, 5);
+  for (index_t t = 0; t < 48; ++t)
+    for (index_t j = 0; j < 2; ++j)
+      for (index_t d = 0; d < 20; ++d) {
+        const double span = t < 16 ? 0.9 : t < 32 ? 1.02 : 0.5;
+        pr.gc.view(0, t, j, d) = A(d == 3 + j ? -span * bound / 16 : -0.01);
+      }
+  pr.make_h0(4);
+  for (index_t chunk : {16, 32, 48}) {
+    delta_params pc, prec;
+    pc.algo = algorithm::chunk;
+    pc.chunk_size = chunk;
+    prec.algo = algorithm::recurrent;
+    auto o = pr.make_o(), o_ref = pr.make_o();
+    auto ht = pr.make_state(), ht_ref = pr.make_state();
+    recurrent_state<A> s{pr.h0.cv(), ht.v(), {}}, s_ref{pr.h0.cv(), ht_ref.v(), {}};
+    run<false>(pr, pc, o.v(), s);
+    run<false>(pr, prec, o_ref.v(), s_ref);
+    INFO("chunk " << chunk);
+    ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), 5 * test::tolerance<TestType>());
+    ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), 5 * test::tolerance<TestType>());
+  }
+}
+
 TEMPLATE_TEST_CASE("delta: fast kernels match the reference on awkward shapes", "[delta]", double,
                    float) {
   for (variant var : {variant::delta, variant::gated, variant::kda})
@@ -478,6 +511,37 @@ TEST_CASE("delta: results do not depend on the thread count", "[delta]") {
   }
   CHECK(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
   CHECK(std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("delta: a positive log decay anywhere in a large gate is named, the first in index order",
+          "[delta][errors]") {
+  // 1*300*2 rows of 64 decays: scanned in blocks of 512 rows, so the two bad values below lie in
+  // different blocks (and on different threads of a pool of two)
+  const index_t B = 1, T = 300, H = 2, K = 64, V = 8;
+  std::vector<float> qk(std::size_t(B * T * H * K), 0.1f), vb(std::size_t(B * T * H * V), 0.1f);
+  std::vector<float> bb(std::size_t(B * T * H), 0.5f), out(vb.size());
+  std::vector<float> g(std::size_t(B * T * H * K), -0.5f);
+  auto q = make_view<const float>(qk.data(), B, T, H, K);
+  auto v = make_view<const float>(vb.data(), B, T, H, V);
+  auto beta = make_view<const float>(bb.data(), B, T, H);
+  auto gc = make_view<const float>(g.data(), B, T, H, K);
+  auto o = make_view(out.data(), B, T, H, V);
+  for (int threads : {1, 2}) {
+    attnkit::thread_pool pool(threads);
+    delta_params p;
+    p.exec = &pool;
+    INFO("threads " << threads);
+    std::fill(g.begin(), g.end(), -0.5f);
+    g[std::size_t(((299 * H) + 1) * K + 63)] = 2.f;  // g[0, 299, 1, 63]: the second block
+    REQUIRE_THROWS_WITH(kda(p, q, q, v, gc, beta, o),
+                        Contains("holds a positive log decay 2 at [0,299,1,63]"));
+    g[std::size_t(((150 * H) + 0) * K + 1)] = 0.5f;  // g[0, 150, 0, 1]: the first block
+    REQUIRE_THROWS_WITH(kda(p, q, q, v, gc, beta, o),
+                        Contains("holds a positive log decay 0.5 at [0,150,0,1]"));
+    std::fill(g.begin(), g.end(), -0.5f);
+    g[g.size() - 1] = std::nanf("");  // NaN passes (it propagates like any NaN input)
+    REQUIRE_NOTHROW(kda(p, q, q, v, gc, beta, o));
+  }
 }
 
 TEST_CASE("delta: bad inputs throw attnkit::error naming tensor and dimension and values",

@@ -51,7 +51,7 @@ class prefetch_queue {
     const auto first = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t line = first & ~std::uintptr_t(63);
     const auto end = first + std::uintptr_t(n) * sizeof(T);
-    segs_.push_back({reinterpret_cast<const char*>(line), index_t(end - line), write});
+    segs_.emplace_back(reinterpret_cast<const char*>(line), index_t(end - line), write);
   }
   /// Issues whatever is still queued (the work ran out of tiles first: small heads).
   void drain() { step(std::numeric_limits<int>::max()); }
@@ -68,6 +68,8 @@ class prefetch_queue {
 
  private:
   struct segment {
+    // built in place (a braced temporary is stored in pieces and reloaded whole: a stall)
+    segment(const char* p_, index_t bytes_, bool write_) : p(p_), bytes(bytes_), write(write_) {}
     const char* p;
     index_t bytes;
     bool write;
@@ -232,6 +234,33 @@ ATTNKIT_ALWAYS_INLINE void store_row(const A* src, S* dst, index_t n, A f) {
   } else {
     for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i] * f);
   }
+}
+
+/// The per-channel decay of a chunk may be factored around its start,
+///   x_r . kb_c = (k_r * e^{G_r}) . (k_c * e^{-G_c})   (c <= r),
+/// as one GEMM over the rows r whose e^{-G_r} <= e^{kMaxDecaySpan<A>} in every channel (G falls
+/// with r, so every factor of those rows is bounded too): no factor overflows or leaves the normal
+/// range, and each product keeps the relative error of a few roundings. Later rows take the
+/// sub-chunk scheme.
+template <class A>
+constexpr double kMaxDecaySpan = std::is_same_v<A, float> ? 60.0 : 600.0;
+
+/// True when the decays cs [n] = e^{G_r} of a row allow the factorisation (kMaxDecaySpan).
+template <class A>
+bool decay_factorisable(const A* cs, index_t n) {
+  const A floor = A(std::exp(-kMaxDecaySpan<A>));
+  bool ok = true;
+  for (index_t i = 0; i < n; ++i) ok &= cs[i] >= floor;  // NaN: not factorisable
+  return ok;
+}
+
+/// z[i] = x[i] / y[i].
+template <class A, class Arch>
+ATTNKIT_ALWAYS_INLINE void vdiv(const A* x, const A* y, A* z, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  for (index_t i = 0; i < n; i += W)
+    (B::load_unaligned(x + i) / B::load_unaligned(y + i)).store_unaligned(z + i);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -292,6 +292,13 @@ inline void store_converted(const A* ATTNKIT_RESTRICT src, S* ATTNKIT_RESTRICT d
   for (index_t i = 0; i < n; ++i) dst[i] = from_compute<S>(src[i]);
 }
 
+/// store_converted of exactly N elements (a fixed trip count: short rows inline, no library call).
+template <index_t N, class S, class A>
+ATTNKIT_ALWAYS_INLINE void store_converted_fixed(const A* ATTNKIT_RESTRICT src,
+                                                 S* ATTNKIT_RESTRICT dst) {
+  for (index_t i = 0; i < N; ++i) dst[i] = from_compute<S>(src[i]);
+}
+
 #if defined(__AVX__)
 /// d[k * ldd + u] = r[u][k] for u, k < 8: one 8x8 float block of eight rows, transposed.
 ATTNKIT_ALWAYS_INLINE void transpose8x8(const float* const (&r)[8], float* d, index_t ldd) {

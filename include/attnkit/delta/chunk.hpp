@@ -13,10 +13,13 @@
 // never reach earlier rows). Decay factors, every exponent <= 0:
 //   scalar gate: e^{G_r}, e^{G_{L-1} - G_r} from plain prefix and suffix sums; the pair factors
 //     D[r,c] = prod_{c<s<=r} e^{g_s} as running row products (no cancellation of large sums);
-//   per-channel gate (kda): as gla, 16-row sub-chunks; off-diagonal blocks factor around the first
-//     row n of sub-chunk i: (x_r * e^{G_r - G_n}) . (k_c * e^{G_n - G_c}); diagonal blocks use
-//     exact per-pair running products k_c * prod_{c<s<=r} e_s. Never a whole-chunk factorisation
-//     e^{G_r} e^{-G_c} (it overflows for strong gates).
+//   per-channel gate (kda): the rows r whose decay from the chunk start is bounded (every
+//     e^{-G_r} <= e^{60} in float: core/chunk_kernels.hpp kMaxDecaySpan) as one causal GEMM of
+//     the factorisation (k_r * e^{G_r}) . (k_c * e^{-G_c}), where no factor overflows; the later
+//     rows (strong gates) as gla, by 16-row sub-chunks: off-diagonal blocks factor around the
+//     first row n of sub-chunk i, (x_r * e^{G_r - G_n}) . (k_c * e^{G_n - G_c}); diagonal blocks
+//     use exact per-pair running products k_c * prod_{c<s<=r} e_s. A row's scheme depends only
+//     on its own and earlier tokens.
 // A chunk also ends at every position whose state is saved (snapshots: the state exists only at
 // chunk boundaries); a chunk of one token takes the recurrent token step (recurrent.hpp) on the
 // same state strips, as the per-token tail of snapshots.last does.
@@ -41,22 +44,23 @@ constexpr index_t kSubChunk = 16;  // rows of a per-channel sub-chunk (kda)
 /// Buffers of one worker (rows padded: Kp, Vp, Cp multiples of the micro-kernel width).
 template <class A>
 struct chunk_workspace {
-  aligned_vector<A> S;         // [Kp, Vp] state
-  aligned_vector<A> kq;        // [2C, Kp] k rows, then q~ rows (normalised, q~ scaled)
-  aligned_vector<A> x;         // [2C, Kp] k * e^G rows, then q~ * e^G rows (gated)
-  aligned_vector<A> kh;        // [C, Kp] k * e^{G_{L-1} - G} (gated)
-  aligned_vector<A> kt;        // [Kp, Cp] k^T (kda: the decayed off-diagonal k^T)
-  aligned_vector<A> akk, aqk;  // [C, Cp] intra-chunk products (lower triangles)
-  aligned_vector<A> tinv;      // [C, Cp] (I + Akk)^{-1} - I (strictly lower, zero elsewhere)
-  aligned_vector<A> z;         // [2C, 2W] a strip of Z = [k e^G ; q~ e^G] S0, then O (q~ rows)
-  aligned_vector<A> y;         // [C, Vp] v rows
-  aligned_vector<A> u;         // [2C, 2W] a strip of beta (v - Z_k), then of u
-  aligned_vector<A> e;         // exp(g): [C, Kp] (kda) or [C] (gated_delta_rule)
-  aligned_vector<A> beta;      // [C]
-  aligned_vector<A> cs;        // [Kp] e^{G_{L-1}}: the state's row factors
-  aligned_vector<A> tmp;       // kda: [(2 sub-chunks + 1 + C), Kp]; gated: [Cp]
-  prefetch_queue pf;           // the next chunk's rows, issued between GEMM tiles
-  workspace<A> tok;            // one token's rows for the recurrent token step (1-token chunks)
+  aligned_vector<A> S;          // [Kp, Vp] state
+  aligned_vector<A> kq;         // [2C, Kp] k rows, then q~ rows (normalised, q~ scaled)
+  aligned_vector<A> x;          // [2C, Kp] k * e^G rows, then q~ * e^G rows (gated)
+  aligned_vector<A> kh;         // [C, Kp] k * e^{G_{L-1} - G} (gated)
+  aligned_vector<A> kt;         // [Kp, Cp] k^T (kda: the decayed off-diagonal k^T)
+  aligned_vector<A> akk, aqk;   // [C, Cp] intra-chunk products (lower triangles)
+  aligned_vector<A> tinv;       // [C, Cp] (I + Akk)^{-1} - I (strictly lower, zero elsewhere)
+  aligned_vector<A> z;          // [2C, 2W] a strip of Z = [k e^G ; q~ e^G] S0, then O (q~ rows)
+  aligned_vector<A> y;          // [C, Vp] v rows
+  aligned_vector<A> u;          // [2C, 2W] a strip of beta (v - Z_k), then of u
+  aligned_vector<A> e;          // exp(g): [C, Kp] (kda) or [C] (gated_delta_rule)
+  aligned_vector<A> beta;       // [C]
+  aligned_vector<A> cs;         // [Kp] e^{G_{L-1}}: the state's row factors
+  aligned_vector<A> tmp;        // kda: [(2 sub-chunks + 1 + C), Kp]; gated: [Cp]
+  aligned_vector<double> glog;  // gated: [C] log decays
+  prefetch_queue pf;            // the next chunk's rows, issued between GEMM tiles
+  workspace<A> tok;             // one token's rows for the recurrent token step (1-token chunks)
 };
 
 /// Element count of each buffer of chunk_workspace for chunks of C tokens (plan_workspace).
@@ -71,10 +75,12 @@ chunk_sizes chunk_padding(index_t K, index_t V, index_t C) {
 
 // Per-channel decayed products (kda) of one chunk, e = exp(g) [L, Kp]:
 //   ak[r, c] = k_r . (k_c * prod_{c<s<=r} e_s), aq[r, c] = q~_r . (k_c * prod_{c<s<=r} e_s), c <= r
-// by 16-row sub-chunks (see the top of this file). tmp holds (2 * 16 + 1 + L) * Kp elements.
+// by 16-row sub-chunks (see the top of this file), for the rows of the sub-chunks from the one
+// holding row `from` on (each row's result depends only on its own and earlier tokens). tmp holds
+// (2 * 16 + 1 + L) * Kp elements.
 template <class A, class Arch>
-void channel_products(index_t L, index_t K, index_t Kp, index_t Cp, const A* Kc, const A* Qs,
-                      const A* e, A* Kt, A* ak, A* aq, A* tmp) {
+void channel_products(index_t L, index_t from, index_t K, index_t Kp, index_t Cp, const A* Kc,
+                      const A* Qs, const A* e, A* Kt, A* ak, A* aq, A* tmp) {
   constexpr index_t BC = kSubChunk;
   A* kf = tmp;            // [BC, Kp] k rows of the sub-chunk * e^{G_r - G_n}
   A* qf = kf + BC * Kp;   // [BC, Kp] q~ rows likewise
@@ -82,7 +88,7 @@ void channel_products(index_t L, index_t K, index_t Kp, index_t Cp, const A* Kc,
   A* kb = run + Kp;       // [L, Kp] rows k_c * e^{G_n - G_c}
   const auto kd = [&](index_t) { return K; };
   const auto all = [](index_t) { return index_t(1) << 40; };
-  for (index_t i0 = 0; i0 < L; i0 += BC) {
+  for (index_t i0 = from / BC * BC; i0 < L; i0 += BC) {
     const index_t i1 = std::min(L, i0 + BC);
     if (i0 > 0) {  // off-diagonal: rows [i0, i1) x columns [0, i0), reference row n = i0
       std::fill(run, run + Kp, A(1));
@@ -319,12 +325,14 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
         A* kh = ws.kh.data();
         A* csb = ws.cs.data();
         // e^{G_r} = prod_{s<=r} e_s (running; ends as e^{G_{L-1}}), e^{G_{L-1} - G_r} =
-        // prod_{r<s<L}
+        // prod_{r<s<L}; rows [0, rf) have every e^{G_r} within the factorisation's bound
+        index_t rf = L;
         std::fill(csb, csb + Kp, A(1));
         for (index_t r = 0; r < L; ++r) {
           vmul<A, Arch>(csb, e + r * Kp, csb, Kp);
           vmul<A, Arch>(Kc + r * Kp, csb, x + r * Kp, Kp);
           vmul<A, Arch>(Qs + r * Kp, csb, x + (L + r) * Kp, Kp);
+          if (rf == L && !decay_factorisable(csb, K)) rf = r;
         }
         A* suf = ws.tmp.data();
         std::fill(suf, suf + Kp, A(1));
@@ -332,7 +340,25 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
           vmul<A, Arch>(Kc + r * Kp, suf, kh + r * Kp, Kp);
           vmul<A, Arch>(suf, e + r * Kp, suf, Kp);
         }
-        channel_products<A, Arch>(L, K, Kp, Cp, Kc, Qs, e, ws.kt.data(), ak, aq, ws.tmp.data());
+        // Rows from rf on by sub-chunks, then rows [0, rf) (overwriting any of theirs the
+        // sub-chunks touched) as x kb^T with kb_c = k_c * e^{-G_c}: the scheme of a row depends
+        // only on its own and earlier tokens
+        if (rf < L)
+          channel_products<A, Arch>(L, rf, K, Kp, Cp, Kc, Qs, e, ws.kt.data(), ak, aq,
+                                    ws.tmp.data());
+        if (rf > 0) {
+          A* kb = suf + Kp;  // [rf, Kp] after the running product e^{G_c} in suf
+          std::fill(suf, suf + Kp, A(1));
+          for (index_t r = 0; r < rf; ++r) {
+            vmul<A, Arch>(suf, e + r * Kp, suf, Kp);
+            vdiv<A, Arch>(Kc + r * Kp, suf, kb + r * Kp, Kp);
+          }
+          A* Kt = ws.kt.data();
+          simd::transpose<A, Arch>(kb, Kp, Kt, Cp, rf, K);
+          gemm<A, Arch>(rf, rf, x, Kp, 1, Kt, Cp, ak, Cp, false, nullptr, kd_k, causal, pf);
+          gemm<A, Arch>(rf, rf, x + L * Kp, Kp, 1, Kt, Cp, aq, Cp, false, nullptr, kd_k, causal,
+                        pf);
+        }
         X = x, Kh = kh, cs = csb;
       }
       if (!channel) {
@@ -345,8 +371,10 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
           double G = 0;  // e^{G_r} from the prefix sum, e^{G_{L-1} - G_r} from the suffix sum
           A* x = ws.x.data();
           A* kh = ws.kh.data();
+          ensure(ws.glog, L);
+          double* gl = ws.glog.data();  // the L log decays, read (and transformed) once
           for (index_t r = 0; r < L; ++r) {
-            const double g = c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+            const double g = gl[r] = c.gate(sq.b, sq.t0 + t0 + r, j, 0);
             e[r] = A(std::exp(g));
             G += g;
             const B f(A(std::exp(G)));
@@ -360,7 +388,7 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
             const B f(A(std::exp(U)));
             for (index_t d = 0; d < Kp; d += W)
               (B::load_unaligned(Kc + r * Kp + d) * f).store_unaligned(kh + r * Kp + d);
-            U += c.gate(sq.b, sq.t0 + t0 + r, j, 0);
+            U += gl[r];
           }
           std::fill(ws.cs.begin(), ws.cs.begin() + Kp, A(std::exp(G)));
           // D[r, c] = prod_{c<s<=r} e_s (running row products, D[r, r] = 1) on both products
@@ -405,8 +433,13 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
         A* const O = Z + L * NR;
         gemm_lower<A, Arch>(L, NR, aq, Cp, U, NR, O, NR, pf);
         const index_t ne = std::min(NR, V - e0);
-        for (index_t i = 0; i < L; ++i)
-          simd::store_converted(O + i * NR, &c.o(sq.b, sq.t0 + t0 + i, j, e0), ne);
+        for (index_t i = 0; i < L; ++i) {
+          auto* dst = &c.o(sq.b, sq.t0 + t0 + i, j, e0);
+          if (ne == NR)
+            simd::store_converted_fixed<NR>(O + i * NR, dst);
+          else
+            simd::store_converted(O + i * NR, dst, ne);
+        }
         // S = diag(e^{G_{L-1}}) S0 + Kh^T u
         gemm<A, Arch>(
             K, NR, Kh, 1, Kp, U, NR, Se, NR, true, cs, [&](index_t) { return L; }, all, pf);

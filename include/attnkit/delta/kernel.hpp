@@ -30,11 +30,13 @@ void run(const delta_shape& sh, const delta_params& p, const tensor_view<Q, 4>& 
   const item_ctx<A, Q, Kt, Vt, Bt, O, Gate> c{sh, p, q, k, v, beta, o, s, gate};
   if (resolve_algorithm(p, sh) == algorithm::chunk) {
     // items of up to 8 consecutive value heads of one sequence (their rows are adjacent: the
-    // inputs are read in long runs), fewer when that leaves fewer items than threads; each head's
-    // arithmetic is the same in any grouping, so results depend neither on it nor on the threads
+    // inputs are read in long runs), fewer when that leaves fewer than 4 items per thread (a
+    // thread slowed by a neighbour then takes fewer items instead of holding up the call); each
+    // head's arithmetic is the same in any grouping, so results depend neither on it nor on the
+    // threads
     executor& ex = resolve(p.exec);
     const index_t hg = std::max<index_t>(
-        1, std::min<index_t>({8, sh.HV, sh.N * sh.HV / index_t(ex.num_threads())}));
+        1, std::min<index_t>({8, sh.HV, sh.N * sh.HV / (4 * index_t(ex.num_threads()))}));
     const index_t groups = (sh.HV + hg - 1) / hg;
     ex.parallel_for(sh.N * groups, [&](index_t item) {
       thread_local chunk_workspace<A> ws;
