@@ -21,11 +21,11 @@ namespace attnkit {
 namespace detail {
 
 struct softmax_tiling {
-  static constexpr index_t kBlockN = 64;          // keys per tile
-  static constexpr index_t kRowsPerItem = 64;     // target query rows (heads x positions) per item
-  static constexpr index_t kSmallRows = 8;        // below this, S is computed by row dot products
-  static constexpr index_t kTargetItems = 32;     // automatic split-KV aims at this many items
-  static constexpr index_t kMinSplitKeys = 1024;  // ... with at least this many keys per split
+  static constexpr index_t kBlockN = 64;         // keys per tile
+  static constexpr index_t kRowsPerItem = 64;    // target query rows (heads x positions) per item
+  static constexpr index_t kSmallRows = 8;       // below this, S is computed by row dot products
+  static constexpr index_t kTargetItems = 32;    // automatic split-KV aims at this many items
+  static constexpr index_t kMinSplitKeys = 512;  // ... of at least this many keys
   static constexpr std::size_t kRetainPackBytes = std::size_t(64) << 20;  // see pack_store
   // Rows per register tile of the packed Q K^T and P V micro-kernels (2W columns each), by vector
   // width W: 16 lanes (AVX-512, 32 registers) take taller tiles, fewer tile reloads of K^T and V.
