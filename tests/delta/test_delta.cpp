@@ -160,6 +160,25 @@ void check_against_reference(problem<T>& pr, const delta_params& p, bool with_h0
   }
 }
 
+/// The chunk algorithm (chunk size `chunk`) against the recurrent one on the same inputs, both from
+/// pr.h0: o and ht within 5x the tolerance. Returns the chunk run's o.
+template <class T>
+owned_tensor<T, 4> check_chunk_against_recurrent(const problem<T>& pr, index_t chunk) {
+  using A = accum_t<T>;
+  delta_params pc, prec;
+  pc.algo = algorithm::chunk;
+  pc.chunk_size = chunk;
+  prec.algo = algorithm::recurrent;
+  auto o = pr.make_o(), o_ref = pr.make_o();
+  auto ht = pr.make_state(), ht_ref = pr.make_state();
+  recurrent_state<A> s{pr.h0.cv(), ht.v(), {}}, s_ref{pr.h0.cv(), ht_ref.v(), {}};
+  run<false>(pr, pc, o.v(), s);
+  run<false>(pr, prec, o_ref.v(), s_ref);
+  ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), 5 * test::tolerance<T>());
+  ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), 5 * test::tolerance<T>());
+  return o;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Golden data (fla naive references in float64, tests/data/delta)
 
@@ -274,21 +293,8 @@ TEMPLATE_TEST_CASE("delta: chunk equals recurrent", "[delta]", double, float) {
             pr.gc.view(0, t + 1, 1, 7) = A(-1000);
           }
         pr.make_h0(4);
-        delta_params pc, prec;
-        pc.algo = algorithm::chunk;
-        pc.chunk_size = chunk;
-        prec.algo = algorithm::recurrent;
-        auto o = pr.make_o(), o_ref = pr.make_o();
-        auto ht = pr.make_state(), ht_ref = pr.make_state();
-        recurrent_state<A> s, s_ref;
-        s.h0 = s_ref.h0 = pr.h0.cv();
-        s.ht = ht.v();
-        s_ref.ht = ht_ref.v();
-        run<false>(pr, pc, o.v(), s);
-        run<false>(pr, prec, o_ref.v(), s_ref);
         INFO(name_of(var) << " T=" << T << " chunk=" << chunk);
-        ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), 5 * test::tolerance<TestType>());
-        ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), 5 * test::tolerance<TestType>());
+        const auto o = check_chunk_against_recurrent(pr, chunk);
         CHECK(test::padding_untouched(o));
       }
 }
@@ -309,18 +315,8 @@ TEMPLATE_TEST_CASE("kda: rows just inside and just outside the factorised intra-
       }
   pr.make_h0(4);
   for (index_t chunk : {16, 32, 48}) {
-    delta_params pc, prec;
-    pc.algo = algorithm::chunk;
-    pc.chunk_size = chunk;
-    prec.algo = algorithm::recurrent;
-    auto o = pr.make_o(), o_ref = pr.make_o();
-    auto ht = pr.make_state(), ht_ref = pr.make_state();
-    recurrent_state<A> s{pr.h0.cv(), ht.v(), {}}, s_ref{pr.h0.cv(), ht_ref.v(), {}};
-    run<false>(pr, pc, o.v(), s);
-    run<false>(pr, prec, o_ref.v(), s_ref);
     INFO("chunk " << chunk);
-    ATTNKIT_CHECK_CLOSE(o.cv(), o_ref.cv(), 5 * test::tolerance<TestType>());
-    ATTNKIT_CHECK_CLOSE(ht.cv(), ht_ref.cv(), 5 * test::tolerance<TestType>());
+    check_chunk_against_recurrent(pr, chunk);
   }
 }
 
