@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Set-up shared by the delta-family state tests (tests/delta/test_state_pool.cpp,
-// tests/delta/test_snapshots.cpp): the three variants, random inputs for all of them, and one
-// call of a variant (kernel or reference) on a cut of those inputs.
+// Set-up shared by the delta-family tests that run every variant (tests/delta/test_state_pool.cpp,
+// test_snapshots.cpp, test_invisible.cpp): the three variants, random inputs for all of them, and
+// one call of a variant (kernel or reference) on a cut of those inputs.
 #pragma once
 
 #include <attnkit/delta.hpp>
