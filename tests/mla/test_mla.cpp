@@ -204,7 +204,9 @@ TEMPLATE_TEST_CASE("mla: absorbed equals naive on awkward shapes (decode, MTP, p
   };
   for (const shape s :
        {shape{2, 1, 1, 4, false}, shape{2, 1, 63, 3, false}, shape{1, 1, 65, 4, true},
-        shape{2, 2, 130, 4, true}, shape{1, 5, 65, 2, true}, shape{1, 65, 65, 3, true}})
+        shape{2, 2, 130, 4, true}, shape{1, 5, 65, 2, true}, shape{1, 65, 65, 3, true},
+        // wide groups (64+ heads on the latent head): several positions per work item
+        shape{2, 2, 70, 128, true}, shape{1, 5, 130, 65, true}, shape{1, 3, 9, 64, false}})
     for (const bool sinks : {false, true}) {
       const problem<T> pr(s.B, s.Tq, s.Tk, s.H, 12, 6, 40, 20, 7 + std::uint64_t(s.Tk * 3 + s.Tq));
       mla_params p;

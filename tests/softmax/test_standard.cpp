@@ -408,7 +408,10 @@ TEMPLATE_TEST_CASE("standard: paged cache equals contiguous cache", "[standard][
 
 TEMPLATE_TEST_CASE("standard: bf16 and fp16 storage within tolerance", "[standard][lowp]", bf16,
                    fp16) {
-  const index_t B = 1, Tq = 65, Tk = 130, Hq = 4, Hkv = 2, D = 40;
+  const index_t B = 1, Tq = 65, Tk = 130, Hq = 4, Hkv = 2;
+  // D = 67: keys converted in pieces of 64 columns and a ragged last piece
+  const index_t D = GENERATE(40, 67);
+  INFO("D=" << D);
   owned_tensor<TestType, 4> q({B, Tq, Hq, D}), k({B, Tk, Hkv, D}), v({B, Tk, Hkv, D}),
       o({B, Tq, Hq, D});
   std::mt19937_64 rng(31);

@@ -35,13 +35,16 @@ struct softmax_plan {
   index_t slots = 0, M_max = 0, nq_per_item = 1;
 };
 
-/// Plan: query blocks of about kRowsPerItem rows per (sequence, kv head), or one item over every
-/// kv head for decode shapes (fewer than kSmallRows rows); then split-KV of long key ranges into
-/// at most num_splits (automatic: enough items for kTargetItems, >= kMinSplitKeys keys each).
+/// Plan: query blocks of about kRowsPerItem rows per (sequence, kv head) (kWideRowsPerItem for
+/// groups of kRowsPerItem heads or more), or one item over every kv head for decode shapes (fewer
+/// than kSmallRows rows); then split-KV of long key ranges into at most num_splits (automatic:
+/// enough items for kTargetItems, >= kMinSplitKeys keys each).
 inline softmax_plan plan_items(const softmax_params& p, const softmax_shape& sh) {
   const index_t G = sh.group;
   softmax_plan plan;
-  plan.nq_per_item = std::max<index_t>(1, softmax_tiling::kRowsPerItem / G);
+  plan.nq_per_item = G >= softmax_tiling::kRowsPerItem
+                         ? std::max<index_t>(1, softmax_tiling::kWideRowsPerItem / G)
+                         : softmax_tiling::kRowsPerItem / G;
   const index_t nq_per_item = plan.nq_per_item;
   struct base_item {  // before splitting, with its visible key range [klo, khi]
     std::size_t seq;

@@ -21,8 +21,11 @@ namespace attnkit {
 namespace detail {
 
 struct softmax_tiling {
-  static constexpr index_t kBlockN = 64;         // keys per tile
-  static constexpr index_t kRowsPerItem = 64;    // target query rows (heads x positions) per item
+  static constexpr index_t kBlockN = 64;       // keys per tile
+  static constexpr index_t kRowsPerItem = 64;  // target query rows (heads x positions) per item
+  // groups this wide (MLA: 128 query heads on one latent head) take several positions per item,
+  // so a multi-token decode reads each key block once
+  static constexpr index_t kWideRowsPerItem = 256;
   static constexpr index_t kSmallRows = 8;       // below this, S is computed by row dot products
   static constexpr index_t kTargetItems = 32;    // automatic split-KV aims at this many items
   static constexpr index_t kMinSplitKeys = 512;  // ... of at least this many keys
@@ -318,6 +321,20 @@ inline void pack_kt(const Rows& rows, index_t j0, index_t nb, index_t ncols, ind
       const A* r[8];
       for (index_t u = 0; u < 8; ++u) r[u] = rows.k_row(j0 + j + u);
       simd::transpose_rows8<A, Arch>(r, kt + (j / TW) * Dk * TW + j % TW, TW, Dk);
+    }
+  } else if constexpr (TW % 8 == 0) {  // bf16/fp16: eight rows converted a piece at a time
+    constexpr index_t P = 64;
+    alignas(64) A buf[8][P];
+    const A* r[8];
+    for (index_t u = 0; u < 8; ++u) r[u] = buf[u];
+    for (; j + 8 <= nb; j += 8) {
+      A* dst = kt + (j / TW) * Dk * TW + j % TW;
+      for (index_t d0 = 0; d0 < Dk; d0 += P) {
+        const index_t n = std::min(P, Dk - d0);
+        for (index_t u = 0; u < 8; ++u)
+          simd::convert<A, Arch>(rows.k_row(j0 + j + u) + d0, buf[u], n);
+        simd::transpose_rows8<A, Arch>(r, dst + d0 * TW, TW, n);
+      }
     }
   }
   for (; j < nb; ++j) {
