@@ -301,9 +301,10 @@ TEMPLATE_TEST_CASE("delta: chunk equals recurrent", "[delta]", double, float) {
 
 TEMPLATE_TEST_CASE("kda: rows just inside and just outside the factorised intra-chunk products",
                    "[delta]", double, float) {
-  // one channel per head decays by 0.9, 1.02 and 0.5 times the bound of the factorised products
-  // over tokens [0, 16), [16, 32), [32, 48), the others weakly: chunks of 16 cross the bound at
-  // their last row; chunks of 32 and 48 mid-sub-chunk (row 17 or 18)
+  // one channel per head (3: in a vector, 18: in the tail of the bound check) decays by 0.9, 1.02
+  // and 0.5 times the bound of the factorised products over tokens [0, 16), [16, 32), [32, 48),
+  // the others weakly: chunks of 16 cross the bound at their last row; chunks of 32 and 48
+  // mid-sub-chunk (row 17 or 18)
   using A = accum_t<TestType>;
   const double bound = attnkit::detail::kMaxDecaySpan<A>;
   problem<TestType> pr(variant::kda, 1, 48, 1, 2, 20, 9, 5);
@@ -311,7 +312,7 @@ TEMPLATE_TEST_CASE("kda: rows just inside and just outside the factorised intra-
     for (index_t j = 0; j < 2; ++j)
       for (index_t d = 0; d < 20; ++d) {
         const double span = t < 16 ? 0.9 : t < 32 ? 1.02 : 0.5;
-        pr.gc.view(0, t, j, d) = A(d == 3 + j ? -span * bound / 16 : -0.01);
+        pr.gc.view(0, t, j, d) = A(d == (j == 0 ? 3 : 18) ? -span * bound / 16 : -0.01);
       }
   pr.make_h0(4);
   for (index_t chunk : {16, 32, 48}) {

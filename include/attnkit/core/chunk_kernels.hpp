@@ -246,12 +246,18 @@ template <class A>
 constexpr double kMaxDecaySpan = std::is_same_v<A, float> ? 60.0 : 600.0;
 
 /// True when the decays cs [n] = e^{G_r} of a row allow the factorisation (kMaxDecaySpan).
-template <class A>
-bool decay_factorisable(const A* cs, index_t n) {
-  const A floor = A(std::exp(-kMaxDecaySpan<A>));
-  bool ok = true;
-  for (index_t i = 0; i < n; ++i) ok &= cs[i] >= floor;  // NaN: not factorisable
-  return ok;
+template <class A, class Arch>
+ATTNKIT_ALWAYS_INLINE bool decay_factorisable(const A* cs, index_t n) {
+  using B = xsimd::batch<A, Arch>;
+  constexpr index_t W = index_t(B::size);
+  static const A floor = A(std::exp(-kMaxDecaySpan<A>));
+  const B vfloor(floor);
+  xsimd::batch_bool<A, Arch> ok(true);
+  index_t i = 0;
+  for (; i + W <= n; i += W) ok = ok && (B::load_unaligned(cs + i) >= vfloor);  // NaN: false
+  bool all = xsimd::all(ok);
+  for (; i < n; ++i) all &= cs[i] >= floor;
+  return all;
 }
 
 /// z[i] = x[i] / y[i].

@@ -332,7 +332,7 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
           vmul<A, Arch>(csb, e + r * Kp, csb, Kp);
           vmul<A, Arch>(Kc + r * Kp, csb, x + r * Kp, Kp);
           vmul<A, Arch>(Qs + r * Kp, csb, x + (L + r) * Kp, Kp);
-          if (rf == L && !decay_factorisable(csb, K)) rf = r;
+          if (rf == L && !decay_factorisable<A, Arch>(csb, K)) rf = r;
         }
         A* suf = ws.tmp.data();
         std::fill(suf, suf + Kp, A(1));
