@@ -305,6 +305,18 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
           if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
             pf->add(&c.gate.raw.g(sq.b, t, nj, 0), K, false);
         }
+        // one line of every row of the chunk after next: its page walks ahead of its reads
+        if (j == jb && t1 < sq.len && chunk_end(t1) < sq.len) {
+          const index_t a0 = chunk_end(t1), a1 = chunk_end(a0), ah = jb / (sh.HV / sh.H);
+          for (index_t t = sq.t0 + a0; t < sq.t0 + a1; ++t) {
+            pf->add(&c.q(sq.b, t, ah, 0), 1, false);
+            pf->add(&c.k(sq.b, t, ah, 0), 1, false);
+            pf->add(&c.v(sq.b, t, jb, 0), 1, false);
+            pf->add(&c.o(sq.b, t, jb, 0), 1, true);
+            if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
+              pf->add(&c.gate.raw.g(sq.b, t, jb, 0), 1, false);
+          }
+        }
         pf->set_step(
             int(std::max<index_t>(prefetch_queue::lines_per_tile, pf->lines_queued() / tiles + 1)));
       }
