@@ -295,28 +295,23 @@ void run_chunked(const Ctx& c, index_t n, index_t jb, index_t je, chunk_workspac
         const index_t tiles = (5 * L / 6 + K / 6 + 4) * ((V + NR - 1) / NR);
         const index_t nt0 = j + 1 < je ? t0 : t1, nj = j + 1 < je ? j + 1 : jb;
         const index_t nt1 = j + 1 < je ? t1 : t1 < sq.len ? chunk_end(t1) : t1;
-        const index_t nh = nj / (sh.HV / sh.H);
-        pf->clear();
-        for (index_t t = sq.t0 + nt0; t < sq.t0 + nt1; ++t) {
-          pf->add(&c.q(sq.b, t, nh, 0), K, false);
-          pf->add(&c.k(sq.b, t, nh, 0), K, false);
-          pf->add(&c.v(sq.b, t, nj, 0), V, false);
-          pf->add(&c.o(sq.b, t, nj, 0), V, true);
-          if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
-            pf->add(&c.gate.raw.g(sq.b, t, nj, 0), K, false);
-        }
-        // one line of every row of the chunk after next: its page walks ahead of its reads
-        if (j == jb && t1 < sq.len && chunk_end(t1) < sq.len) {
-          const index_t a0 = chunk_end(t1), a1 = chunk_end(a0), ah = jb / (sh.HV / sh.H);
-          for (index_t t = sq.t0 + a0; t < sq.t0 + a1; ++t) {
-            pf->add(&c.q(sq.b, t, ah, 0), 1, false);
-            pf->add(&c.k(sq.b, t, ah, 0), 1, false);
-            pf->add(&c.v(sq.b, t, jb, 0), 1, false);
-            pf->add(&c.o(sq.b, t, jb, 0), 1, true);
+        // rows [r0, r1) of value head vj's inputs and output; whole rows, or their first element
+        const auto queue_rows = [&](index_t r0, index_t r1, index_t vj, bool whole) {
+          const index_t vh = vj / (sh.HV / sh.H), nk = whole ? K : 1, nv = whole ? V : 1;
+          for (index_t t = sq.t0 + r0; t < sq.t0 + r1; ++t) {
+            pf->add(&c.q(sq.b, t, vh, 0), nk, false);
+            pf->add(&c.k(sq.b, t, vh, 0), nk, false);
+            pf->add(&c.v(sq.b, t, vj, 0), nv, false);
+            pf->add(&c.o(sq.b, t, vj, 0), nv, true);
             if constexpr (std::decay_t<decltype(c.gate)>::kind == gate_kind::channel)
-              pf->add(&c.gate.raw.g(sq.b, t, jb, 0), 1, false);
+              pf->add(&c.gate.raw.g(sq.b, t, vj, 0), nk, false);
           }
-        }
+        };
+        pf->clear();
+        queue_rows(nt0, nt1, nj, true);
+        // one line of every row of the chunk after next: its page walks ahead of its reads
+        if (j == jb && t1 < sq.len && chunk_end(t1) < sq.len)
+          queue_rows(chunk_end(t1), chunk_end(chunk_end(t1)), jb, false);
         pf->set_step(
             int(std::max<index_t>(prefetch_queue::lines_per_tile, pf->lines_queued() / tiles + 1)));
       }
